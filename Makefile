@@ -1,0 +1,43 @@
+# make test  — set up .venv if missing, then run the fast test suite
+# make book  — set up, execute every chapter with papermill, build the HTML (jupyter-book 1.x)
+# make chapter CH=02_layer_curve ARGS="-p preset qwen2.5-math-1.5b" OUT=runs/02.ipynb
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Here torch==2.13.0 is a CPU wheel on local disk; a bare `torch` would pull a multi-GB CUDA build.
+# On a GPU box: make install TORCH="torch"
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.steerlib-installed
+PYTEST_ARGS ?=
+
+.PHONY: install test test-all book html chapter clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e '.[dev,book]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $@
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+book: install
+	$(BIN)/python -m steerlib.book build
+
+html: install
+	$(BIN)/python -m steerlib.book html
+
+chapter: install
+	@test -n "$(CH)" || { echo 'usage: make chapter CH=NN_name [ARGS="-p name value ..."] [OUT=path.ipynb]'; exit 2; }
+	$(BIN)/python -m steerlib.book chapter $(CH) $(ARGS) $(if $(OUT),--out $(OUT),)
+
+clean:
+	rm -rf _build

@@ -1,0 +1,148 @@
+"""Where things live inside a supported decoder-only model.
+
+steerlib supports the Qwen2 / Qwen2.5 / Llama / Mistral family: a causal LM whose decoder stack is
+``model.model`` with ``layers``, a final ``norm`` and an ``lm_head``. Each decoder layer has
+``input_layernorm``, ``self_attn`` (``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``),
+``post_attention_layernorm`` and ``mlp`` (``down_proj``). A PEFT wrapper around such a model is
+unwrapped. Anything else fails with an error that names what is missing.
+
+Example:
+    >>> from transformers import Qwen2Config, Qwen2ForCausalLM
+    >>> model = Qwen2ForCausalLM(Qwen2Config(vocab_size=32, hidden_size=16, intermediate_size=32,
+    ...     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+    >>> parts = model_parts(model)
+    >>> parts.n_layers, parts.hidden_size, parts.n_kv_groups, parts.head_dim
+    (2, 16, 2, 4)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+__all__ = ["ModelParts", "UnsupportedModelError", "model_parts", "model_id"]
+
+
+class UnsupportedModelError(TypeError):
+    """The model does not have the structure steerlib hooks into."""
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """Handles on the modules steerlib reads and hooks.
+
+    Attributes:
+        causal_lm: the ``*ForCausalLM`` module (PEFT wrappers removed).
+        decoder: the decoder stack (``causal_lm.model``).
+        layers: the decoder layers, in order.
+        norm: the final norm applied before the unembedding.
+        lm_head: the unembedding.
+        hidden_size: residual-stream width.
+        n_heads: query heads per layer.
+        n_kv_heads: key/value heads (KV groups) per layer.
+        head_dim: width of one head.
+    """
+
+    causal_lm: nn.Module
+    decoder: nn.Module
+    layers: nn.ModuleList
+    norm: nn.Module
+    lm_head: nn.Module
+    hidden_size: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+
+    @property
+    def n_layers(self) -> int:
+        """Number of decoder layers."""
+        return len(self.layers)
+
+    @property
+    def n_kv_groups(self) -> int:
+        """Number of KV groups (one per key/value head)."""
+        return self.n_kv_heads
+
+    @property
+    def heads_per_group(self) -> int:
+        """Query heads that share one key/value head."""
+        return self.n_heads // self.n_kv_heads
+
+    def check_layer(self, layer: int) -> None:
+        """Raise ``ValueError`` with one clear line if ``layer`` is not a valid 0-based index."""
+        if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+            raise ValueError(
+                f"layer {layer!r} is out of range: this model has {self.n_layers} decoder layers "
+                f"(valid: 0..{self.n_layers - 1})"
+            )
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    # peft.PeftModel (and its LoraModel) expose the wrapped causal LM through get_base_model().
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def model_parts(model: nn.Module) -> ModelParts:
+    """Locate the decoder layers, final norm and unembedding of a supported model.
+
+    Args:
+        model: a Qwen2/Llama/Mistral-style ``*ForCausalLM`` (optionally wrapped by PEFT).
+
+    Returns:
+        The handles, with head geometry read from the config.
+
+    Raises:
+        UnsupportedModelError: naming the first missing attribute.
+    """
+    lm = _unwrap(model)
+    name = type(model).__name__
+    decoder = getattr(lm, "model", None)
+    missing = [
+        path
+        for path, ok in [
+            ("lm_head", hasattr(lm, "lm_head")),
+            ("model.model", decoder is not None),
+            ("model.model.layers", decoder is not None and hasattr(decoder, "layers")),
+            ("model.model.norm", decoder is not None and hasattr(decoder, "norm")),
+        ]
+        if not ok
+    ]
+    if missing:
+        raise UnsupportedModelError(
+            f"{name} is not supported by steerlib: it lacks {missing[0]} (supported: Qwen2/Qwen2.5, "
+            "Llama, Mistral-style causal LMs with model.model.layers, model.model.norm, lm_head)"
+        )
+    layer0 = decoder.layers[0]
+    for sub in ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm"):
+        if not hasattr(layer0, sub):
+            raise UnsupportedModelError(
+                f"{name} is not supported by steerlib: its decoder layers lack `{sub}`"
+            )
+    cfg = lm.config
+    n_heads = int(cfg.num_attention_heads)
+    n_kv = int(getattr(cfg, "num_key_value_heads", None) or n_heads)
+    head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads)
+    return ModelParts(
+        causal_lm=lm,
+        decoder=decoder,
+        layers=decoder.layers,
+        norm=decoder.norm,
+        lm_head=lm.lm_head,
+        hidden_size=int(cfg.hidden_size),
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        head_dim=head_dim,
+    )
+
+
+def model_id(model: nn.Module) -> str:
+    """Best-known identifier of a model: ``config.steerlib_model_id`` or ``_name_or_path`` ("" if none).
+
+    Example:
+        >>> model_id(model)  # doctest: +SKIP
+        'Qwen/Qwen2.5-Math-1.5B'
+    """
+    cfg = _unwrap(model).config
+    return str(getattr(cfg, "steerlib_model_id", "") or getattr(cfg, "_name_or_path", "") or "")

@@ -1,0 +1,217 @@
+"""The steering-vector file format and export to a standard PEFT LoRA adapter.
+
+A vector file is a ``.safetensors`` file whose tensors are ``vector.0``, ``vector.1``, ... and whose
+metadata key ``steerlib`` holds JSON recording everything needed to put each vector back where it
+was trained: the operation (``add``), the site, the 0-based layer, the KV group, the scale, the hidden
+size, the dtype, the model id / revision and the training parameters. Loading checks the hidden size,
+layer range, site and model against the target model and refuses a mismatch, because a vector added
+at the wrong place degrades a model silently.
+
+Example:
+    >>> save_vectors("s5.safetensors", vecs, model=model, training={"lr": 0.05})  # doctest: +SKIP
+    >>> loaded = load_vectors("s5.safetensors", model=model, site="resid_post")  # doctest: +SKIP
+    >>> export_peft(loaded.vectors[0], model, "adapter/")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from steerlib.arch import model_id, model_parts
+from steerlib.steering import SITES, SteeringVector
+
+__all__ = ["FORMAT", "VectorFile", "VectorFileError", "save_vectors", "load_vectors", "export_peft"]
+
+FORMAT = "steerlib.vectors/1"
+
+
+class VectorFileError(ValueError):
+    """A vector file is malformed or does not fit the model it is loaded for."""
+
+
+@dataclass
+class VectorFile:
+    """What :func:`load_vectors` returns: the vectors and the file's metadata."""
+
+    vectors: list[SteeringVector]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_vectors(
+    path: str | os.PathLike,
+    vectors: Sequence[SteeringVector],
+    *,
+    model: nn.Module,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write vectors and their placement to ``path`` atomically.
+
+    Args:
+        path: destination ``.safetensors`` file.
+        vectors: the vectors (their ``route`` is not saved: routing is a property of a batch).
+        model: the model they were trained on (hidden size, id and revision are recorded).
+        training: JSON-serialisable training parameters to keep with the vectors.
+
+    Returns:
+        The path written.
+    """
+    parts = model_parts(model)
+    cfg = parts.causal_lm.config
+    tensors = {f"vector.{i}": v.vector.detach().cpu().contiguous() for i, v in enumerate(vectors)}
+    meta = {
+        "format": FORMAT,
+        "op": "add",
+        "layer_index_base": 0,
+        "hidden_size": parts.hidden_size,
+        "n_layers": parts.n_layers,
+        "dtype": str(next(iter(tensors.values())).dtype).replace("torch.", "") if tensors else "",
+        "model_id": model_id(model),
+        "model_revision": str(getattr(cfg, "_commit_hash", "") or ""),
+        "model_type": str(getattr(cfg, "model_type", "")),
+        "training": training or {},
+        "vectors": [
+            {"name": f"vector.{i}", "layer": v.layer, "site": v.site, "kv_group": v.kv_group, "scale": v.scale}
+            for i, v in enumerate(vectors)
+        ],
+    }
+    out = Path(path)
+    _atomic_write(out, lambda tmp: save_file(tensors, tmp, metadata={"steerlib": json.dumps(meta)}))
+    return out
+
+
+def load_vectors(
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    *,
+    site: str | None = None,
+    allow_other_model: bool = False,
+    device: str | torch.device | None = None,
+) -> VectorFile:
+    """Read a vector file and check it against ``model``.
+
+    Args:
+        path: a file written by :func:`save_vectors`.
+        model: the model the vectors will be applied to (checks hidden size, layers, KV groups and id).
+        site: the site the caller expects; a file recorded at another site is refused.
+        allow_other_model: accept a file recorded for another model id of the same width (transfer).
+        device: where to put the tensors (default: the model's device, else CPU).
+
+    Raises:
+        VectorFileError: on a file without steerlib metadata or any mismatch.
+    """
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get("steerlib")
+        if raw is None:
+            raise VectorFileError(
+                f"{path} has no steerlib metadata: refusing to guess its site, layer and operation"
+            )
+        meta = json.loads(raw)
+        if meta.get("format") != FORMAT:
+            raise VectorFileError(f"{path}: unsupported format {meta.get('format')!r} (expected {FORMAT})")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if model is not None:
+        parts = model_parts(model)
+        device = device or next(parts.causal_lm.parameters()).device
+        if meta["hidden_size"] != parts.hidden_size:
+            raise VectorFileError(
+                f"{path}: vectors have hidden size {meta['hidden_size']}, the model has {parts.hidden_size}"
+            )
+        target = model_id(model)
+        if not allow_other_model and meta.get("model_id") and target and meta["model_id"] != target:
+            raise VectorFileError(
+                f"{path}: vectors were trained on {meta['model_id']!r}, not {target!r} "
+                "(pass allow_other_model=True to transfer them)"
+            )
+    vectors = []
+    for entry in meta["vectors"]:
+        if entry["site"] not in SITES:
+            raise VectorFileError(f"{path}: unknown site {entry['site']!r}")
+        if site is not None and entry["site"] != site:
+            raise VectorFileError(f"{path}: vector recorded at site {entry['site']!r}, expected {site!r}")
+        if model is not None:
+            if not 0 <= entry["layer"] < parts.n_layers:
+                raise VectorFileError(
+                    f"{path}: layer {entry['layer']} does not exist in a {parts.n_layers}-layer model"
+                )
+            if entry["kv_group"] is not None and not 0 <= entry["kv_group"] < parts.n_kv_groups:
+                raise VectorFileError(f"{path}: KV group {entry['kv_group']} does not exist in the model")
+        t = tensors[entry["name"]]
+        vectors.append(
+            SteeringVector(
+                t.to(device) if device is not None else t,
+                layer=int(entry["layer"]),
+                site=entry["site"],
+                kv_group=entry["kv_group"],
+                scale=float(entry["scale"]),
+            )
+        )
+    return VectorFile(vectors, meta)
+
+
+def export_peft(vector: SteeringVector, model: nn.Module, out_dir: str | os.PathLike) -> Path:
+    """Export a ``resid_post`` vector as a PEFT LoRA adapter that reproduces it exactly.
+
+    The adapter is a LoRA on layer ``l``'s ``mlp.down_proj`` with ``r=1, lora_alpha=1,
+    lora_bias=True``: ``lora_B.weight`` is zero and ``lora_B.bias`` is ``scale * s``, so the adapter adds
+    exactly ``scale * s`` to the layer's output. ``PeftModel.from_pretrained(base, out_dir)`` serves it
+    without steerlib.
+
+    Args:
+        vector: a ``resid_post`` vector.
+        model: the model it belongs to.
+        out_dir: adapter folder to write (``adapter_config.json``, ``adapter_model.safetensors``).
+    """
+    from peft import LoraConfig
+
+    if vector.site != "resid_post":
+        raise ValueError(f"only resid_post vectors export to a down_proj LoRA, not {vector.site!r}")
+    parts = model_parts(model)
+    parts.check_layer(vector.layer)
+    down = parts.layers[vector.layer].mlp.down_proj
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = LoraConfig(
+        r=1,
+        lora_alpha=1,
+        lora_dropout=0.0,
+        lora_bias=True,
+        target_modules=["down_proj"],
+        layers_to_transform=[vector.layer],
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=model_id(model) or None,
+    )
+    cfg.save_pretrained(str(out))
+    gen = torch.Generator().manual_seed(0)
+    dtype = down.weight.dtype
+    a = torch.randn(1, down.in_features, generator=gen, dtype=torch.float32) / down.in_features**0.5
+    prefix = f"base_model.model.model.layers.{vector.layer}.mlp.down_proj"
+    tensors = {
+        f"{prefix}.lora_A.weight": a.to(dtype),
+        f"{prefix}.lora_B.weight": torch.zeros(down.out_features, 1, dtype=dtype),
+        f"{prefix}.lora_B.bias": (vector.vector.detach() * vector.scale).to("cpu", dtype).contiguous(),
+    }
+    save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return out

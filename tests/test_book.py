@@ -1,0 +1,65 @@
+"""book.py: parameter checking, execution, and never publishing a failed chapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from steerlib.book import ChapterError, chapter_parameters, execute_chapter, main
+
+SOURCE = '''# %% [markdown]
+# # A chapter
+
+# %% tags=["parameters"]
+steps: int = 2  # how many steps
+fail: bool = False  # raise on purpose
+
+# %%
+if fail:
+    raise ValueError("asked to fail")
+print("steps", steps * 10)
+'''
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    path = tmp_path / "99_demo.py"
+    path.write_text(SOURCE)
+    return path
+
+
+def test_parameters_cell_is_documented(source):
+    params = chapter_parameters(source)
+    assert set(params) == {"steps", "fail"}
+    assert params["steps"]["inferred_type_name"] == "int" and params["steps"]["help"] == "how many steps"
+
+
+def test_unknown_parameter_fails_before_executing(source, tmp_path):
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(ChapterError, match="unknown parameter\\(s\\) stpes; this chapter takes: fail, steps"):
+        execute_chapter(source, out, {"stpes": 3})
+    assert not out.exists()
+
+
+def test_execution_injects_parameters_and_cleans_metadata(source, tmp_path):
+    out = execute_chapter(source, tmp_path / "out.ipynb", {"steps": 3}, cwd=tmp_path)
+    nb = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "steps 30" in text
+    assert nb.metadata["colab"]["gpuType"] == "A100" and nb.metadata["accelerator"] == "GPU"
+    assert all("execution" not in c.metadata and "papermill" not in c.metadata for c in nb.cells)
+
+
+def test_failed_chapter_is_never_published(source, tmp_path):
+    out = tmp_path / "published.ipynb"
+    out.write_text("previous page")
+    with pytest.raises(ChapterError, match="ValueError: asked to fail"):
+        execute_chapter(source, out, {"fail": True}, cwd=tmp_path)
+    assert out.read_text() == "previous page"
+
+
+def test_cli_names_an_unknown_chapter(capsys):
+    assert main(["chapter", "no_such_chapter"]) == 1
+    assert "no chapter 'no_such_chapter'" in capsys.readouterr().err
