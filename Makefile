@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.steerlib-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-all book html chapter clean
+.PHONY: install test test-all book html chapter organism clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ html: install
 chapter: install
 	@test -n "$(CH)" || { echo 'usage: make chapter CH=NN_name [ARGS="-p name value ..."] [OUT=path.ipynb]'; exit 2; }
 	$(BIN)/python -m steerlib.book chapter $(CH) $(ARGS) $(if $(OUT),--out $(OUT),)
+
+# Pretrain (or load from the cache) the organisms and write book/results/00_organism.json
+organism: install
+	$(BIN)/python -m steerlib.organism_checks
 
 clean:
 	rm -rf _build

@@ -51,3 +51,18 @@ def batch():
     mask[2, :1] = 0
     ids[mask == 0] = 0
     return ids, mask
+
+
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_chat_tokenizer():
+    """The organism's tokenizer with a Qwen-style chat template (no download)."""
+    from steerlib.world import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.chat_template = QWEN_CHAT_TEMPLATE
+    return tok

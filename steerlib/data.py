@@ -1,0 +1,173 @@
+"""Problem sources with one schema, and the prompt templates.
+
+Every source yields :class:`MathProblem` ``(id, problem, answer, source)``. The Hugging Face loaders
+use the ids, splits and columns of the authors' scripts (PAPER.md §3): DeepScaleR for training and
+AIME 2024, AIME 2025, AMC 2023, MATH-500, Minerva Math and OlympiadBench for evaluation (Minerva's
+answer is the last ``\\boxed{}`` of its solution). Pass ``path=`` (a local JSON/JSONL file in the same
+schema) to load without the hub: that is how the tests run. The organism's arithmetic world is the
+``organism`` source.
+
+Templates: ``qwen_math`` (the authors' default: the tokenizer's chat template with the system prompt
+"Please reason step by step, and put your final answer within \\boxed{}.", or their plain-text fallback
+when the tokenizer has none), ``llama3`` (the Llama-3.1 chat format) and ``organism``. ``append``
+puts a fixed first token after the generation prompt (the paper's prefix test).
+
+Example:
+    >>> probs = load_problems("organism", n=3, split="test")
+    >>> render_prompt(probs[0], "organism")[:3]
+    'Q: '
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from steerlib.rewards import last_boxed
+
+__all__ = ["MathProblem", "SOURCES", "BENCHMARKS", "TEMPLATES", "SYSTEM_PROMPT", "load_problems", "render_prompt"]
+
+SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+_PLAIN = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves "
+    "it. Please reason step by step, and put your final answer within \\boxed{}.\n\nUser: {problem} Assistant:"
+)
+_LLAMA3 = (
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+    "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n{system}<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\n{problem}<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+TEMPLATES = ("qwen_math", "llama3", "organism")
+
+
+@dataclass(frozen=True)
+class MathProblem:
+    """One problem in the common schema."""
+
+    id: str
+    problem: str
+    answer: str
+    source: str
+
+
+def _answer(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else ""
+    text = str(value).strip()
+    if len(text) >= 2 and text[0] == "$" and text[-1] == "$":
+        text = text.strip("$").strip()
+    return text
+
+
+@dataclass(frozen=True)
+class _Source:
+    hf_id: str
+    split: str
+    configs: tuple[str | None, ...]
+    convert: Callable[[dict, int], MathProblem | None]
+
+
+def _simple(name: str, q: str, a: str, idcol: str | None = None) -> Callable[[dict, int], MathProblem | None]:
+    def convert(row: dict, i: int) -> MathProblem | None:
+        ans = _answer(row.get(a, ""))
+        if not ans:
+            return None  # the authors drop rows without an answer (DeepScaleR has 6)
+        rid = str(row[idcol]) if idcol and row.get(idcol) is not None else str(i)
+        return MathProblem(f"{name}-{rid}", str(row[q]), ans, name)
+
+    return convert
+
+
+def _minerva(row: dict, i: int) -> MathProblem | None:
+    ans = last_boxed(str(row.get("solution", "")))
+    if not ans:
+        return None
+    return MathProblem(f"minerva-{row.get('idx', i)}", str(row["problem"]), ans.strip(), "minerva")
+
+
+SOURCES: dict[str, _Source] = {
+    "deepscaler": _Source("agentica-org/DeepScaleR-Preview-Dataset", "train", (None,),
+                          _simple("deepscaler", "problem", "answer")),
+    "aime24": _Source("Maxwell-Jia/AIME_2024", "train", (None,), _simple("aime24", "Problem", "Answer", "ID")),
+    "aime25": _Source("opencompass/AIME2025", "test", ("AIME2025-I", "AIME2025-II"),
+                      _simple("aime25", "question", "answer")),
+    "amc23": _Source("knoveleng/AMC-23", "train", (None,), _simple("amc23", "problem", "answer", "id")),
+    "math500": _Source("HuggingFaceH4/MATH-500", "test", (None,),
+                       _simple("math500", "problem", "answer", "unique_id")),
+    "minerva": _Source("knoveleng/Minerva-Math", "train", (None,), _minerva),
+    "olympiad": _Source("knoveleng/OlympiadBench", "train", (None,),
+                        _simple("olympiad", "question", "answer", "id")),
+}
+BENCHMARKS = ("aime24", "aime25", "amc23", "math500", "minerva", "olympiad")
+
+
+def load_problems(
+    source: str,
+    *,
+    path: str | None = None,
+    n: int | None = None,
+    split: str = "test",
+    seed: int = 0,
+) -> list[MathProblem]:
+    """Problems of one source in the common schema.
+
+    Args:
+        source: ``organism``, ``deepscaler`` or a benchmark (``aime24``, ``aime25``, ``amc23``,
+            ``math500``, ``minerva``, ``olympiad``).
+        path: a local JSON/JSONL file with the source's real columns (no hub access).
+        n: keep the first ``n`` problems (all when ``None``).
+        split: for ``organism`` only: ``train``, ``validation`` or ``test``.
+        seed: for ``organism`` only: which problems are drawn.
+    """
+    if source == "organism":
+        from steerlib.world import sample_problems
+
+        probs = sample_problems(n or 1000, split, seed)  # type: ignore[arg-type]
+        return [MathProblem(p.id, f"{p.a}+{p.b}+{p.c}", str(p.answer), "organism") for p in probs]
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose organism or one of {', '.join(SOURCES)}")
+    import datasets
+
+    spec = SOURCES[source]
+    if path is not None:
+        parts = [datasets.load_dataset("json", data_files=path, split="train")]
+    else:
+        parts = [datasets.load_dataset(spec.hf_id, cfg, split=spec.split) for cfg in spec.configs]
+    out: list[MathProblem] = []
+    i = 0
+    for ds in parts:
+        for row in ds:
+            prob = spec.convert(dict(row), i)
+            i += 1
+            if prob is not None:
+                out.append(prob)
+            if n is not None and len(out) >= n:
+                return out
+    return out
+
+
+def render_prompt(problem: MathProblem | str, template: str, tokenizer: Any = None, append: str = "") -> str:
+    """The prompt text for one problem.
+
+    Args:
+        problem: a :class:`MathProblem` or the problem text.
+        template: ``qwen_math``, ``llama3`` or ``organism``.
+        tokenizer: used by ``qwen_math`` / ``llama3`` when it has a chat template.
+        append: text put right after the generation prompt (the prefix test's first token).
+    """
+    text = problem.problem if isinstance(problem, MathProblem) else problem
+    if template == "organism":
+        prompt = f"Q: {text}=?\nA:"
+    elif template in ("qwen_math", "llama3"):
+        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+            messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": text}]
+            prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        elif template == "llama3":
+            prompt = _LLAMA3.format(system=SYSTEM_PROMPT, problem=text)
+        else:
+            bos = (getattr(tokenizer, "bos_token", None) or "") if tokenizer is not None else ""
+            prompt = bos + _PLAIN.replace("{problem}", text)
+    else:
+        raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
+    return prompt + append

@@ -1,0 +1,211 @@
+"""Evaluation: pass@1 by sampling (default τ = 1.0, top_p = 1.0), under any steering configuration.
+
+``evaluate`` samples ``n`` completions per problem, scores each with the Math-Verify reward and
+reports pass@1 (= AVG@n, the mean correctness over all samples, as the paper reports for its small
+benchmarks), a standard error clustered by problem, the share of each first generated token and the
+mean completion length. ``greedy=True`` decodes one completion per problem at τ = 0. Steering vectors
+are applied through :func:`steerlib.steering.steer`; ``routes`` gives each problem its own routing
+group, so one batched call evaluates many layers' vectors at once.
+
+Example:
+    >>> res = evaluate(model, tok, prompts, answers, n=4, vectors=vecs)  # doctest: +SKIP
+    >>> res.pass_at_1, res.stderr, res.first_token_share(" Step")        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from steerlib.rewards import MathVerifier, default_verifier
+from steerlib.steering import Positions, SteeringVector, steer
+
+__all__ = ["Completion", "EvalResult", "generate", "evaluate", "results_table", "forced_accuracy"]
+
+
+@dataclass
+class Completion:
+    """One sampled completion."""
+
+    prompt_index: int
+    text: str
+    first_token: str
+    n_tokens: int
+    reward: float | None = None
+
+
+@dataclass
+class EvalResult:
+    """pass@1 and friends for one benchmark under one configuration."""
+
+    pass_at_1: float
+    stderr: float
+    n_problems: int
+    samples_per_problem: int
+    per_problem: list[float]
+    first_tokens: dict[str, int]
+    mean_length: float
+    completions: list[Completion] = field(default_factory=list, repr=False)
+
+    def first_token_share(self, token: str) -> float:
+        """Share of completions whose first generated token is ``token``."""
+        total = sum(self.first_tokens.values())
+        return self.first_tokens.get(token, 0) / total if total else 0.0
+
+    def top_first_tokens(self, k: int = 5) -> list[tuple[str, float]]:
+        """The ``k`` most frequent first tokens with their shares."""
+        total = sum(self.first_tokens.values()) or 1
+        return [(t, c / total) for t, c in Counter(self.first_tokens).most_common(k)]
+
+    def conditional_accuracy(self, token: str) -> float:
+        """Accuracy among completions whose first token is ``token`` (NaN if none)."""
+        hits = [c.reward for c in self.completions if c.first_token == token]
+        return float(sum(hits) / len(hits)) if hits else float("nan")
+
+
+def _encode(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+
+@torch.inference_mode()
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    n: int = 1,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 64,
+    greedy: bool = False,
+    prefix: str = "",
+    batch_size: int = 256,
+    vectors: Sequence[SteeringVector] | None = None,
+    routes: Sequence[int] | None = None,
+    positions: Positions = "all",
+    seed: int | None = 0,
+    progress: bool = False,
+) -> list[Completion]:
+    """Sample ``n`` completions per prompt (left-padded batches, stop at EOS).
+
+    Args:
+        prefix: text forced after each prompt (tokenised on its own and appended, as the paper's
+            first-token prefix test appends one token); it is part of the returned completion.
+        vectors, routes, positions: steering applied while sampling (``routes``: one group per prompt).
+        seed: seeds torch's RNG before sampling (``None``: leave it alone).
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    prompt_ids = _encode(tokenizer, prompts)
+    prefix_ids = _encode(tokenizer, [prefix])[0] if prefix else []
+    rows = [(i, s) for i in range(len(prompts)) for s in range(1 if greedy else n)]
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    out: list[Completion] = []
+    chunks = range(0, len(rows), batch_size)
+    for lo in tqdm(chunks, desc="sampling", disable=not progress, leave=False):
+        chunk = rows[lo : lo + batch_size]
+        seqs = [prompt_ids[i] + prefix_ids for i, _ in chunk]
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        att = torch.zeros_like(ids)
+        for r, s in enumerate(seqs):
+            ids[r, width - len(s) :] = torch.tensor(s)
+            att[r, width - len(s) :] = 1
+        ctx: Any = contextlib.nullcontext()
+        if vectors:
+            routing = [routes[i] for i, _ in chunk] if routes is not None else None
+            ctx = steer(model, vectors, positions=positions, routing=routing)
+        kwargs: dict[str, Any] = dict(do_sample=False) if greedy else dict(
+            do_sample=True, temperature=temperature, top_p=top_p, top_k=0
+        )
+        with ctx:
+            gen = model.generate(
+                input_ids=ids.to(device), attention_mask=att.to(device), max_new_tokens=max_new_tokens,
+                pad_token_id=pad, eos_token_id=eos, **kwargs,
+            )
+        new = gen[:, width:].tolist()
+        for (i, _), toks in zip(chunk, new):
+            toks = prefix_ids + toks
+            length = toks.index(eos) + 1 if eos in toks else len(toks)
+            body = toks[: length - 1] if eos in toks else toks
+            first = tokenizer.decode(toks[:1]) if toks else ""
+            out.append(Completion(i, tokenizer.decode(body, skip_special_tokens=True), first, length))
+    return out
+
+
+def _summarise(completions: list[Completion], n_problems: int, per_problem_n: int) -> EvalResult:
+    sums = [0.0] * n_problems
+    counts = [0] * n_problems
+    for c in completions:
+        sums[c.prompt_index] += float(c.reward or 0.0)
+        counts[c.prompt_index] += 1
+    per = [s / k for s, k in zip(sums, counts) if k]
+    mean = sum(per) / len(per) if per else float("nan")
+    var = sum((p - mean) ** 2 for p in per) / (len(per) - 1) if len(per) > 1 else float("nan")
+    return EvalResult(
+        pass_at_1=mean,
+        stderr=math.sqrt(var / len(per)) if len(per) > 1 else float("nan"),
+        n_problems=len(per),
+        samples_per_problem=per_problem_n,
+        per_problem=per,
+        first_tokens=dict(Counter(c.first_token for c in completions)),
+        mean_length=sum(c.n_tokens for c in completions) / max(1, len(completions)),
+        completions=completions,
+    )
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    *,
+    n: int = 1,
+    greedy: bool = False,
+    verifier: MathVerifier | None = None,
+    **gen_kwargs: Any,
+) -> EvalResult:
+    """pass@1 over ``n`` samples per problem (AVG@n), scored with Math-Verify.
+
+    Extra keyword arguments go to :func:`generate` (temperature, prefix, vectors, routes, ...).
+    """
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+    verifier = verifier or default_verifier()
+    comps = generate(model, tokenizer, prompts, n=n, greedy=greedy, **gen_kwargs)
+    for c in comps:
+        c.reward = verifier.score(c.text, str(answers[c.prompt_index]))
+    return _summarise(comps, len(prompts), 1 if greedy else n)
+
+
+def results_table(results: dict[str, EvalResult]) -> Any:
+    """A per-benchmark ``pandas.DataFrame`` (pass@1, stderr, problems, samples) plus their mean."""
+    import pandas as pd
+
+    rows = [
+        {"benchmark": name, "pass@1": r.pass_at_1, "stderr": r.stderr, "problems": r.n_problems,
+         "samples/problem": r.samples_per_problem}
+        for name, r in results.items()
+    ]
+    df = pd.DataFrame(rows).set_index("benchmark")
+    if len(df) > 1:
+        df.loc["Average"] = [df["pass@1"].mean(), float("nan"), df["problems"].sum(), float("nan")]
+    return df
+
+
+def forced_accuracy(model: Any, tokenizer: Any, n: int = 64, seed: int = 0, split: str = "validation") -> float:
+    """Greedy accuracy of the organism with the worked opener forced (a pretraining probe)."""
+    from steerlib.world import WORKED_OPENER, sample_problems
+
+    probs = sample_problems(n, split, seed)  # type: ignore[arg-type]
+    res = evaluate(model, tokenizer, [p.prompt for p in probs], [str(p.answer) for p in probs],
+                   greedy=True, prefix=WORKED_OPENER, max_new_tokens=60)
+    return res.pass_at_1
