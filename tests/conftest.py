@@ -66,3 +66,11 @@ def tiny_chat_tokenizer():
     tok = build_tokenizer()
     tok.chat_template = QWEN_CHAT_TEMPLATE
     return tok
+
+
+@pytest.fixture(scope="session")
+def tiny_org(tmp_path_factory):
+    """The seconds-scale 'tiny' organism, pretrained once per test session into a temporary cache."""
+    from steerlib.organism import load_organism
+
+    return load_organism("tiny", cache_dir=tmp_path_factory.mktemp("cache"), progress=False)

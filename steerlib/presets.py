@@ -1,0 +1,142 @@
+"""Named, complete parameter sets that a chapter resolves from one ``preset`` string.
+
+- ``organism``: the CPU default (the embedded model organism; minutes on 2 cores).
+- ``qwen2.5-math-1.5b``: Qwen2.5-Math-1.5B on a Colab A100 40 GB, sized to about an hour per layer.
+- ``qwen2.5-math-7b`` / ``llama3.1-8b-instruct``: the paper's setting (PAPER.md §1): 128 prompts x 16
+  completions, 314 steps (one epoch of DeepScaleR), per-layer learning rates from the authors'
+  plotting script (§1d), checkpoints at steps 106/159/212/265/314, τ = 1, the qwen_math template, six
+  benchmarks with 32 samples for AIME24/AIME25/AMC23 and one for the others.
+
+Overriding any field is one keyword; unknown fields and impossible values fail with one clear line.
+
+Example:
+    >>> p = resolve_preset("organism", steps=20)
+    >>> p.steps, p.lr_for(p.n_layers - 1)
+    (20, 0.05)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Preset", "PRESETS", "resolve_preset", "QWEN7B_LAYER_LR", "LLAMA8B_LAYER_LR"]
+
+
+def _table(spec: dict[tuple[int, ...] | range, float]) -> dict[int, float]:
+    return {layer: lr for layers, lr in spec.items() for layer in layers}
+
+
+# Single-layer learning rates recovered from the authors' plotting script (PAPER.md §1d).
+QWEN7B_LAYER_LR = _table({
+    (0,): 3e-3, (1,): 7e-3, (2,): 5e-3, range(3, 8): 7e-3, range(8, 18): 1e-2, (18,): 3e-2,
+    (19, 20): 5e-2, (21, 22): 1e-1, (23, 24): 1e-2, range(25, 28): 1e-1,
+})
+LLAMA8B_LAYER_LR = _table({
+    range(0, 4): 5e-4, range(4, 8): 7e-4, (8, 9, 10, 12, 14): 1e-3, (11, 13, *range(15, 25)): 2e-3,
+    (25, 26, 27, 28, 31): 5e-3, (29, 30): 7e-3,
+})
+PAPER_BENCHMARKS = {"aime24": 32, "aime25": 32, "amc23": 32, "math500": 1, "minerva": 1, "olympiad": 1}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything a chapter needs to run on one model."""
+
+    name: str
+    model: str  # organism name or Hugging Face id
+    n_layers: int
+    hidden_size: int
+    template: str
+    train_source: str
+    eval_benchmarks: dict[str, int]  # benchmark -> samples per problem
+    eval_problems: int | None  # cap per benchmark (None = all)
+    prompts_per_step: int
+    completions_per_prompt: int
+    steps: int
+    checkpoints: tuple[int, ...]
+    max_new_tokens: int
+    lr: float  # single-layer lr where the table has no entry
+    layer_lr: dict[int, float] = field(default_factory=dict)
+    all_layer_lr: float = 1e-3
+    lora_rank: int = 4
+    lora_lr: float = 1e-4
+    full_ft_lr: float = 1e-6
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_grad_norm: float = 2.0
+    dtype: str = "bfloat16"
+    layer: int | None = None  # default layer of single-layer chapters (None = last)
+    seed: int = 0
+
+    def lr_for(self, layer: int) -> float:
+        """The single-layer learning rate of ``layer``."""
+        self.check_layer(layer)
+        return self.layer_lr.get(layer, self.lr)
+
+    def check_layer(self, layer: int) -> None:
+        """One clear line if ``layer`` does not exist in this preset's model."""
+        if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+            raise ValueError(f"layer {layer!r} is out of range for {self.name} "
+                             f"({self.n_layers} layers: 0..{self.n_layers - 1})")
+
+    @property
+    def default_layer(self) -> int:
+        return self.n_layers - 1 if self.layer is None else self.layer
+
+
+_PAPER = dict(train_source="deepscaler", eval_benchmarks=PAPER_BENCHMARKS, eval_problems=None,
+              prompts_per_step=128, completions_per_prompt=16, steps=314,
+              checkpoints=(106, 159, 212, 265, 314), max_new_tokens=3072, template="qwen_math")
+PRESETS: dict[str, Preset] = {
+    "organism": Preset(
+        name="organism", model="main", n_layers=6, hidden_size=96, template="organism",
+        train_source="organism", eval_benchmarks={"organism": 1}, eval_problems=1000,
+        prompts_per_step=32, completions_per_prompt=8, steps=60, checkpoints=(20, 30, 40, 50, 60),
+        max_new_tokens=64, lr=5e-2, all_layer_lr=2e-2, lora_rank=4, lora_lr=1e-2, full_ft_lr=3e-4,
+        dtype="float32",
+    ),
+    "qwen2.5-math-1.5b": Preset(
+        name="qwen2.5-math-1.5b", model="Qwen/Qwen2.5-Math-1.5B", n_layers=28, hidden_size=1536,
+        layer_lr=QWEN7B_LAYER_LR, lr=1e-2, full_ft_lr=2e-6, **{**_PAPER, "prompts_per_step": 32,
+        "completions_per_prompt": 8, "steps": 100, "checkpoints": (34, 50, 67, 84, 100),
+        "max_new_tokens": 1024, "eval_problems": 200,
+        "eval_benchmarks": {"aime24": 8, "amc23": 8, "math500": 1, "minerva": 1, "olympiad": 1}},
+    ),
+    "qwen2.5-math-7b": Preset(
+        name="qwen2.5-math-7b", model="Qwen/Qwen2.5-Math-7B", n_layers=28, hidden_size=3584,
+        layer_lr=QWEN7B_LAYER_LR, lr=1e-2, **_PAPER,
+    ),
+    "llama3.1-8b-instruct": Preset(
+        name="llama3.1-8b-instruct", model="meta-llama/Llama-3.1-8B-Instruct", n_layers=32,
+        hidden_size=4096, layer_lr=LLAMA8B_LAYER_LR, lr=2e-3, **_PAPER,
+    ),
+}
+
+
+def resolve_preset(name: str, **overrides: Any) -> Preset:
+    """The preset ``name`` with ``overrides`` applied (``None`` values are ignored).
+
+    Raises:
+        ValueError: unknown preset, unknown field or impossible value, in one line.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    base = PRESETS[name]
+    fields = {f.name for f in dataclasses.fields(Preset)} - {"name"}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for preset {name}; "
+                         f"valid: {', '.join(sorted(fields))}")
+    preset = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    if preset.layer is not None:
+        preset.check_layer(preset.layer)
+    for key in ("steps", "prompts_per_step", "max_new_tokens"):
+        if getattr(preset, key) < 1:
+            raise ValueError(f"{key} must be >= 1 (got {getattr(preset, key)})")
+    if preset.completions_per_prompt < 2:
+        raise ValueError("completions_per_prompt must be >= 2 (RLOO needs a leave-one-out baseline)")
+    if not 0 <= preset.temperature <= 2:
+        raise ValueError(f"temperature must be in [0, 2] (got {preset.temperature})")
+    return preset

@@ -1,0 +1,406 @@
+"""The RLOO training kernel, as the authors' code implements it (PAPER.md §1b).
+
+One step: sample ``K`` completions for each of ``P`` prompts under the current policy (τ = 1.0,
+top_p = 1.0, one shared prefill per prompt); reward 1/0 with Math-Verify; advantage
+``A_i = r_i - mean_{j != i} r_j`` within each prompt's group (no std scaling); loss
+``-sum_i A_i * sum_t log π(y_t)`` over completion tokens divided by the number of completion tokens in
+the batch (``loss_norm="token"``, the authors' global token mean; ``"sequence"`` is the named
+alternative: the mean over sequences of each sequence's token-mean), with log-probs from logits divided
+by τ; fully on-policy (no ratio, no clipping); Adam on the trainable tensors only, gradient-norm clip
+(paper: 2). Optional k3 KL to the reference (unsteered / adapter-disabled / initial) model, off by
+default.
+
+What is trained is a :class:`Trainable`: steering vectors (one layer, all layers, or a multiplexed
+sweep where each prompt group is routed to one layer's vector), a PEFT LoRA, or all weights. In a
+multiplexed step every routing group gets the same prompts; advantages, token normalisation and
+gradient clipping never mix groups, so each vector's update equals a single-layer run's on the same
+samples.
+
+Example:
+    >>> tr = VectorTrainable(model, zero_vectors(model, [5]))                     # doctest: +SKIP
+    >>> history = train(tr, tok, prompts, answers, RLOOConfig(steps=100), run_dir="runs/l5")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from steerlib.rewards import MathVerifier, default_verifier
+from steerlib.rollout import Rollouts, sample_rollouts
+from steerlib.steering import Positions, SteeringVector, steer
+
+__all__ = [
+    "RLOOConfig",
+    "Trainable",
+    "VectorTrainable",
+    "LoraTrainable",
+    "FullTrainable",
+    "rloo_advantages",
+    "policy_loss",
+    "RLOOTrainer",
+    "train",
+]
+
+
+@dataclass(frozen=True)
+class RLOOConfig:
+    """Hyper-parameters of one RLOO run (defaults: the paper's recipe where it applies)."""
+
+    prompts_per_step: int = 32
+    completions_per_prompt: int = 8
+    steps: int = 100
+    lr: float = 5e-2
+    betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float = 2.0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    loss_norm: Literal["token", "sequence"] = "token"
+    kl_coef: float = 0.0
+    micro_batch: int = 512
+    checkpoint_every: int = 10
+    seed: int = 0
+
+
+class Trainable:
+    """What an RLOO run optimises. Subclasses set ``model`` and implement the hooks below."""
+
+    model: Any
+
+    def param_groups(self) -> list[list[nn.Parameter]]:
+        """Tensors to train, grouped: gradients are clipped per group (one group per route)."""
+        raise NotImplementedError
+
+    def route_ids(self) -> list[int] | None:
+        """Routing groups of a multiplexed run (``None``: one policy for every row)."""
+        return None
+
+    def context(self, routing: Sequence[int] | None, prompt_length: int | None = None
+                ) -> contextlib.AbstractContextManager:
+        """Applies the policy's modifications (e.g. steering hooks) for a teacher-forced pass."""
+        return contextlib.nullcontext()
+
+    def reference(self) -> contextlib.AbstractContextManager:
+        """The reference policy for the KL term."""
+        raise NotImplementedError
+
+    def named_tensors(self) -> dict[str, torch.Tensor]:
+        """The trained tensors by name (checkpoints)."""
+        return {f"p{g}.{i}": p for g, grp in enumerate(self.param_groups()) for i, p in enumerate(grp)}
+
+    def steering(self) -> tuple[list[SteeringVector] | None, Positions]:
+        """Vectors and positions used during rollouts (``None`` for weight-based policies)."""
+        return None, "all"
+
+
+class VectorTrainable(Trainable):
+    """Steering vectors: one layer, all layers at once, or routed per layer (multiplexed sweep)."""
+
+    def __init__(self, model: Any, vectors: Sequence[SteeringVector], positions: Positions = "all") -> None:
+        self.model = model
+        self.vectors = list(vectors)
+        self.positions = positions
+        for v in self.vectors:
+            if not (isinstance(v.vector, nn.Parameter) and v.vector.requires_grad):
+                raise ValueError("VectorTrainable needs nn.Parameter vectors (see zero_vectors)")
+        routes = [v.route for v in self.vectors]
+        if any(r is not None for r in routes) and len(set(routes)) != len(routes):
+            raise ValueError("a multiplexed run needs exactly one vector per route")
+        self._routed = routes[0] is not None if routes else False
+
+    def param_groups(self) -> list[list[nn.Parameter]]:
+        if self._routed:
+            return [[v.vector] for v in self.vectors]  # type: ignore[list-item]
+        return [[v.vector for v in self.vectors]]  # type: ignore[misc]
+
+    def route_ids(self) -> list[int] | None:
+        return [int(v.route) for v in self.vectors] if self._routed else None  # type: ignore[arg-type]
+
+    def context(self, routing, prompt_length=None):
+        return steer(self.model, self.vectors, positions=self.positions, routing=routing,
+                     prompt_length=prompt_length)
+
+    def reference(self):
+        return contextlib.nullcontext()
+
+    def named_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"vector.{i}": v.vector for i, v in enumerate(self.vectors)}
+
+    def steering(self):
+        return self.vectors, self.positions
+
+
+class LoraTrainable(Trainable):
+    """A PEFT LoRA on ``down_proj`` (a copy of the model is wrapped; the original stays untouched).
+
+    Args:
+        layers: layers to adapt (``None``: all). Rank 1 on one layer is the paper's adaptive steering.
+        r, alpha: LoRA rank and alpha (paper baseline r = alpha = 4).
+    """
+
+    def __init__(self, model: Any, *, layers: Sequence[int] | None = None, r: int = 4, alpha: int = 4,
+                 seed: int = 0) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(seed)
+        cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=["down_proj"],
+                         layers_to_transform=list(layers) if layers is not None else None, bias="none")
+        self.model = get_peft_model(copy.deepcopy(model), cfg)
+        self.model.eval()
+
+    def param_groups(self):
+        return [[p for p in self.model.parameters() if p.requires_grad]]
+
+    def named_tensors(self):
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def reference(self):
+        return self.model.disable_adapter()
+
+
+class FullTrainable(Trainable):
+    """All weights of a copy of the model (the full fine-tune baseline)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = copy.deepcopy(model)
+        self.model.requires_grad_(True)
+        self.model.eval()  # no dropout: the organism has none, real models are sampled in eval mode
+        self._ref: Any = None
+
+    def param_groups(self):
+        return [list(self.model.parameters())]
+
+    def named_tensors(self):
+        return dict(self.model.named_parameters())
+
+    def reference(self):
+        raise NotImplementedError("KL for the full fine-tune needs a frozen copy; not implemented")
+
+
+def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """``A_i = r_i - mean_{j != i} r_j`` within consecutive groups of ``k`` (no std scaling).
+
+    Example:
+        >>> rloo_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0]), 4)
+        tensor([ 1.0000, -0.3333, -0.3333, -0.3333])
+    """
+    if k < 2:
+        raise ValueError("RLOO needs at least 2 completions per prompt")
+    r = rewards.reshape(-1, k)
+    baseline = (r.sum(-1, keepdim=True) - r) / (k - 1)
+    return (r - baseline).reshape(-1)
+
+
+def _token_logprobs(model: Any, ro: Rollouts, rows: torch.Tensor, temperature: float) -> torch.Tensor:
+    ids = torch.cat([ro.prompt_ids[rows], ro.completion_ids[rows]], 1)
+    mask = torch.cat([ro.prompt_mask[rows], ro.completion_mask[rows]], 1)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    width = ro.prompt_ids.shape[1]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, width - 1 : -1]
+    logp = (logits.float() / temperature).log_softmax(-1)
+    return logp.gather(-1, ro.completion_ids[rows].unsqueeze(-1)).squeeze(-1)
+
+
+def policy_loss(
+    logp: torch.Tensor, mask: torch.Tensor, adv: torch.Tensor, norm: str, denom: float
+) -> torch.Tensor:
+    """The policy-gradient loss of a (micro-)batch; ``denom`` is the group's token or sequence count."""
+    mask = mask.to(logp.dtype)
+    if norm == "token":
+        return -(adv * (logp * mask).sum(-1)).sum() / denom
+    return -(adv * (logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)).sum() / denom
+
+
+class RLOOTrainer:
+    """Runs RLOO steps for one :class:`Trainable` (see :func:`train` for the usual entry point)."""
+
+    def __init__(self, trainable: Trainable, tokenizer: Any, cfg: RLOOConfig,
+                 verifier: MathVerifier | None = None) -> None:
+        self.tr, self.tok, self.cfg = trainable, tokenizer, cfg
+        self.verifier = verifier or default_verifier()
+        self.opts = [torch.optim.Adam(g, lr=cfg.lr, betas=cfg.betas) for g in trainable.param_groups()]
+        self.step_idx = 0
+
+    # -- state --------------------------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"param.{k}": v for k, v in self.tr.named_tensors().items()}
+        for o, opt in enumerate(self.opts):
+            for i, p in enumerate(opt.param_groups[0]["params"]):
+                for key, val in opt.state.get(p, {}).items():
+                    out[f"adam.{o}.{i}.{key}"] = val if torch.is_tensor(val) else torch.tensor(val)
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for k, p in self.tr.named_tensors().items():
+                p.copy_(tensors[f"param.{k}"])
+        for o, opt in enumerate(self.opts):
+            for i, p in enumerate(opt.param_groups[0]["params"]):
+                keys = [k for k in tensors if k.startswith(f"adam.{o}.{i}.")]
+                if keys:
+                    opt.state[p] = {k.rsplit(".", 1)[1]: tensors[k].clone() for k in keys}
+
+    # -- one step -----------------------------------------------------------------------------------
+    def collect(self, prompt_ids: Sequence[Sequence[int]], answers: Sequence[str]) -> dict[str, Any]:
+        """Rollouts and rewards for one step (every routing group gets the same prompts)."""
+        cfg, tr = self.cfg, self.tr
+        route_ids = tr.route_ids()
+        groups = route_ids if route_ids is not None else [None]
+        k = cfg.completions_per_prompt
+        all_prompts = [p for _ in groups for p in prompt_ids]
+        routes = [g for g in groups for _ in prompt_ids] if route_ids is not None else None
+        gen = torch.Generator(device=next(tr.model.parameters()).device)
+        gen.manual_seed(cfg.seed * 1_000_003 + self.step_idx)
+        t0 = time.perf_counter()
+        vectors, positions = tr.steering()
+        kw = dict(eos_id=self.tok.eos_token_id, pad_id=self.tok.pad_token_id, max_new_tokens=cfg.max_new_tokens,
+                  temperature=cfg.temperature, top_p=cfg.top_p, generator=gen)
+        if vectors is None:
+            with tr.context(None):
+                ro = sample_rollouts(tr.model, all_prompts, k, **kw)
+        else:
+            ro = sample_rollouts(tr.model, all_prompts, k, vectors=vectors, routes=routes,
+                                 positions=positions, **kw)
+        t1 = time.perf_counter()
+        texts = self.tok.batch_decode(
+            [ids[m.bool()].tolist() for ids, m in zip(ro.completion_ids, ro.completion_mask)],
+            skip_special_tokens=True,
+        )
+        n_p = len(prompt_ids)
+        rewards = torch.tensor([self.verifier.score(t, str(answers[int(i) % n_p]))
+                                for t, i in zip(texts, ro.prompt_index)])
+        return {"rollouts": ro, "rewards": rewards, "groups": groups, "routes": routes, "n_prompts": n_p,
+                "seconds_generation": t1 - t0, "seconds_reward": time.perf_counter() - t1}
+
+    def update(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """One optimizer step from collected rollouts (groups normalised and clipped separately)."""
+        cfg, tr = self.cfg, self.tr
+        ro, rewards, groups, routes = batch["rollouts"], batch["rewards"], batch["groups"], batch["routes"]
+        k = cfg.completions_per_prompt
+        t2 = time.perf_counter()
+        adv = rloo_advantages(rewards, k)
+        row_routes = torch.tensor(routes).repeat_interleave(k) if routes is not None else None
+        width = ro.prompt_ids.shape[1]
+        for opt in self.opts:
+            opt.zero_grad(set_to_none=True)
+        n_rows = ro.completion_ids.shape[0]
+        rows_per_group = n_rows // len(groups)
+        for g in range(len(groups)):  # never mix groups: each has its own normalisation
+            lo, hi = g * rows_per_group, (g + 1) * rows_per_group
+            gmask = ro.completion_mask[lo:hi]
+            denom = float(gmask.sum()) if cfg.loss_norm == "token" else float(rows_per_group)
+            for mlo in range(lo, hi, cfg.micro_batch):
+                rows = torch.arange(mlo, min(hi, mlo + cfg.micro_batch))
+                routing = row_routes[rows].tolist() if row_routes is not None else None
+                with tr.context(routing, width):
+                    logp = _token_logprobs(tr.model, ro, rows, cfg.temperature)
+                loss = policy_loss(logp, ro.completion_mask[rows], adv[rows].to(logp.device),
+                                   cfg.loss_norm, max(denom, 1.0))
+                if cfg.kl_coef:
+                    with torch.no_grad(), tr.reference():
+                        ref = _token_logprobs(tr.model, ro, rows, cfg.temperature)
+                    d = ref - logp
+                    kl = ((d.exp() - d - 1) * ro.completion_mask[rows]).sum() / max(denom, 1.0)
+                    loss = loss + cfg.kl_coef * kl
+                loss.backward()
+        grad_norms = []
+        for opt in self.opts:
+            params = opt.param_groups[0]["params"]
+            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)))
+            opt.step()
+        self.step_idx += 1
+        first = Counter(self.tok.decode([int(x)]) for x in ro.completion_ids[:, 0])
+        row = {
+            "step": self.step_idx - 1,
+            "reward_mean": float(rewards.mean()),
+            "reward_by_group": dict(zip([str(g) for g in groups],
+                                        rewards.reshape(len(groups), -1).mean(-1).tolist())),
+            "prompt_pass_rates": rewards.reshape(-1, k).mean(-1).tolist(),
+            "first_tokens_top5": {t: c / n_rows for t, c in first.most_common(5)},
+            "mean_completion_length": float(ro.lengths.float().mean()),
+            "grad_norms": grad_norms,
+            "seconds_generation": batch["seconds_generation"],
+            "seconds_reward": batch["seconds_reward"],
+            "seconds_loss_backward": time.perf_counter() - t2,
+        }
+        if isinstance(tr, VectorTrainable):
+            row["vector_norms"] = {f"{v.layer}:{v.site}": float(v.vector.detach().norm()) for v in tr.vectors}
+        return row
+
+    def step(self, prompt_ids: Sequence[Sequence[int]], answers: Sequence[str]) -> dict[str, Any]:
+        """:meth:`collect` then :meth:`update`."""
+        return self.update(self.collect(prompt_ids, answers))
+
+
+def train(
+    trainable: Trainable,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    cfg: RLOOConfig,
+    *,
+    run_dir: Any = None,
+    params: dict[str, Any] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+    verifier: MathVerifier | None = None,
+) -> list[dict[str, Any]]:
+    """Train for ``cfg.steps`` steps, checkpointing to ``run_dir`` and resuming from it.
+
+    Each step draws ``cfg.prompts_per_step`` prompts from the pool with an RNG seeded by
+    ``(cfg.seed, step)`` and samples with a generator seeded the same way, so an interrupted run
+    resumed from its last checkpoint is bit-identical to an uninterrupted one (on the same machine).
+
+    Args:
+        prompts, answers: the training pool.
+        run_dir: a path or :class:`steerlib.runs.RunDir` (``None``: keep nothing on disk).
+        params: extra parameters recorded in the manifest (and compared on reopening).
+        stop_after: stop after this many steps in this call (simulates an interruption).
+
+    Returns:
+        The metric rows of every step of the run (also those of earlier, resumed sessions).
+    """
+    import random
+
+    from steerlib.runs import RunDir
+
+    trainer = RLOOTrainer(trainable, tokenizer, cfg, verifier)
+    run = None
+    if run_dir is not None:
+        run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(
+            run_dir, {**(params or {}), **{f"rloo.{k}": v for k, v in asdict(cfg).items()}})
+        ckpt = run.load_checkpoint() if resume else None
+        if ckpt is not None:
+            trainer.load_state_tensors(ckpt[0])
+            trainer.step_idx = int(ckpt[1]["step"])
+        run.truncate_metrics(trainer.step_idx)
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(range(trainer.step_idx, cfg.steps), desc="RLOO", disable=not progress,
+               initial=trainer.step_idx, total=cfg.steps)
+    done_here = 0
+    for step in bar:
+        rng = random.Random(f"{cfg.seed}-{step}")
+        idx = rng.sample(range(len(encoded)), cfg.prompts_per_step)
+        row = trainer.step([encoded[i] for i in idx], [answers[i] for i in idx])
+        rows.append(row)
+        bar.set_postfix(reward=f"{row['reward_mean']:.3f}")
+        if run is not None:
+            run.log_metrics(row)
+            if trainer.step_idx % cfg.checkpoint_every == 0 or trainer.step_idx == cfg.steps:
+                run.save_checkpoint(trainer.state_tensors(), {"step": trainer.step_idx})
+        done_here += 1
+        if stop_after is not None and done_here >= stop_after:
+            break
+    return run.metrics() if run is not None else rows

@@ -1,0 +1,169 @@
+"""Rollouts for RL: K samples per prompt with one shared prompt prefill, finished rows dropped.
+
+``sample_rollouts`` prefills each prompt once, copies its KV cache K times
+(``cache.batch_repeat_interleave``), then decodes one token per step for the rows still running:
+a row that emits EOS leaves the batch (``cache.batch_select_indices``) and costs no more decode work.
+Steering (any site, position mask and per-prompt routing of :mod:`steerlib.steering`) is applied during
+prefill and decoding, so the samples are on-policy. Everything runs under ``torch.inference_mode``.
+
+Example:
+    >>> ro = sample_rollouts(model, [[5, 6, 7]], k=4, eos_id=1, pad_id=0, max_new_tokens=8)  # doctest: +SKIP
+    >>> ro.completion_ids.shape                                                              # doctest: +SKIP
+    torch.Size([4, 8])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from steerlib.steering import Positions, SteeringVector, steer
+
+__all__ = ["Rollouts", "left_pad", "cache_kwarg", "sample_token", "sample_rollouts"]
+
+
+@dataclass
+class Rollouts:
+    """``P * K`` rows, prompt ``i``'s samples at rows ``i*K ... i*K+K-1``.
+
+    Attributes:
+        prompt_ids, prompt_mask: ``(N, T)`` left-padded prompts (one copy per row).
+        completion_ids, completion_mask: ``(N, M)`` right-padded completions; the mask covers the
+            generated tokens up to and including EOS.
+        prompt_index: ``(N,)`` index of each row's prompt.
+        finished: ``(N,)`` whether the row emitted EOS.
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    prompt_index: torch.Tensor
+    finished: torch.Tensor
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Generated tokens per row (EOS included)."""
+        return self.completion_mask.sum(-1)
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists into ``(ids, attention_mask)``."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, width - len(s) :] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[i, width - len(s) :] = 1
+    return ids, mask
+
+
+def cache_kwarg(model: Any) -> str:
+    """``cache`` (transformers >= 5.24) or ``past_key_values`` (earlier), as the forward accepts."""
+    try:
+        from steerlib.arch import model_parts
+
+        model = model_parts(model).causal_lm  # look through PEFT wrappers (their forward takes **kwargs)
+    except Exception:  # noqa: BLE001
+        pass
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def sample_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None):
+    """Sample one token per row from ``logits`` (greedy when ``temperature == 0``)."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = (logits.float() / temperature).softmax(-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < top_p
+        sorted_p = sorted_p * keep
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def sample_rollouts(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    k: int,
+    *,
+    eos_id: int,
+    pad_id: int,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    vectors: Sequence[SteeringVector] | None = None,
+    routes: Sequence[int] | None = None,
+    positions: Positions = "all",
+    generator: torch.Generator | None = None,
+) -> Rollouts:
+    """Sample ``k`` completions for each prompt (token ids) under optional steering.
+
+    Args:
+        routes: one routing group per *prompt* (its ``k`` samples share it).
+        generator: the sampling RNG (on the model's device).
+    """
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    ids, mask = left_pad(prompts, pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    n_prompts = ids.shape[0]
+    prompt_ids, prompt_mask = ids, mask
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    key = cache_kwarg(model)
+    routing = torch.as_tensor(list(routes), dtype=torch.long) if routes is not None else None
+    ctx: Any = contextlib.nullcontext(None)
+    if vectors:
+        ctx = steer(model, vectors, positions=positions, routing=routing)
+    out_tokens = torch.full((n_prompts * k, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    finished = torch.zeros(n_prompts * k, dtype=torch.bool, device=device)
+    with ctx as handle:
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                       **{key: cache}).logits[:, -1]
+        cache.batch_repeat_interleave(k)
+        logits = logits.repeat_interleave(k, 0)
+        mask = mask.repeat_interleave(k, 0)
+        last = pos[:, -1].repeat_interleave(k, 0)
+        if handle is not None and handle.routing is not None:
+            handle.routing = handle.routing.repeat_interleave(k, 0)
+        active = torch.arange(n_prompts * k, device=device)
+        for t in range(max_new_tokens):
+            tok = sample_token(logits, temperature, top_p, generator)
+            out_tokens[active, t] = tok
+            done = tok == eos_id
+            finished[active[done]] = True
+            if t == max_new_tokens - 1 or bool(done.all()):
+                break
+            if bool(done.any()):
+                keep = (~done).nonzero().flatten()
+                cache.batch_select_indices(keep)
+                active, tok, mask, last = active[keep], tok[keep], mask[keep], last[keep]
+                if handle is not None and handle.routing is not None:
+                    handle.routing = handle.routing[keep.to(handle.routing.device)]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            last = last + 1
+            logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None],
+                           use_cache=True, **{key: cache}).logits[:, -1]
+    is_eos = out_tokens == eos_id
+    last_valid = torch.where(is_eos.any(-1), is_eos.float().argmax(-1).long(),
+                             torch.full_like(finished, max_new_tokens - 1, dtype=torch.long))
+    comp_mask = (torch.arange(max_new_tokens, device=device)[None] <= last_valid[:, None]).long()
+    out_tokens = torch.where(comp_mask.bool(), out_tokens, torch.full_like(out_tokens, pad_id))
+    return Rollouts(
+        prompt_ids=prompt_ids.repeat_interleave(k, 0),
+        prompt_mask=prompt_mask.repeat_interleave(k, 0),
+        completion_ids=out_tokens,
+        completion_mask=comp_mask,
+        prompt_index=torch.arange(n_prompts, device=device).repeat_interleave(k),
+        finished=finished,
+    )
