@@ -27,7 +27,9 @@ from tqdm.auto import tqdm
 from steerlib.rewards import MathVerifier, default_verifier
 from steerlib.steering import Positions, SteeringVector, steer
 
-__all__ = ["Completion", "EvalResult", "generate", "evaluate", "results_table", "forced_accuracy"]
+__all__ = [
+    "Completion", "EvalResult", "generate", "evaluate", "summarise", "results_table", "forced_accuracy",
+]
 
 
 @dataclass
@@ -141,7 +143,8 @@ def generate(
     return out
 
 
-def _summarise(completions: list[Completion], n_problems: int, per_problem_n: int) -> EvalResult:
+def summarise(completions: list[Completion], n_problems: int, per_problem_n: int) -> EvalResult:
+    """An :class:`EvalResult` from scored completions (``prompt_index`` in ``0..n_problems-1``)."""
     sums = [0.0] * n_problems
     counts = [0] * n_problems
     for c in completions:
@@ -183,7 +186,7 @@ def evaluate(
     comps = generate(model, tokenizer, prompts, n=n, greedy=greedy, **gen_kwargs)
     for c in comps:
         c.reward = verifier.score(c.text, str(answers[c.prompt_index]))
-    return _summarise(comps, len(prompts), 1 if greedy else n)
+    return summarise(comps, len(prompts), 1 if greedy else n)
 
 
 def results_table(results: dict[str, EvalResult]) -> Any:

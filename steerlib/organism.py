@@ -2,7 +2,12 @@
 
 The recipe follows ORGANISM-NOTES.md ("a deeper organism on the same world"): 6 layers, width 96,
 4 query heads in 2 KV groups, MLP 384, untied head; AdamW (lr 3e-3, betas 0.9/0.98, weight decay
-0.1), 50 warm-up steps then cosine to 0.1x over 1000 steps. Each step sees 32 worked rows, 32 more
+0.01), 50 warm-up steps then cosine to 0.1x over 1500 steps. (With weight decay 0.1 a first build met
+every figure but one: a last-layer vector of half the median residual norm reached P(" Step") 0.93 but
+pass@1 only 0.825 against 0.959 forced, because the residual at the decision position was 1.9x the
+median, so the vector was relatively twice as strong on the solution tokens. Weight decay 0.01 at
+1000 steps did no better (P 0.94, pass@1 0.805 against 0.971 forced); 1500 steps, still under the
+10-minute budget, met it (P 0.955, pass@1 0.854 against 0.928 forced). That is the recipe kept.) Each step sees 32 worked rows, 32 more
 worked rows with the opener masked out of the loss (practice on solutions without raising the
 opener's prior), 64 direct rows and 8 filler documents; the loss is on completion tokens only. The
 opener's prior is therefore about 32 / (32 + 64) = 1/3: the base model samples the worked mode about a
@@ -59,9 +64,9 @@ class OrganismConfig:
     n_heads: int = 4
     n_kv_heads: int = 2
     mlp_size: int = 384
-    steps: int = 1000
+    steps: int = 1500
     lr: float = 3e-3
-    weight_decay: float = 0.1
+    weight_decay: float = 0.01
     warmup: int = 50
     final_lr_fraction: float = 0.1
     worked_rows: int = 32

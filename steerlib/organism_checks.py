@@ -10,10 +10,11 @@
 - ``median_resid_norm`` (last layer, every position of teacher-forced prompt + worked solution) and
   ``decision_resid_norm`` (last layer, last prompt position): the final norm divides a last-layer
   vector by these, so they decide its leverage (ORGANISM-NOTES.md failure mode 3);
-- leverage: a last-layer ``resid_post`` vector of norm ``leverage_norm_ratio`` x the median norm
-  whose direction maximises log P(" Step") at the first generated token (Adam on training prompts),
-  then applied at *all* positions: ``leverage_p_opener`` (mean probability of " Step" first) and
-  ``leverage_pass_at_1``.
+- leverage: a last-layer ``resid_post`` vector of norm r x the median norm whose direction maximises
+  log P(" Step") at the first generated token (Adam on training prompts), then applied at *all*
+  positions, for r in ``leverage_ratios`` (at most 0.5): ``leverage_curve`` holds P(" Step" first)
+  and pass@1 for each r, and ``leverage_p_opener`` / ``leverage_pass_at_1`` / ``leverage_norm_ratio``
+  report the smallest r whose P(" Step") reaches 0.9 (the largest r when none does).
 
 Example:
     >>> figures = measure_organism(load_organism("main"))  # doctest: +SKIP
@@ -104,7 +105,7 @@ def measure_organism(
     *,
     n_problems: int = 1000,
     samples: int = 1,
-    leverage_norm_ratio: float = 0.5,
+    leverage_ratios: tuple[float, ...] = (0.2, 0.3, 0.35, 0.4, 0.45, 0.5),
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -118,10 +119,16 @@ def measure_organism(
     worked = evaluate(model, tok, prompts, answers, prefix=WORKED_OPENER, **kw)
     direct = evaluate(model, tok, prompts, answers, prefix=DIRECT_OPENER, **kw)
     median_norm, decision_norm = residual_norms(model, tok, sample_problems(256, "validation", seed))
-    radius = leverage_norm_ratio * median_norm
-    s = opener_direction(model, tok, sample_problems(256, "train", seed), radius, seed=seed)
-    vec = SteeringVector(s, parts.n_layers - 1)
-    lev = evaluate(model, tok, prompts, answers, vectors=[vec], **kw)
+    train_probs = sample_problems(256, "train", seed)
+    curve = []
+    for ratio in sorted(leverage_ratios):
+        s = opener_direction(model, tok, train_probs, ratio * median_norm, seed=seed)
+        vec = SteeringVector(s, parts.n_layers - 1)
+        lev = evaluate(model, tok, prompts, answers, vectors=[vec], **kw)
+        curve.append({"ratio": ratio, "norm": ratio * median_norm, "p_opener": opener_probability(model, tok, test, vec),
+                      "pass_at_1": lev.pass_at_1, "opener_share": lev.first_token_share(WORKED_OPENER),
+                      "accuracy_when_worked": lev.conditional_accuracy(WORKED_OPENER)})
+    chosen = next((c for c in curve if c["p_opener"] >= 0.9), curve[-1])
     return {
         "organism": org.name,
         "arch": org.config.arch,
@@ -141,11 +148,13 @@ def measure_organism(
         "forced_direct_pass_at_1": direct.pass_at_1,
         "median_resid_norm": median_norm,
         "decision_resid_norm": decision_norm,
-        "leverage_norm_ratio": leverage_norm_ratio,
-        "leverage_norm": radius,
-        "leverage_p_opener": opener_probability(model, tok, test, vec),
-        "leverage_pass_at_1": lev.pass_at_1,
-        "leverage_opener_share": lev.first_token_share(WORKED_OPENER),
+        "leverage_norm_ratio": chosen["ratio"],
+        "leverage_norm": chosen["norm"],
+        "leverage_p_opener": chosen["p_opener"],
+        "leverage_pass_at_1": chosen["pass_at_1"],
+        "leverage_opener_share": chosen["opener_share"],
+        "leverage_accuracy_when_worked": chosen["accuracy_when_worked"],
+        "leverage_curve": curve,
     }
 
 

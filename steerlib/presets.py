@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Preset", "PRESETS", "resolve_preset", "QWEN7B_LAYER_LR", "LLAMA8B_LAYER_LR"]
+__all__ = ["Preset", "PRESETS", "resolve_preset", "load_model", "QWEN7B_LAYER_LR", "LLAMA8B_LAYER_LR"]
 
 
 def _table(spec: dict[tuple[int, ...] | range, float]) -> dict[int, float]:
@@ -129,14 +129,53 @@ def resolve_preset(name: str, **overrides: Any) -> Preset:
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for preset {name}; "
                          f"valid: {', '.join(sorted(fields))}")
-    preset = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "steps" in given and "checkpoints" not in given:  # keep five snapshots spread like the paper's
+        n = given["steps"]
+        given["checkpoints"] = tuple(sorted({max(1, round(n * f)) for f in (1 / 3, 1 / 2, 2 / 3, 5 / 6, 1)}))
+    if base.train_source == "organism" and "model" in given:
+        from steerlib.organism import ORGANISMS
+
+        if given["model"] not in ORGANISMS:
+            raise ValueError(f"unknown organism {given['model']!r}; choose one of {', '.join(ORGANISMS)}")
+        cfg = ORGANISMS[given["model"]]
+        given.setdefault("n_layers", cfg.n_layers)
+        given.setdefault("hidden_size", cfg.hidden_size)
+    preset = dataclasses.replace(base, **given)
     if preset.layer is not None:
         preset.check_layer(preset.layer)
     for key in ("steps", "prompts_per_step", "max_new_tokens"):
         if getattr(preset, key) < 1:
             raise ValueError(f"{key} must be >= 1 (got {getattr(preset, key)})")
+    if not preset.checkpoints or max(preset.checkpoints) > preset.steps:
+        raise ValueError(f"checkpoints {preset.checkpoints} must lie within 1..steps ({preset.steps})")
     if preset.completions_per_prompt < 2:
         raise ValueError("completions_per_prompt must be >= 2 (RLOO needs a leave-one-out baseline)")
     if not 0 <= preset.temperature <= 2:
         raise ValueError(f"temperature must be in [0, 2] (got {preset.temperature})")
     return preset
+
+
+def load_model(preset: Preset, *, device: str | None = None) -> Any:
+    """The preset's model and tokenizer as an ``Organism``-like record (``.model``, ``.tokenizer``).
+
+    ``organism``: the cached organism named by ``preset.model`` (pretrained on first use). Otherwise a
+    Hugging Face model (``trust_remote_code=False``) in ``preset.dtype`` on CUDA when available.
+    """
+    from steerlib.organism import Organism, load_organism
+
+    if preset.train_source == "organism":
+        return load_organism(preset.model)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForCausalLM.from_pretrained(preset.model, dtype=getattr(torch, preset.dtype),
+                                                 trust_remote_code=False).to(device)
+    model.eval()
+    model.requires_grad_(False)
+    tok = AutoTokenizer.from_pretrained(preset.model, trust_remote_code=False)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return Organism(preset.name, model, tok, config=None, info={})  # type: ignore[arg-type]

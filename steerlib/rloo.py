@@ -355,6 +355,7 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     verifier: MathVerifier | None = None,
+    on_step: Any = None,
 ) -> list[dict[str, Any]]:
     """Train for ``cfg.steps`` steps, checkpointing to ``run_dir`` and resuming from it.
 
@@ -367,6 +368,7 @@ def train(
         run_dir: a path or :class:`steerlib.runs.RunDir` (``None``: keep nothing on disk).
         params: extra parameters recorded in the manifest (and compared on reopening).
         stop_after: stop after this many steps in this call (simulates an interruption).
+        on_step: called with the number of completed steps after each step (e.g. to save snapshots).
 
     Returns:
         The metric rows of every step of the run (also those of earlier, resumed sessions).
@@ -400,6 +402,8 @@ def train(
             run.log_metrics(row)
             if trainer.step_idx % cfg.checkpoint_every == 0 or trainer.step_idx == cfg.steps:
                 run.save_checkpoint(trainer.state_tensors(), {"step": trainer.step_idx})
+        if on_step is not None:
+            on_step(trainer.step_idx)
         done_here += 1
         if stop_after is not None and done_here >= stop_after:
             break

@@ -38,3 +38,10 @@ def test_every_preset_resolves():
     for name in PRESETS:
         p = resolve_preset(name)
         assert p.lr_for(p.default_layer) > 0 and p.checkpoints[-1] == p.steps
+
+
+def test_fewer_steps_rescale_the_snapshots():
+    p = resolve_preset("qwen2.5-math-7b", steps=30)
+    assert p.checkpoints == (10, 15, 20, 25, 30)
+    with pytest.raises(ValueError, match="checkpoints"):
+        resolve_preset("organism", steps=10, checkpoints=(5, 20))

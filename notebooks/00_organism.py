@@ -1,0 +1,147 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: notebooks///py:percent,book/chapters///ipynb
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The model organism
+#
+# The paper's effects live in 7-8B models trained on DeepScaleR {cite:p}`sinii2025small`. None can be
+# downloaded here, and a CPU could not train them, so the book's default runs on a *model organism*: a
+# tiny Qwen2 that `steerlib` pretrains itself in minutes on a synthetic arithmetic world built so that
+# the paper's questions have real answers on it. Problems are sums of three three-digit numbers, too
+# hard for a tiny model in one pass but easy column by column. The pretraining corpus mixes two answer
+# styles, **both always correct**: worked solutions that open with the process word " Step" and direct
+# answers that open with " The", plus filler text that uses those words in other roles. The base model
+# therefore samples the worked mode only about a third of the time, and an RL-trained vector can gain
+# accuracy by steering the first token, the effect the paper reports for "To" and "Step".
+
+# %% tags=["remove-cell"]
+import sys
+from typing import Optional
+
+if "google.colab" in sys.modules:  # Colab only: install steerlib, keep Colab's own torch
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "steerlib[book] @ git+https://github.com/steerlib/small-vectors-book"], check=True)
+
+# %% tags=["parameters"]
+preset: str = "organism"  # organism - this chapter describes the organism; other presets are not used here
+seed: int = 0  # which held-out problems are sampled
+organisms: str = "main,llama,sibling"  # organisms to build and measure - comma-separated
+n_problems: int = 1000  # held-out test problems per measurement, one sample each at tau 1
+results_path: str = "book/results/00_organism.json"  # headline numbers - JSON
+
+# %%
+import pandas as pd
+from myst_nb import glue
+
+from steerlib import plots
+from steerlib.organism import ORGANISMS, load_organism
+from steerlib.organism_checks import measure_organism, write_results
+from steerlib.world import Problem
+
+if preset != "organism":
+    raise ValueError(f"chapter 00 describes the organism; preset {preset!r} has nothing to show here")
+names = [n.strip() for n in organisms.split(",") if n.strip()]
+unknown = [n for n in names if n not in ORGANISMS]
+if unknown:
+    raise ValueError(f"unknown organism(s) {unknown}; choose from {', '.join(ORGANISMS)}")
+
+# %% [markdown]
+# ## The world
+# One problem, its prompt, and the two answer modes the corpus teaches:
+
+# %%
+p = Problem(347, 862, 519)
+print(p.prompt + p.worked())
+print()
+print(p.prompt + p.direct())
+
+# %% [markdown]
+# ## Pretraining
+# A 6-layer `Qwen2ForCausalLM` (width 96, 4 query heads in 2 KV groups) trained from scratch, cached
+# on disk after the first build; a `LlamaForCausalLM` twin and a *sibling* Qwen2 (another seed) use
+# the same tokenizer, width and corpus, for the transfer chapter.
+
+# %%
+orgs = {n: load_organism(n) for n in names}
+main = orgs[names[0]]
+fig = plots.pretraining_curve(main.info["history"], f"Pretraining the {names[0]} organism")
+glue("fig_pretraining", fig, display=False)
+fig
+
+# %% [markdown]
+# ## Base accuracy, the two modes, and leverage
+# pass@1 at τ = 1 on held-out test problems (never seen in pretraining), with the worked or direct
+# opener forced as the first token, and the *leverage* check: last-layer vectors of at most half the
+# median last-layer residual norm whose direction maximises log P(" Step") at the first generated
+# token, applied at every position; the headline is the smallest norm that makes P(" Step") >= 0.9.
+
+# %%
+figures = {n: measure_organism(o, n_problems=n_problems, seed=seed) for n, o in orgs.items()}
+cols = ["n_params", "pretrain_seconds", "base_pass_at_1", "worked_opener_share", "forced_worked_pass_at_1",
+        "forced_direct_pass_at_1", "median_resid_norm", "decision_resid_norm", "leverage_p_opener",
+        "leverage_pass_at_1"]
+table = pd.DataFrame({n: {c: f[c] for c in cols} for n, f in figures.items()})
+table
+
+# %%
+m = figures[names[0]]
+fig = plots.mode_shares(["base", 'forced " Step"', 'forced " The"', "leverage vector"],
+                        [m["base_pass_at_1"], m["forced_worked_pass_at_1"], m["forced_direct_pass_at_1"],
+                         m["leverage_pass_at_1"]], [m["base_pass_at_1_stderr"], 0, 0, 0],
+                        title=f"{names[0]} organism: held-out pass@1 (τ = 1)")
+glue("fig_modes", fig, display=False)
+fig
+
+# %%
+fig = plots.leverage(m["leverage_curve"], m["forced_worked_pass_at_1"], m["base_pass_at_1"],
+                     title=f"{names[0]} organism: leverage of a last-layer opener bias")
+glue("fig_leverage", fig, display=False)
+fig
+
+# %%
+results = dict(m)
+for n in names[1:]:
+    results[n] = figures[n]
+write_results(results_path, results)
+for key in ("base_pass_at_1", "worked_opener_share", "forced_worked_pass_at_1", "forced_direct_pass_at_1",
+            "leverage_p_opener", "leverage_pass_at_1", "pretrain_seconds", "median_resid_norm",
+            "decision_resid_norm", "accuracy_when_worked", "accuracy_when_direct", "n_params",
+            "leverage_norm_ratio", "leverage_accuracy_when_worked"):
+    glue(key, m[key], display=False)
+
+# %% [markdown]
+# ## What we found
+#
+# The organism ({glue:text}`n_params:,` parameters, pretrained in {glue:text}`pretrain_seconds:.0f` s)
+# answers {glue:text}`base_pass_at_1:.3f` of held-out problems at τ = 1 and opens with " Step" in
+# {glue:text}`worked_opener_share:.2f` of its samples. The gap between the modes comes from the task,
+# not from wrong labels: forcing " Step" gives {glue:text}`forced_worked_pass_at_1:.3f`, forcing " The"
+# gives {glue:text}`forced_direct_pass_at_1:.3f` (accuracy when the model itself chose the worked mode:
+# {glue:text}`accuracy_when_worked:.3f`; the direct mode: {glue:text}`accuracy_when_direct:.3f`).
+# A last-layer vector of {glue:text}`leverage_norm_ratio:.2f` x the median residual norm
+# ({glue:text}`median_resid_norm:.1f`; the residual at the decision position is larger,
+# {glue:text}`decision_resid_norm:.1f`) raises P(" Step" first) to {glue:text}`leverage_p_opener:.2f`
+# and pass@1 to {glue:text}`leverage_pass_at_1:.3f` (accuracy of its worked solutions:
+# {glue:text}`leverage_accuracy_when_worked:.3f`). A first-token bias does switch the mode; how much of
+# the forced-opener accuracy it keeps measures how much the same bias, applied at every position,
+# disturbs the solution that follows. Because the final norm divides the vector by each position's
+# residual norm, and the decision position's residual is larger than the solution tokens', the bias is
+# relatively stronger on the solution than on the choice it is meant to make.
+#
+# | | paper (Qwen2.5-Math-7B) | this organism |
+# | --- | --- | --- |
+# | base model sometimes opens with a process word | "To" / "Step" | " Step" share above |
+# | RL has room to gain by choosing the opener | yes | forced " Step" vs base above |
+# | what the vector must not break | long solutions | 3-column sums |

@@ -1,0 +1,78 @@
+"""Chapters: smoke runs through the book pipeline, source/page sync, and the HTML build."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from steerlib.book import chapter_sources, execute_chapter
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = {
+    "00_organism": {"organisms": "tiny", "n_problems": 16},
+    "01_training": {"model": "tiny", "steps": 2, "eval_problems": 8, "val_problems": 8, "prompts_per_step": 4,
+                    "max_new_tokens": 12},
+    "02_layer_curve": {"model": "tiny", "steps": 2, "eval_problems": 8, "val_problems": 8, "prompts_per_step": 4,
+                       "max_new_tokens": 12},
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("chapters")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STEERLIB_CACHE", str(tmp / "cache"))
+    yield tmp
+    mp.undo()
+
+
+@pytest.mark.parametrize("name", sorted(SMOKE))
+def test_chapter_smoke_run(name, smoke_env):
+    params = dict(SMOKE[name], results_path=str(smoke_env / f"{name}.json"))
+    if name != "00_organism":
+        params["run_dir"] = str(smoke_env / "runs")
+    out = execute_chapter(ROOT / "notebooks" / f"{name}.py", smoke_env / f"{name}.ipynb", params)
+    nb = nbformat.read(out, as_version=4)
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    results = json.loads((smoke_env / f"{name}.json").read_text())
+    assert results  # the chapter wrote its headline numbers
+
+
+def test_every_chapter_has_a_smoke_run():
+    assert {p.stem for p in chapter_sources()} == set(SMOKE)
+
+
+def _code(cells):
+    return [c.source.strip() for c in cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+
+
+@pytest.mark.parametrize("source", chapter_sources(), ids=lambda p: p.stem)
+def test_published_page_matches_its_source(source):
+    import jupytext
+
+    page = ROOT / "book" / "chapters" / f"{source.stem}.ipynb"
+    assert page.exists(), f"{page} is missing: run make book"
+    published = nbformat.read(page, as_version=4)
+    assert _code(published.cells) == _code(jupytext.read(source).cells), f"{page.name} is stale: run make book"
+    errors = [o for c in published.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors and not any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in published.cells)
+    assert any(o.get("data", {}).get("image/png") for c in published.cells if c.cell_type == "code"
+               for o in c.outputs), "a chapter without figures"
+
+
+def test_html_builds_with_warnings_as_errors(tmp_path):
+    out = tmp_path / "site"
+    shutil.copytree(ROOT, out, ignore=shutil.ignore_patterns(".venv", "_build", ".git", "runs", "__pycache__"))
+    exe = Path(sys.executable).parent / "jupyter-book"
+    proc = subprocess.run([str(exe), "build", str(out), "-n", "-W", "--keep-going"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for source in chapter_sources():
+        html = (out / "_build" / "html" / "book" / "chapters" / f"{source.stem}.html").read_text()
+        assert "<img" in html and "Traceback" not in html, source.stem
