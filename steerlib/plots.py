@@ -29,6 +29,7 @@ def pretraining_curve(history: dict[str, list], title: str = "Pretraining the or
               title='greedy accuracy, " Step" forced (validation)')
     fig.suptitle(title)
     fig.tight_layout()
+    plt.close(fig)  # shown once, by the cell that returns it
     return fig
 
 
@@ -50,6 +51,7 @@ def training_curves(metrics: Sequence[dict[str, Any]], title: str, opener: str =
     ax[3].set(xlabel="step", ylabel="tokens", title="completion length")
     fig.suptitle(title)
     fig.tight_layout()
+    plt.close(fig)  # shown once, by the cell that returns it
     return fig
 
 
@@ -62,6 +64,7 @@ def first_token_bars(shares: dict[str, dict[str, float]], title: str = "First ge
     sns.barplot(pd.DataFrame(rows), x="token", y="share", hue="condition", ax=ax)
     ax.set(ylim=(0, 1.02), title=title, xlabel="first token", ylabel="share of samples")
     fig.tight_layout()
+    plt.close(fig)  # shown once, by the cell that returns it
     return fig
 
 
@@ -72,6 +75,7 @@ def mode_shares(labels: Sequence[str], pass_at_1: Sequence[float], errors: Seque
     ax.bar(labels, pass_at_1, yerr=errors, capsize=4, color=[f"C{i}" for i in range(len(labels))])
     ax.set(ylim=(0, 1.02), ylabel="pass@1 (τ = 1)", title=title)
     fig.tight_layout()
+    plt.close(fig)  # shown once, by the cell that returns it
     return fig
 
 
@@ -88,6 +92,7 @@ def layer_curve(per_layer: dict[int, float], errors: dict[int, float], baselines
     ax.set(xlabel="layer", ylabel="pass@1 (τ = 1, held-out)", ylim=(0, 1.02), xticks=layers, title=title)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
+    plt.close(fig)  # shown once, by the cell that returns it
     return fig
 
 
@@ -104,4 +109,5 @@ def leverage(curve: Sequence[dict[str, float]], forced: float, base: float,
            title=title)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
+    plt.close(fig)  # shown once, by the cell that returns it
     return fig
