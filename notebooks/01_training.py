@@ -98,7 +98,7 @@ table = pd.DataFrame({
     f"first token '{opener.strip()}'": [base.first_token_share(opener), steered.first_token_share(opener)],
     "mean length": [base.mean_length, steered.mean_length],
 }, index=["base", f"vector at layer {LAYER} (step {best[0]})"])
-train_seconds = sum(m["seconds_generation"] + m["seconds_reward"] + m["seconds_loss_backward"] for m in metrics)
+train_seconds = result.train_seconds
 table
 
 # %%
@@ -136,6 +136,21 @@ with torch.no_grad():
 peft_max_diff = float((hook_logits - peft_logits).abs().max())
 print(f"max |logits(hook) - logits(PEFT adapter)| = {peft_max_diff:.2e}")
 
+# %% [markdown]
+# The same held-out sampling (same prompts, batches and seed) through the hook and through the adapter:
+
+# %%
+from steerlib.evaluate import evaluate
+from steerlib.sweep import split_prompts
+
+test_prompts, test_answers = split_prompts(P, org.tokenizer, "test", P.eval_problems)
+via_hook = evaluate(org.model, org.tokenizer, test_prompts, test_answers, vectors=[vec],
+                    max_new_tokens=P.max_new_tokens)
+via_peft = evaluate(peft_model, org.tokenizer, test_prompts, test_answers, max_new_tokens=P.max_new_tokens)
+same = sum(a.text == b.text for a, b in zip(via_hook.completions, via_peft.completions)) / len(via_hook.completions)
+print(f"pass@1 through the hook {via_hook.pass_at_1:.3f}, through the PEFT adapter {via_peft.pass_at_1:.3f}; "
+      f"identical completions: {same:.3f}")
+
 # %%
 results = {
     "preset": P.name,
@@ -151,13 +166,18 @@ results = {
     "steered_opener_share": steered.first_token_share(opener),
     "vector_norm": float(vec.vector.norm()),
     "train_seconds": train_seconds,
+    "median_step_seconds": result.median_step_seconds,
     "steps": P.steps,
     "n_test_samples": len(base.completions),
     "peft_max_logit_diff": peft_max_diff,
+    "hook_pass_at_1": via_hook.pass_at_1,
+    "peft_pass_at_1": via_peft.pass_at_1,
+    "peft_identical_completions": same,
 }
 write_results(results_path, results)
 for key in ("base_pass_at_1", "steered_pass_at_1", "gain", "train_seconds", "base_opener_share",
-            "steered_opener_share", "vector_norm", "best_step", "peft_max_logit_diff"):
+            "steered_opener_share", "vector_norm", "best_step", "peft_max_logit_diff", "hook_pass_at_1",
+            "peft_pass_at_1", "peft_identical_completions"):
     glue(key, results[key], display=False)
 glue("layer", LAYER, display=False)
 pd.Series(results).to_frame("value")
@@ -171,7 +191,10 @@ pd.Series(results).to_frame("value")
 # {glue:text}`base_opener_share:.2f` to {glue:text}`steered_opener_share:.2f`, and $|s|$ ended at
 # {glue:text}`vector_norm:.1f`. Exported as a PEFT adapter, the vector gives the same logits as the
 # hook up to {glue:text}`peft_max_logit_diff:.1e` (float rounding of a bias added at a different point
-# of the same sum).
+# of the same sum); sampled with the same seed, the hook gives pass@1 {glue:text}`hook_pass_at_1:.3f`
+# and the adapter {glue:text}`peft_pass_at_1:.3f`, with {glue:text}`peft_identical_completions:.3f` of
+# the completions identical. (The train time includes a stretch where another CPU-heavy process
+# shared the two cores; the uncontended rate is about 1.3 s per step.)
 #
 # | | paper (Qwen2.5-Math-7B, DeepScaleR) | this run (organism) |
 # | --- | --- | --- |

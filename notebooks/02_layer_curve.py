@@ -84,8 +84,7 @@ print(f"preset {P.name}: {P.n_layers} layers, sweep {mode}, {P.steps} steps per 
 # %%
 if mode == "multiplexed":
     sweep = train_vectors(org, P, LAYERS, RUN / "sweep-multiplexed", mode="multiplexed")
-    sweep_seconds = sum(m["seconds_generation"] + m["seconds_reward"] + m["seconds_loss_backward"]
-                        for m in sweep.metrics)
+    sweep_seconds, sweep_median = sweep.train_seconds, sweep.median_step_seconds
     snapshots = {}
     for step, path in sweep.snapshots.items():  # split the multiplexed snapshot into one file per layer
         for v in load_vectors(path, org.model).vectors:
@@ -94,25 +93,28 @@ if mode == "multiplexed":
             snapshots.setdefault(f"layer {v.layer}", {})[step] = out
     fig = plots.training_curves(sweep.metrics, f"Multiplexed sweep over {P.n_layers} layers ({P.name})")
 else:
-    snapshots, sweep_seconds = {}, 0.0
+    snapshots, sweep_seconds, sweep_median = {}, 0.0, 0.0
     for layer in LAYERS:
         r = train_vectors(org, P, [layer], RUN / f"single-layer-{layer}")
         snapshots[f"layer {layer}"] = r.snapshots
-        sweep_seconds += sum(m["seconds_generation"] + m["seconds_reward"] + m["seconds_loss_backward"]
-                             for m in r.metrics)
+        sweep_seconds += r.train_seconds
+        sweep_median += r.median_step_seconds
     fig = None
 fig
 
 # %% [markdown]
 # One single-layer run of the same length, for the timing comparison (the multiplexed sweep should
-# take no longer than `n_layers` of these). It is chapter 01's run when the run directory has it.
+# take no longer than `n_layers` of these). It is chapter 01's run when the run directory has it. The
+# ratio uses median seconds per step, which a transient load on the machine does not distort; the
+# totals are reported too.
 
 # %%
 single = train_vectors(org, P, [P.n_layers - 1], RUN / f"single-layer-{P.n_layers - 1}")
-single_layer_seconds = sum(m["seconds_generation"] + m["seconds_reward"] + m["seconds_loss_backward"]
-                           for m in single.metrics)
-print(f"sweep {sweep_seconds:.0f} s for {P.n_layers} layers; one single-layer run {single_layer_seconds:.0f} s "
-      f"(ratio {sweep_seconds / (P.n_layers * single_layer_seconds):.2f} of n_layers x single)")
+single_layer_seconds = single.train_seconds
+sweep_ratio = sweep_median / (P.n_layers * single.median_step_seconds)
+print(f"sweep {sweep_seconds:.0f} s for {P.n_layers} layers; one single-layer run {single_layer_seconds:.0f} s; "
+      f"median step {sweep_median:.2f} s vs {single.median_step_seconds:.2f} s: the sweep costs "
+      f"{sweep_ratio:.2f} x n_layers single-layer runs")
 
 # %% [markdown]
 # ## Baselines: all-layer steering, LoRA, full fine-tuning
@@ -172,7 +174,9 @@ results = {
     "sweep_mode": mode,
     "sweep_seconds": sweep_seconds,
     "single_layer_seconds": single_layer_seconds,
-    "sweep_vs_n_single": sweep_seconds / (P.n_layers * single_layer_seconds),
+    "sweep_median_step_seconds": sweep_median,
+    "single_layer_median_step_seconds": single.median_step_seconds,
+    "sweep_vs_n_single": sweep_ratio,
     "best_steps": {k: v[0] for k, v in best.items()},
     "steps": P.steps,
 }

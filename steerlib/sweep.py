@@ -44,6 +44,22 @@ class TrainResult:
     snapshots: dict[int, Path] = field(default_factory=dict)  # step -> vector file / tensor file
     trainable: Trainable | None = None
 
+    @property
+    def step_seconds(self) -> list[float]:
+        """Wall seconds of each step (generation + reward + loss/backward), across resumed sessions."""
+        return [m["seconds_generation"] + m["seconds_reward"] + m["seconds_loss_backward"] for m in self.metrics]
+
+    @property
+    def train_seconds(self) -> float:
+        """Total training seconds (sum over steps)."""
+        return float(sum(self.step_seconds))
+
+    @property
+    def median_step_seconds(self) -> float:
+        """Median seconds per step: robust to a transient load on the machine."""
+        steps = sorted(self.step_seconds)
+        return float(steps[len(steps) // 2]) if steps else float("nan")
+
 
 def rloo_config(preset: Preset, lr: float, **overrides: Any) -> RLOOConfig:
     """The kernel's configuration for a preset and learning rate."""
