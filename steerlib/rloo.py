@@ -175,7 +175,6 @@ class FullTrainable(Trainable):
         self.model = copy.deepcopy(model)
         self.model.requires_grad_(True)
         self.model.eval()  # no dropout: the organism has none, real models are sampled in eval mode
-        self._ref: Any = None
 
     def param_groups(self):
         return [list(self.model.parameters())]

@@ -88,18 +88,16 @@ def _run(trainable: Trainable, tok: Any, preset: Preset, cfg: RLOOConfig, run_di
     prompts, answers = split_prompts(preset, tok, "train")
     run = RunDir.open(run_dir, {"preset": preset.name, **params,
                                 **{f"rloo.{k}": v for k, v in cfg.__dict__.items()}})
-    snaps: dict[int, Path] = {}
     start = time.perf_counter()
 
     def on_step(step_done: int) -> None:
         if step_done in preset.checkpoints:
-            snaps[step_done] = snapshot(run.path / f"snapshot-{step_done}.safetensors")
+            snapshot(run.path / f"snapshot-{step_done}.safetensors")
 
     rows = train(trainable, tok, prompts, answers, cfg, run_dir=run, progress=progress, on_step=on_step)
-    for step in preset.checkpoints:
-        path = run.path / f"snapshot-{step}.safetensors"
-        if path.exists():
-            snaps[step] = path
+    # snapshots on disk, also those written by an earlier, interrupted session of this run
+    paths = {step: run.path / f"snapshot-{step}.safetensors" for step in preset.checkpoints}
+    snaps = {step: path for step, path in paths.items() if path.exists()}
     return TrainResult(run.path, time.perf_counter() - start, rows, snaps, trainable)
 
 
