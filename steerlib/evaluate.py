@@ -28,7 +28,8 @@ from steerlib.rewards import MathVerifier, default_verifier
 from steerlib.steering import Positions, SteeringVector, steer
 
 __all__ = [
-    "Completion", "EvalResult", "generate", "evaluate", "summarise", "results_table", "forced_accuracy",
+    "Completion", "EvalResult", "generate", "evaluate", "evaluate_routed", "summarise", "results_table",
+    "forced_accuracy",
 ]
 
 
@@ -41,6 +42,7 @@ class Completion:
     first_token: str
     n_tokens: int
     reward: float | None = None
+    token_ids: list[int] = field(default_factory=list, repr=False)  # generated ids (prefix included, no EOS)
 
 
 @dataclass
@@ -139,7 +141,8 @@ def generate(
             length = toks.index(eos) + 1 if eos in toks else len(toks)
             body = toks[: length - 1] if eos in toks else toks
             first = tokenizer.decode(toks[:1]) if toks else ""
-            out.append(Completion(i, tokenizer.decode(body, skip_special_tokens=True), first, length))
+            out.append(Completion(i, tokenizer.decode(body, skip_special_tokens=True), first, length,
+                                  token_ids=body))
     return out
 
 
@@ -187,6 +190,41 @@ def evaluate(
     for c in comps:
         c.reward = verifier.score(c.text, str(answers[c.prompt_index]))
     return summarise(comps, len(prompts), 1 if greedy else n)
+
+
+def evaluate_routed(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    configs: dict[str, Sequence[SteeringVector]],
+    **kwargs: Any,
+) -> dict[str, EvalResult]:
+    """Evaluate several steering configurations on the same problems in one routed batch.
+
+    Each configuration (a name and the vectors applied together; ``[]`` = the unsteered model) gets
+    its own routing group, so all of them share every forward pass. The given vectors are not
+    modified (routed copies are made).
+
+    Example:
+        >>> res = evaluate_routed(model, tok, prompts, answers,                 # doctest: +SKIP
+        ...                       {"base": [], "s5": [v5], "s4+s5": [v4, v5]}, max_new_tokens=64)
+        >>> res["s5"].pass_at_1                                                  # doctest: +SKIP
+    """
+    import dataclasses
+
+    names = list(configs)
+    vectors = [dataclasses.replace(v, route=r) for r, name in enumerate(names) for v in configs[name]]
+    routes = [r if configs[name] else -1 for r, name in enumerate(names) for _ in prompts]
+    res = evaluate(model, tokenizer, [p for _ in names for p in prompts], [a for _ in names for a in answers],
+                   vectors=vectors or None, routes=routes if vectors else None, **kwargs)
+    n, out = len(prompts), {}
+    for r, name in enumerate(names):
+        comps = [c for c in res.completions if r * n <= c.prompt_index < (r + 1) * n]
+        for c in comps:
+            c.prompt_index -= r * n
+        out[name] = summarise(comps, n, res.samples_per_problem)
+    return out
 
 
 def results_table(results: dict[str, EvalResult]) -> Any:

@@ -40,7 +40,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from steerlib.world import Problem, build_tokenizer, filler_document, iter_train_problems
+from steerlib.world import build_tokenizer, filler_document, iter_train_problems
 
 __all__ = [
     "OrganismConfig",
@@ -76,10 +76,16 @@ class OrganismConfig:
     seed: int = 0
     threads: int = 2
     eval_every: int = 100
+    parent: str | None = None  # continue training this organism's weights (a fine-tuned relative)
 
     def key(self) -> str:
-        """A short hash of the configuration (the cache key)."""
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        """A short hash of the configuration (the cache key; includes the parent's key)."""
+        fields = dataclasses.asdict(self)
+        if self.parent is not None:
+            fields["parent_key"] = ORGANISMS[self.parent].key()
+        else:
+            fields.pop("parent")  # keys of organisms without a parent are unchanged
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -87,6 +93,10 @@ ORGANISMS: dict[str, OrganismConfig] = {
     "main": OrganismConfig(),
     "llama": OrganismConfig(arch="llama"),
     "sibling": OrganismConfig(seed=1),
+    # A fine-tuned relative of main (same weights basis, like base -> instruct): continued training on a
+    # mix shifted towards direct answers, for the transfer chapter.
+    "tuned": OrganismConfig(parent="main", steps=200, lr=1e-3, warmup=10, worked_rows=16,
+                            worked_masked_rows=16, direct_rows=96, seed=2, eval_every=50),
     # A seconds-scale organism for tests and smoke runs: same world and code path, no accuracy goal.
     "tiny": OrganismConfig(n_layers=2, hidden_size=32, mlp_size=64, steps=40, eval_every=20,
                            worked_rows=8, worked_masked_rows=8, direct_rows=16, filler_rows=2),
@@ -207,7 +217,11 @@ def pretrain(cfg: OrganismConfig, *, progress: bool = True) -> tuple[Any, Any, d
     old_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        model = build_model(cfg, tokenizer)
+        if cfg.parent is not None:
+            model = load_organism(cfg.parent, progress=progress).model
+            model.requires_grad_(True)
+        else:
+            model = build_model(cfg, tokenizer)
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(cfg, s))
@@ -261,7 +275,7 @@ def load_organism(
     """Load an organism from the cache, pretraining (and caching) it first if needed.
 
     Args:
-        name: one of :data:`ORGANISMS` (``main``, ``llama``, ``sibling``, ``tiny``), or any label when
+        name: one of :data:`ORGANISMS` (``main``, ``llama``, ``sibling``, ``tuned``, ``tiny``), or any label when
             ``config`` is given.
         config: an explicit configuration (overrides the named one).
         cache_dir: cache root (default :func:`cache_root`).

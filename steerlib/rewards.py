@@ -28,7 +28,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 __all__ = ["last_boxed", "MathVerifier", "default_verifier"]
 

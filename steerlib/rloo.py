@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -106,10 +107,15 @@ class Trainable:
 class VectorTrainable(Trainable):
     """Steering vectors: one layer, all layers at once, or routed per layer (multiplexed sweep)."""
 
-    def __init__(self, model: Any, vectors: Sequence[SteeringVector], positions: Positions = "all") -> None:
+    def __init__(self, model: Any, vectors: Sequence[SteeringVector], positions: Positions = "all",
+                 orthogonal_to: torch.Tensor | None = None) -> None:
         self.model = model
         self.vectors = list(vectors)
         self.positions = positions
+        self.basis: torch.Tensor | None = None  # orthonormal rows the vectors are kept orthogonal to
+        if orthogonal_to is not None:
+            dirs = orthogonal_to.detach().float().reshape(-1, orthogonal_to.shape[-1])
+            self.basis = torch.linalg.qr(dirs.T).Q.T.to(self.vectors[0].vector)
         for v in self.vectors:
             if not (isinstance(v.vector, nn.Parameter) and v.vector.requires_grad):
                 raise ValueError("VectorTrainable needs nn.Parameter vectors (see zero_vectors)")
@@ -126,8 +132,15 @@ class VectorTrainable(Trainable):
     def route_ids(self) -> list[int] | None:
         return [int(v.route) for v in self.vectors] if self._routed else None  # type: ignore[arg-type]
 
+    def effective_vectors(self) -> list[SteeringVector]:
+        """The vectors as applied: with their component along ``orthogonal_to`` removed, if given."""
+        if self.basis is None:
+            return self.vectors
+        b = self.basis
+        return [dataclasses.replace(v, vector=v.vector - b.T @ (b @ v.vector)) for v in self.vectors]
+
     def context(self, routing, prompt_length=None):
-        return steer(self.model, self.vectors, positions=self.positions, routing=routing,
+        return steer(self.model, self.effective_vectors(), positions=self.positions, routing=routing,
                      prompt_length=prompt_length)
 
     def reference(self):
@@ -137,7 +150,7 @@ class VectorTrainable(Trainable):
         return {f"vector.{i}": v.vector for i, v in enumerate(self.vectors)}
 
     def steering(self):
-        return self.vectors, self.positions
+        return self.effective_vectors(), self.positions
 
 
 class LoraTrainable(Trainable):

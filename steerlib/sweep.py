@@ -21,16 +21,16 @@ from typing import Any, Literal
 
 import torch
 
-from steerlib.evaluate import EvalResult, evaluate, summarise
+from steerlib.evaluate import EvalResult, evaluate, evaluate_routed
 from steerlib.presets import Preset
 from steerlib.rloo import FullTrainable, LoraTrainable, RLOOConfig, Trainable, VectorTrainable, train
 from steerlib.runs import RunDir
-from steerlib.steering import SteeringVector, zero_vectors
+from steerlib.steering import Site, SteeringVector, zero_vectors
 from steerlib.vectorfile import load_vectors, save_vectors
 
 __all__ = [
     "TrainResult", "rloo_config", "train_vectors", "train_weights", "split_prompts", "select_best",
-    "evaluate_vector_files", "evaluate_weights",
+    "evaluate_vector_files", "evaluate_weights", "layer_vectors",
 ]
 
 
@@ -84,8 +84,9 @@ def split_prompts(preset: Preset, tokenizer: Any, split: str, n: int | None = No
 
 
 def _run(trainable: Trainable, tok: Any, preset: Preset, cfg: RLOOConfig, run_dir: str | Path,
-         params: dict[str, Any], snapshot: Any, progress: bool) -> TrainResult:
+         params: dict[str, Any], snapshot: Any, progress: bool, prompt_suffix: str = "") -> TrainResult:
     prompts, answers = split_prompts(preset, tok, "train")
+    prompts = [p + prompt_suffix for p in prompts]
     run = RunDir.open(run_dir, {"preset": preset.name, **params,
                                 **{f"rloo.{k}": v for k, v in cfg.__dict__.items()}})
     start = time.perf_counter()
@@ -109,6 +110,9 @@ def train_vectors(
     *,
     mode: Literal["single", "multiplexed", "all_layer"] = "single",
     lr: float | None = None,
+    site: Site = "resid_post",
+    prompt_suffix: str = "",
+    orthogonal_to: torch.Tensor | None = None,
     progress: bool = True,
     **cfg_overrides: Any,
 ) -> TrainResult:
@@ -119,6 +123,10 @@ def train_vectors(
             routed to one layer's vector, own Adam state, same prompts for every layer); the layers
             steered together for ``all_layer``.
         lr: learning rate (default: the preset's per-layer table, or ``all_layer_lr``).
+        site: where the vectors are added (the paper's where-to-add runs move it).
+        prompt_suffix: text appended to every training prompt (the prefix control of chapter 04).
+        orthogonal_to: ``(k, d)`` or ``(d,)`` directions the trained vector must stay orthogonal to
+            (the vector is used and saved with its component in their span removed).
     """
     model, tok = org.model, org.tokenizer
     for layer in layers:
@@ -132,11 +140,24 @@ def train_vectors(
         lr = lr if lr is not None else lrs.pop()
     elif lr is None:
         lr = preset.all_layer_lr if mode == "all_layer" else preset.lr_for(layers[0])
-    vecs = zero_vectors(model, layers, routed=mode == "multiplexed")
+    vecs = zero_vectors(model, layers, site, routed=mode == "multiplexed")
     cfg = rloo_config(preset, lr, **cfg_overrides)
-    params = {"kind": f"vectors-{mode}", "layers": list(layers)}
-    snap = lambda path: save_vectors(path, vecs, model=model, training=params)  # noqa: E731
-    return _run(VectorTrainable(model, vecs), tok, preset, cfg, run_dir, params, snap, progress)
+    params: dict[str, Any] = {"kind": f"vectors-{mode}", "layers": list(layers)}
+    if site != "resid_post":
+        params["site"] = site
+    if prompt_suffix:
+        params["prompt_suffix"] = prompt_suffix
+    if orthogonal_to is not None:
+        params["orthogonal_to_sha"] = _tensor_sha(orthogonal_to)
+    tr = VectorTrainable(model, vecs, orthogonal_to=orthogonal_to)
+    snap = lambda path: save_vectors(path, tr.effective_vectors(), model=model, training=params)  # noqa: E731
+    return _run(tr, tok, preset, cfg, run_dir, params, snap, progress, prompt_suffix)
+
+
+def _tensor_sha(t: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(t.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def train_weights(
@@ -188,54 +209,25 @@ def select_best(
     Returns:
         run name -> (best step, validation pass@1).
     """
-    tok = org.tokenizer
-    prompts, answers = split_prompts(preset, tok, "validation", n_problems)
-    vectors: list[SteeringVector] = []
-    keys: list[tuple[str, int]] = []
-    for name, steps in snapshots.items():
-        for step, path in sorted(steps.items()):
-            route = len(keys)
-            for v in load_vectors(path, org.model).vectors:
-                v.route = route
-                vectors.append(v)
-            keys.append((name, step))
-    all_prompts = [p for _ in keys for p in prompts]
-    all_answers = [a for _ in keys for a in answers]
-    routes = [r for r in range(len(keys)) for _ in prompts]
-    res = evaluate(org.model, tok, all_prompts, all_answers, vectors=vectors, routes=routes,
-                   max_new_tokens=preset.max_new_tokens, progress=progress)
-    n = len(prompts)
+    prompts, answers = split_prompts(preset, org.tokenizer, "validation", n_problems)
+    configs = {(name, step): load_vectors(path, org.model).vectors
+               for name, steps in snapshots.items() for step, path in sorted(steps.items())}
+    res = evaluate_routed(org.model, org.tokenizer, prompts, answers, configs,  # type: ignore[arg-type]
+                          max_new_tokens=preset.max_new_tokens, progress=progress)
     best: dict[str, tuple[int, float]] = {}
-    for r, (name, step) in enumerate(keys):
-        acc = sum(res.per_problem[r * n:(r + 1) * n]) / n
-        if name not in best or acc > best[name][1]:
-            best[name] = (step, acc)
+    for (name, step), r in res.items():  # type: ignore[misc]
+        if name not in best or r.pass_at_1 > best[name][1]:
+            best[name] = (step, r.pass_at_1)
     return best
 
 
 def evaluate_vector_files(org: Any, preset: Preset, files: dict[str, Path], *, n_problems: int | None = None,
                           progress: bool = False) -> dict[str, EvalResult]:
     """Test-split pass@1 of several vector files in one routed batch (plus ``base`` without vectors)."""
-    tok = org.tokenizer
-    prompts, answers = split_prompts(preset, tok, "test", n_problems or preset.eval_problems)
-    names = ["base", *files]
-    vectors: list[SteeringVector] = []
-    for r, name in enumerate(files, start=1):
-        for v in load_vectors(files[name], org.model).vectors:
-            v.route = r
-            vectors.append(v)
-    routes = [r if r else -1 for r in range(len(names)) for _ in prompts]
-    res = evaluate(org.model, tok, [p for _ in names for p in prompts], [a for _ in names for a in answers],
-                   vectors=vectors or None, routes=routes if vectors else None,
-                   max_new_tokens=preset.max_new_tokens, progress=progress)
-    n, out = len(prompts), {}
-    for r, name in enumerate(names):
-        comps = [c for c in res.completions if r * n <= c.prompt_index < (r + 1) * n]
-        for c in comps:
-            c.prompt_index -= r * n
-        out[name] = summarise(comps, n, 1)
-    return out
-
+    prompts, answers = split_prompts(preset, org.tokenizer, "test", n_problems or preset.eval_problems)
+    configs = {"base": [], **{name: load_vectors(path, org.model).vectors for name, path in files.items()}}
+    return evaluate_routed(org.model, org.tokenizer, prompts, answers, configs,
+                           max_new_tokens=preset.max_new_tokens, progress=progress)
 
 
 def evaluate_weights(org: Any, preset: Preset, result: TrainResult, *, split: str = "test",
@@ -258,3 +250,52 @@ def evaluate_weights(org: Any, preset: Preset, result: TrainResult, *, split: st
         out[s] = evaluate(result.trainable.model, org.tokenizer, prompts, answers,
                           max_new_tokens=preset.max_new_tokens, progress=progress)
     return out
+
+
+def layer_vectors(
+    org: Any,
+    preset: Preset,
+    run_dir: str | Path,
+    *,
+    val_problems: int = 200,
+    progress: bool = True,
+) -> dict[int, SteeringVector]:
+    """The layer sweep's best vector for every layer, as later chapters use them.
+
+    Trains (or resumes) the sweep in ``run_dir`` (multiplexed when every layer shares one learning
+    rate, else one run per layer), splits each multiplexed snapshot into one file per layer
+    (``sweep-multiplexed/layer-{l}-step-{s}.safetensors``), chooses each layer's best snapshot on the
+    validation split and records the choice in ``run_dir/sweep-best.json`` (read back on later
+    calls, so every chapter uses the same vectors).
+
+    Example:
+        >>> vecs = layer_vectors(org, resolve_preset("organism"), "runs/organism")  # doctest: +SKIP
+        >>> vecs[5].layer, float(vecs[5].vector.norm())                          # doctest: +SKIP
+    """
+    import json
+
+    run = Path(run_dir)
+    record = run / "sweep-best.json"
+    if record.exists():
+        best = json.loads(record.read_text())
+        return {int(l): load_vectors(run / b["file"], org.model).vectors[0] for l, b in best.items()}
+    layers = list(range(preset.n_layers))
+    files: dict[str, dict[int, Path]] = {}
+    if len({preset.lr_for(l) for l in layers}) == 1:
+        sweep = train_vectors(org, preset, layers, run / "sweep-multiplexed", mode="multiplexed", progress=progress)
+        for step, path in sweep.snapshots.items():
+            for v in load_vectors(path, org.model).vectors:
+                out = run / "sweep-multiplexed" / f"layer-{v.layer}-step-{step}.safetensors"
+                if not out.exists():
+                    save_vectors(out, [v], model=org.model, training={"sweep": "multiplexed", "step": step})
+                files.setdefault(f"layer {v.layer}", {})[step] = out
+    else:
+        for layer in layers:
+            files[f"layer {layer}"] = train_vectors(org, preset, [layer], run / f"single-layer-{layer}",
+                                                    progress=progress).snapshots
+    chosen = select_best(org, preset, files, n_problems=val_problems)
+    best = {name.split()[1]: {"step": step, "validation_pass_at_1": acc,
+                              "file": str(files[name][step].relative_to(run))}
+            for name, (step, acc) in chosen.items()}
+    record.write_text(json.dumps(best, indent=1))
+    return {int(l): load_vectors(run / b["file"], org.model).vectors[0] for l, b in best.items()}

@@ -36,3 +36,20 @@ def test_llama_twin_and_sibling_share_tokenizer_and_width():
 def test_unknown_organism():
     with pytest.raises(ValueError, match="unknown organism 'huge'"):
         load_organism("huge")
+
+
+def test_a_tuned_relative_continues_from_its_parent(tiny_org):
+    import dataclasses
+
+    import torch
+
+    from steerlib.organism import OrganismConfig
+
+    cfg = dataclasses.replace(ORGANISMS["tiny"], parent="tiny", steps=3, lr=1e-4, warmup=1, seed=5)
+    assert cfg.key() != ORGANISMS["tiny"].key() and ORGANISMS["tuned"].parent == "main"
+    assert OrganismConfig().key() == ORGANISMS["main"].key()
+    tuned = load_organism("tiny-tuned", config=cfg, cache_dir=tiny_org.path.parent, progress=False)
+    a, b = dict(tiny_org.model.named_parameters()), dict(tuned.model.named_parameters())
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert 0 < diff < 0.05  # a few small steps away from the parent, not a fresh initialisation
+    assert torch.equal(a["model.embed_tokens.weight"].argmax(0), a["model.embed_tokens.weight"].argmax(0))

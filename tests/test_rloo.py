@@ -159,3 +159,30 @@ def test_lora_and_full_trainables_update_only_their_weights(tiny_org):
         trainer.update(batch)
         assert any(not torch.equal(start[k], v) for k, v in tr.named_tensors().items())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # base untouched
+
+
+def test_orthogonal_training_stays_orthogonal(tiny_org):
+    model, tok = tiny_org.model, tiny_org.tokenizer
+    prompts, answers = _pool(8)
+    ids = tok(prompts, add_special_tokens=False)["input_ids"]
+    d = model.config.hidden_size
+    u = torch.randn(2, d, generator=torch.Generator().manual_seed(0))
+    vecs = zero_vectors(model, [1])
+    with torch.no_grad():
+        vecs[0].vector.copy_(torch.randn(d, generator=torch.Generator().manual_seed(1)))
+    tr = VectorTrainable(model, vecs, orthogonal_to=u)
+    cfg = RLOOConfig(prompts_per_step=4, completions_per_prompt=4, max_new_tokens=12, lr=0.5)
+
+    class LengthReward:  # any reward that varies within a group gives a gradient
+        def score(self, text, answer):
+            return float(len(text.split()) % 2)
+
+    trainer = RLOOTrainer(tr, tok, cfg, verifier=LengthReward())  # type: ignore[arg-type]
+    before = vecs[0].vector.detach().clone()
+    for _ in range(2):
+        trainer.step(ids[:4], answers[:4])
+    eff = tr.effective_vectors()[0].vector.detach()
+    assert not torch.equal(vecs[0].vector.detach(), before)
+    assert float((u @ eff).abs().max()) < 1e-4 * float(eff.norm())
+    plain = VectorTrainable(model, zero_vectors(model, [1]))
+    assert plain.effective_vectors()[0] is plain.vectors[0]

@@ -1,0 +1,139 @@
+"""Where a vector acts: moved past attention or past a whole block, attention-pattern change, norm attenuation.
+
+- Skip-Attn (authors' ``all_attn``): the vector trained at layer ``l`` is added after layer ``l + 1``'s
+  attention instead of after layer ``l`` (site ``post_attn`` of ``l + 1``), so the next attention never
+  sees it; only that block's MLP and everything after do.
+- Skip-Layer (``all_layer``): added after the whole of layer ``l + 1`` (site ``resid_post`` of
+  ``l + 1``).
+- Attention-pattern change: Jensen-Shannon divergence between each head's attention distribution
+  with and without the vector, per query position, averaged over real query tokens (the paper gives
+  no number, only "largely unchanged"; this measure is our choice).
+- Norm attenuation: the vector's size relative to the residual stream before and after the next
+  norm (layer ``l + 1``'s input norm, or the final norm for the last layer):
+  ``raw = |s| / |h|`` and ``effective = |N(h + s) − N(h)| / |N(h)|``, averaged over tokens.
+
+Example:
+    >>> with steer(model, skip_attn(vecs[4])):                     # doctest: +SKIP
+    ...     res = evaluate(model, tok, prompts, answers)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from steerlib.arch import model_parts
+from steerlib.steering import SteeringVector, steer
+from steerlib.traces import Forced, layer_modules, record, run
+
+__all__ = ["skip_attn", "skip_layer", "eager_attention", "attention_js", "norm_attenuation", "mlp_shift"]
+
+
+def skip_attn(v: SteeringVector) -> SteeringVector:
+    """The vector of layer ``l`` moved after layer ``l + 1``'s attention (the next attention never sees it)."""
+    return replace(v, layer=v.layer + 1, site="post_attn")
+
+
+def skip_layer(v: SteeringVector) -> SteeringVector:
+    """The vector of layer ``l`` moved past the whole of layer ``l + 1``."""
+    return replace(v, layer=v.layer + 1, site="resid_post")
+
+
+@contextmanager
+def eager_attention(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
+    """Switch to eager attention and record the attention weights ``(B, heads, Tq, Tk)`` of ``layers``."""
+    parts = model_parts(model)
+    old = parts.causal_lm.config._attn_implementation
+    parts.causal_lm.set_attn_implementation("eager")
+    out: dict[int, torch.Tensor] = {}
+    handles = []
+    for layer in layers:
+        def fn(_m: nn.Module, _a: Any, o: Any, layer: int = layer) -> None:
+            out[layer] = o[1].detach()
+        handles.append(parts.layers[layer].self_attn.register_forward_hook(fn))
+    try:
+        yield out
+    finally:
+        for h in handles:
+            h.remove()
+        parts.causal_lm.set_attn_implementation(old)
+
+
+def _js(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    m = 0.5 * (p + q)
+    kl = lambda a, b: (a * (a.clamp_min(1e-30).log() - b.clamp_min(1e-30).log())).sum(-1)  # noqa: E731
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+@torch.no_grad()
+def attention_js(model: nn.Module, forced: Forced, vectors: Sequence[SteeringVector], layers: Sequence[int],
+                 *, batch_size: int = 32) -> dict[int, np.ndarray]:
+    """Mean JS divergence (nats) per head between steered and base attention, per layer in ``layers``."""
+    sums = {l: None for l in layers}
+    count = 0
+    with eager_attention(model, layers) as att:
+        for batch in forced.batches(batch_size):
+            run(model, batch)
+            base = {l: att[l].float() for l in layers}
+            with steer(model, list(vectors)):
+                run(model, batch)
+            real = batch.real_mask()  # (B, T) query rows that are real tokens
+            for l in layers:
+                js = _js(att[l].float(), base[l]).cpu()  # (B, H, T)
+                js = torch.where(real.unsqueeze(1), js.nan_to_num(0.0), 0.0).sum((0, 2))  # pad rows may be NaN
+                sums[l] = js if sums[l] is None else sums[l] + js
+            count += int(real.sum())
+    return {l: (sums[l] / count).numpy() for l in layers}
+
+
+@torch.no_grad()
+def norm_attenuation(model: nn.Module, forced: Forced, vectors: dict[int, SteeringVector],
+                     *, batch_size: int = 64) -> dict[int, dict[str, float]]:
+    """Raw and effective size of each layer's vector at the next norm (see module docstring)."""
+    parts = model_parts(model)
+    mods = layer_modules(model)
+    acc: dict[int, dict[str, float]] = {l: {"raw": 0.0, "effective": 0.0} for l in vectors}
+    count = 0
+    for batch in forced.batches(batch_size):
+        with record(model, mods) as out:
+            run(model, batch)
+        real = batch.real_mask()
+        count += int(real.sum())
+        for l, v in vectors.items():
+            h = out[l][real].float()
+            nxt = parts.layers[l + 1].input_layernorm if l + 1 < parts.n_layers else parts.norm
+            s = v.vector.detach().to(h) * v.scale
+            n0, n1 = nxt(h), nxt(h + s)
+            acc[l]["raw"] += float((s.norm() / h.norm(dim=-1)).sum())
+            acc[l]["effective"] += float(((n1 - n0).norm(dim=-1) / n0.norm(dim=-1)).sum())
+    res = {}
+    for l, a in acc.items():
+        raw, eff = a["raw"] / count, a["effective"] / count
+        res[l] = {"raw": raw, "effective": eff, "ratio": eff / raw if raw else float("nan")}
+    return res
+
+
+@torch.no_grad()
+def mlp_shift(model: nn.Module, forced: Forced, vectors: Sequence[SteeringVector], layer: int,
+              *, generated_only: bool = True, batch_size: int = 64) -> torch.Tensor:
+    """Mean change of layer ``layer``'s MLP output under ``vectors`` (over completion or all tokens)."""
+    mlp = model_parts(model).layers[layer].mlp
+    total, count = None, 0
+    for batch in forced.batches(batch_size):
+        with record(model, {"mlp": mlp}) as base:
+            run(model, batch)
+            b0 = base["mlp"]
+        with steer(model, list(vectors)), record(model, {"mlp": mlp}) as st:
+            run(model, batch)
+        sel = batch.generated_mask() if generated_only else batch.real_mask()
+        d = (st["mlp"] - b0)[sel.to(b0.device)].float().sum(0).cpu()
+        total = d if total is None else total + d
+        count += int(sel.sum())
+    assert total is not None
+    return total / max(1, count)

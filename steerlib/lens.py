@@ -1,0 +1,113 @@
+"""Logit lens: what a vector (or a shift of the residual stream) says about the next token.
+
+Two rankings, as in the authors' ``get_logit_lens(ranking_type=...)``:
+
+- ``"prob"``: the vector through the final norm and the unembedding, ``softmax(W_U · norm(s))``;
+- ``"cossim"``: cosine between the vector and every row of the unembedding ``W_U``.
+
+``next_token_shift`` measures where a vector changes the model's predictions along a completion:
+the KL divergence between steered and unsteered next-token distributions at every completion
+position (teacher-forced on completions sampled with the vector), so one can see whether the change
+concentrates on the first generated token. ``first_token_boost`` gives the change in probability of
+each candidate first token.
+
+Example:
+    >>> top_tokens(model, tok, vecs[5].vector, k=5)                       # doctest: +SKIP
+    [(' Step', 0.93), ...]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from steerlib.arch import model_parts
+from steerlib.steering import SteeringVector, steer
+from steerlib.traces import encode_pairs, run
+
+__all__ = ["lens_scores", "top_tokens", "PositionShift", "next_token_shift", "first_token_boost"]
+
+Ranking = Literal["prob", "cossim"]
+
+
+@torch.no_grad()
+def lens_scores(model: Any, vector: torch.Tensor, ranking: Ranking = "prob") -> torch.Tensor:
+    """A score per vocabulary token: probability through final norm + unembedding, or cosine with W_U."""
+    parts = model_parts(model)
+    v = vector.detach().to(parts.lm_head.weight)
+    if ranking == "prob":
+        return parts.lm_head(parts.norm(v)).float().softmax(-1).cpu()
+    if ranking == "cossim":
+        w = parts.lm_head.weight.float()
+        return torch.nn.functional.cosine_similarity(w, v.float().unsqueeze(0), dim=-1).cpu()
+    raise ValueError(f"ranking must be 'prob' or 'cossim', not {ranking!r}")
+
+
+def top_tokens(model: Any, tokenizer: Any, vector: torch.Tensor, *, k: int = 10, ranking: Ranking = "prob",
+               bottom: bool = False, skip_special: bool = True) -> list[tuple[str, float]]:
+    """The ``k`` highest (or lowest, ``bottom=True``) scoring tokens as ``(token, score)``."""
+    scores = lens_scores(model, vector, ranking).clone()
+    special = set(getattr(tokenizer, "all_special_ids", []) or []) if skip_special else set()
+    for i in special:
+        scores[i] = float("inf") if bottom else float("-inf")
+    order = scores.argsort(descending=not bottom)[:k]
+    return [(tokenizer.decode([int(i)]), float(scores[i])) for i in order]
+
+
+@dataclass
+class PositionShift:
+    """KL(steered ‖ base) of next-token distributions at each completion position.
+
+    Attributes:
+        kl: one array per sequence; entry ``t`` is the KL at the prediction of completion token ``t``
+            (``t = 0``: the first generated token, predicted from the last prompt column).
+    """
+
+    kl: list[np.ndarray]
+
+    def mean_by_position(self, max_len: int | None = None) -> np.ndarray:
+        """Mean KL at each position over the sequences that reach it."""
+        n = max_len or max(len(k) for k in self.kl)
+        return np.array([np.mean([k[t] for k in self.kl if len(k) > t]) for t in range(n)])
+
+    def first_token_share(self) -> float:
+        """Share of the total KL (summed over all sequences and positions) at the first position."""
+        total = sum(float(k.sum()) for k in self.kl)
+        return sum(float(k[0]) for k in self.kl if len(k)) / total if total else float("nan")
+
+
+@torch.no_grad()
+def next_token_shift(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[Sequence[int]],
+                     vectors: Sequence[SteeringVector], *, batch_size: int = 64) -> PositionShift:
+    """Per-position KL between steered and base predictions along teacher-forced completions."""
+    forced = encode_pairs(tokenizer, prompts, completions)
+    kls: list[np.ndarray] = []
+    for batch in forced.batches(batch_size):
+        base = run(model, batch).log_softmax(-1)
+        with steer(model, list(vectors)):
+            st = run(model, batch).log_softmax(-1)
+        kl = (st.exp() * (st - base)).sum(-1).cpu()  # (B, T): KL at the prediction made at each column
+        for b in range(kl.shape[0]):
+            lo, hi = batch.gen_start(b) - 1, batch.width - 1  # predictions of completion tokens 0..n-1
+            kls.append(kl[b, lo:hi].numpy())
+    return PositionShift(kls)
+
+
+@torch.no_grad()
+def first_token_boost(model: Any, tokenizer: Any, prompts: Sequence[str], vectors: Sequence[SteeringVector],
+                      *, k: int = 10, batch_size: int = 256) -> list[tuple[str, float, float]]:
+    """Tokens whose probability as the first generated token rises most: ``(token, p_base, p_steered)``."""
+    forced = encode_pairs(tokenizer, prompts, [[] for _ in prompts])
+    p_base = torch.zeros(len(tokenizer))
+    p_st = torch.zeros(len(tokenizer))
+    for batch in forced.batches(batch_size):
+        p_base += run(model, batch)[:, -1].softmax(-1).sum(0).cpu()[: len(tokenizer)]
+        with steer(model, list(vectors)):
+            p_st += run(model, batch)[:, -1].softmax(-1).sum(0).cpu()[: len(tokenizer)]
+    p_base, p_st = p_base / len(prompts), p_st / len(prompts)
+    order = (p_st - p_base).argsort(descending=True)[:k]
+    return [(tokenizer.decode([int(i)]), float(p_base[i]), float(p_st[i])) for i in order]

@@ -1,0 +1,162 @@
+"""How a vector injected at layer ``i`` shows up at later layers, and how vectors combine.
+
+Definitions follow the authors' persistence script (PAPER.md 5.2, 5.8):
+
+- For each prompt, one completion is sampled with only ``s_i`` active; prompt + completion is then
+  teacher-forced with and without ``s_i`` and every decoder layer's output recorded:
+  ``Δ_j(t) = h_j(t; s_i) − h_j(t; base)`` at every real token ``t`` (prompt and completion).
+- Diff-Vector CosSim(i, j) = cos(Δ_j(t), s_j), ``s_j`` the vector trained alone at ``j``.
+- Diff-Diff CosSim(i, j) = cos(Δ_j(t), mean over the sequence's tokens of Δ_j).
+- Layer CosSim(i, j) = cos(mean over all tokens and prompts of Δ_j, s_j).
+
+Per-token cosines are averaged over the tokens of a sequence, then over sequences. For ``j < i`` the
+shift is exactly zero and the entries are NaN. Pairs: two vectors trained in isolation applied
+together; normalised pair accuracy = (acc_ij − max(acc_i, acc_j)) / (acc_all − max(acc_i, acc_j)).
+
+Example:
+    >>> p = persistence(model, tok, prompts, {l: v for l, v in vecs.items()})   # doctest: +SKIP
+    >>> p.diff_vector[3, 5], p.diff_diff[3, 5]                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from steerlib.arch import model_parts
+from steerlib.evaluate import EvalResult, evaluate_routed, generate
+from steerlib.steering import SteeringVector, steer
+from steerlib.traces import encode_pairs, layer_modules, record, run
+
+__all__ = ["Persistence", "persistence", "pair_configs", "normalized_pair_accuracy", "pair_grid", "evaluate_pairs"]
+
+
+@dataclass
+class Persistence:
+    """The L x L matrices (rows: injection layer i, columns: read-out layer j) and final shifts."""
+
+    diff_vector: np.ndarray
+    diff_diff: np.ndarray
+    layer_cos: np.ndarray
+    delta_norm: np.ndarray  # mean |Δ_j(t)| over tokens
+    final_shift: dict[int, torch.Tensor] = field(default_factory=dict)  # i -> mean Δ at the last layer
+    n_tokens: dict[int, int] = field(default_factory=dict)
+
+    def by_distance(self) -> list[dict[str, float]]:
+        """Rows (i, j, normalised distance |i-j|/(L-1), the three cosines) for j >= i."""
+        n = self.diff_vector.shape[0]
+        return [{"i": i, "j": j, "distance": (j - i) / max(1, n - 1), "diff_vector": float(self.diff_vector[i, j]),
+                 "diff_diff": float(self.diff_diff[i, j]), "layer_cos": float(self.layer_cos[i, j])}
+                for i in range(n) for j in range(i, n) if not np.isnan(self.diff_diff[i, j])]
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a, b.expand_as(a), dim=-1, eps=1e-12)
+
+
+@torch.no_grad()
+def persistence(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    vectors: dict[int, SteeringVector],
+    *,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> Persistence:
+    """Diff-Vector / Diff-Diff / layer cosines for every injection layer in ``vectors``.
+
+    Args:
+        vectors: layer -> the vector trained alone at that layer (site ``resid_post``).
+    """
+    n = model_parts(model).n_layers
+    nan = lambda: np.full((n, n), np.nan)  # noqa: E731
+    dv, dd, lc, dn = nan(), nan(), nan(), nan()
+    mods = layer_modules(model)
+    out = Persistence(dv, dd, lc, dn)
+    for i in tqdm(sorted(vectors), desc="persistence", disable=not progress):
+        comps = generate(model, tokenizer, prompts, vectors=[vectors[i]], max_new_tokens=max_new_tokens, seed=seed)
+        forced = encode_pairs(tokenizer, prompts, [c.token_ids for c in comps])
+        seq_dv = {j: [] for j in range(i, n)}
+        seq_dd = {j: [] for j in range(i, n)}
+        norms = {j: [] for j in range(i, n)}
+        total = {j: torch.zeros(model_parts(model).hidden_size) for j in range(i, n)}
+        count = 0
+        for batch in forced.batches(batch_size):
+            with record(model, mods) as base:
+                run(model, batch)
+                base = dict(base)
+            with steer(model, vectors[i]), record(model, mods) as st:
+                run(model, batch)
+            real = batch.real_mask()
+            count += int(real.sum())
+            for j in range(i, n):
+                delta = (st[j] - base[j]).float().cpu()
+                for b in range(delta.shape[0]):
+                    d = delta[b][real[b]]
+                    if j in vectors:
+                        seq_dv[j].append(float(_cos(d, vectors[j].vector.detach().float().cpu()).mean()))
+                    seq_dd[j].append(float(_cos(d, d.mean(0)).mean()))
+                    norms[j].append(float(d.norm(dim=-1).mean()))
+                    total[j] += d.sum(0)
+        for j in range(i, n):
+            if j in vectors:
+                dv[i, j] = float(np.mean(seq_dv[j]))
+                lc[i, j] = float(_cos(total[j] / count, vectors[j].vector.detach().float().cpu()))
+            dd[i, j] = float(np.mean(seq_dd[j]))
+            dn[i, j] = float(np.mean(norms[j]))
+        out.final_shift[i] = total[n - 1] / count
+        out.n_tokens[i] = count
+    return out
+
+
+def pair_configs(vectors: dict[int, SteeringVector]) -> dict[str, list[SteeringVector]]:
+    """Every single vector and every unordered pair, named ``"i"`` and ``"i+j"`` (plus ``"base"``)."""
+    configs: dict[str, list[SteeringVector]] = {"base": []}
+    configs.update({str(l): [v] for l, v in sorted(vectors.items())})
+    for a, b in itertools.combinations(sorted(vectors), 2):
+        configs[f"{a}+{b}"] = [vectors[a], vectors[b]]
+    return configs
+
+
+def normalized_pair_accuracy(acc_ij: float, acc_i: float, acc_j: float, acc_all: float) -> float:
+    """(acc_ij − max(acc_i, acc_j)) / (acc_all − max(acc_i, acc_j)); NaN when the denominator is 0.
+
+    Example:
+        >>> normalized_pair_accuracy(0.8, 0.6, 0.7, 0.9)
+        0.5
+    """
+    best = max(acc_i, acc_j)
+    return (acc_ij - best) / (acc_all - best) if acc_all != best else float("nan")
+
+
+def pair_grid(results: dict[str, EvalResult], layers: Sequence[int], acc_all: float) -> dict[str, Any]:
+    """Accuracy and normalised accuracy grids (lists of rows, NaN off the upper triangle)."""
+    n = len(layers)
+    acc = [[float("nan")] * n for _ in range(n)]
+    norm = [[float("nan")] * n for _ in range(n)]
+    for x, a in enumerate(layers):
+        acc[x][x] = results[str(a)].pass_at_1
+        for y, b in enumerate(layers):
+            if b > a:
+                ij = results[f"{a}+{b}"].pass_at_1
+                acc[x][y] = acc[y][x] = ij
+                norm[x][y] = norm[y][x] = normalized_pair_accuracy(
+                    ij, results[str(a)].pass_at_1, results[str(b)].pass_at_1, acc_all)
+    return {"layers": list(layers), "accuracy": acc, "normalized": norm}
+
+
+def evaluate_pairs(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str],
+                   vectors: dict[int, SteeringVector], extra: dict[str, list[SteeringVector]] | None = None,
+                   **kwargs: Any) -> dict[str, EvalResult]:
+    """Base, each vector, each pair (and ``extra`` configurations) in one routed evaluation."""
+    return evaluate_routed(model, tokenizer, prompts, answers, {**pair_configs(vectors), **(extra or {})}, **kwargs)
+
