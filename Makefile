@@ -1,6 +1,7 @@
 # make test  — set up .venv if missing, then run the fast test suite
 # make book  — set up, execute every chapter with papermill, build the HTML (jupyter-book 1.x)
 # make chapter CH=02_layer_curve ARGS="-p preset qwen2.5-math-1.5b" OUT=runs/02.ipynb
+# make bench  — benchmarks/ (RLOO vs TRL, sweep, hooks, FLOP/s, memory) -> benchmarks/results.json
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.steerlib-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-all book html chapter organism clean
+.PHONY: install test test-all book html chapter organism bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +43,11 @@ chapter: install
 # Pretrain (or load from the cache) the organisms and write book/results/00_organism.json
 organism: install
 	$(BIN)/python -m steerlib.organism_checks
+
+# Benchmarks (side by side on the organism; figures merged into benchmarks/results.json). Never run
+# them next to another torch process: 2 cores, OpenMP spin-waiting distorts every timing.
+bench: install
+	cd benchmarks && for b in bench_generation bench_sweep bench_memory bench_trl; do ../$(BIN)/python $$b.py || exit 1; done
 
 clean:
 	rm -rf _build

@@ -62,9 +62,8 @@ from steerlib import plots
 from steerlib.organism_checks import write_results
 from steerlib.presets import load_model, resolve_preset
 from steerlib.sweep import (
-    evaluate_vector_files, evaluate_weights, select_best, train_vectors, train_weights,
+    evaluate_vector_files, evaluate_weights, layer_vectors, select_best, train_vectors, train_weights,
 )
-from steerlib.vectorfile import load_vectors, save_vectors
 
 if sweep_mode not in ("auto", "multiplexed", "sequential"):
     raise ValueError(f"sweep_mode must be auto, multiplexed or sequential, not {sweep_mode!r}")
@@ -82,24 +81,17 @@ print(f"preset {P.name}: {P.n_layers} layers, sweep {mode}, {P.steps} steps per 
 # ## The sweep
 
 # %%
+vectors = layer_vectors(org, P, RUN, mode=mode, val_problems=val_problems)  # trains or resumes the sweep
+chosen = json.loads((RUN / "sweep-best.json").read_text())["layers"]  # the best snapshot of every layer
 if mode == "multiplexed":
-    sweep = train_vectors(org, P, LAYERS, RUN / "sweep-multiplexed", mode="multiplexed")
+    sweep = train_vectors(org, P, LAYERS, RUN / "sweep-multiplexed", mode="multiplexed")  # done: its record
     sweep_seconds, sweep_median = sweep.train_seconds, sweep.median_step_seconds
-    snapshots = {}
-    for step, path in sweep.snapshots.items():  # split the multiplexed snapshot into one file per layer
-        for v in load_vectors(path, org.model).vectors:
-            out = RUN / "sweep-multiplexed" / f"layer-{v.layer}-step-{step}.safetensors"
-            save_vectors(out, [v], model=org.model, training={"sweep": "multiplexed", "step": step})
-            snapshots.setdefault(f"layer {v.layer}", {})[step] = out
     fig = plots.training_curves(sweep.metrics, f"Multiplexed sweep over {P.n_layers} layers ({P.name})")
 else:
-    snapshots, sweep_seconds, sweep_median = {}, 0.0, 0.0
-    for layer in LAYERS:
-        r = train_vectors(org, P, [layer], RUN / f"single-layer-{layer}")
-        snapshots[f"layer {layer}"] = r.snapshots
-        sweep_seconds += r.train_seconds
-        sweep_median += r.median_step_seconds
-    fig = None
+    runs = [train_vectors(org, P, [layer], RUN / f"single-layer-{layer}") for layer in LAYERS]
+    sweep_seconds = sum(r.train_seconds for r in runs)
+    sweep_median = sum(r.median_step_seconds for r in runs)
+    fig = plots.training_curves(runs[-1].metrics, f"Last layer's run of the sequential sweep ({P.name})")
 fig
 
 # %% [markdown]
@@ -122,18 +114,22 @@ print(f"sweep {sweep_seconds:.0f} s for {P.n_layers} layers; one single-layer ru
 # %%
 if baselines:
     all_layer = train_vectors(org, P, LAYERS, RUN / "all-layer", mode="all_layer")
-    snapshots["all layers"] = all_layer.snapshots
     lora = train_weights(org, P, "lora", RUN / "lora")
     full = train_weights(org, P, "full", RUN / "full-ft")
 
 # %% [markdown]
 # ## Held-out pass@1
-# Snapshots are chosen on the validation split (all vector runs in one routed batch), then every
-# chosen vector and the base model are evaluated on the test split in one routed batch.
+# Snapshots are chosen on the validation split (every layer's in one routed batch; all-layer steering
+# in another), then every chosen vector and the base model are evaluated on the test split in one
+# routed batch.
 
 # %%
-best = select_best(org, P, snapshots, n_problems=val_problems)
-evals = evaluate_vector_files(org, P, {name: snapshots[name][step] for name, (step, _) in best.items()})
+best = {f"layer {l}": (c["step"], c["validation_pass_at_1"]) for l, c in chosen.items()}
+files = {f"layer {l}": RUN / c["file"] for l, c in chosen.items()}
+if baselines:
+    best.update(select_best(org, P, {"all layers": all_layer.snapshots}, n_problems=val_problems))
+    files["all layers"] = all_layer.snapshots[best["all layers"][0]]
+evals = evaluate_vector_files(org, P, files)
 weight_evals = {}
 if baselines:
     for name, res in (("LoRA", lora), ("full fine-tune", full)):

@@ -29,7 +29,7 @@ from steerlib.arch import model_parts
 from steerlib.steering import SteeringVector, steer
 from steerlib.traces import encode_pairs, run
 
-__all__ = ["lens_scores", "top_tokens", "PositionShift", "next_token_shift", "first_token_boost"]
+__all__ = ["lens_scores", "top_token_ids", "top_tokens", "PositionShift", "next_token_shift", "first_token_boost"]
 
 Ranking = Literal["prob", "cossim"]
 
@@ -47,15 +47,22 @@ def lens_scores(model: Any, vector: torch.Tensor, ranking: Ranking = "prob") -> 
     raise ValueError(f"ranking must be 'prob' or 'cossim', not {ranking!r}")
 
 
-def top_tokens(model: Any, tokenizer: Any, vector: torch.Tensor, *, k: int = 10, ranking: Ranking = "prob",
-               bottom: bool = False, skip_special: bool = True) -> list[tuple[str, float]]:
-    """The ``k`` highest (or lowest, ``bottom=True``) scoring tokens as ``(token, score)``."""
+def top_token_ids(model: Any, tokenizer: Any, vector: torch.Tensor, *, k: int = 10, ranking: Ranking = "prob",
+                  bottom: bool = False, skip_special: bool = True) -> list[tuple[int, float]]:
+    """The ``k`` highest (or lowest, ``bottom=True``) scoring token ids as ``(id, score)``."""
     scores = lens_scores(model, vector, ranking).clone()
     special = set(getattr(tokenizer, "all_special_ids", []) or []) if skip_special else set()
     for i in special:
         scores[i] = float("inf") if bottom else float("-inf")
     order = scores.argsort(descending=not bottom)[:k]
-    return [(tokenizer.decode([int(i)]), float(scores[i])) for i in order]
+    return [(int(i), float(scores[i])) for i in order]
+
+
+def top_tokens(model: Any, tokenizer: Any, vector: torch.Tensor, *, k: int = 10, ranking: Ranking = "prob",
+               bottom: bool = False, skip_special: bool = True) -> list[tuple[str, float]]:
+    """Like :func:`top_token_ids`, decoded: ``(token, score)``."""
+    return [(tokenizer.decode([i]), s) for i, s in top_token_ids(model, tokenizer, vector, k=k, ranking=ranking,
+                                                                  bottom=bottom, skip_special=skip_special)]
 
 
 @dataclass

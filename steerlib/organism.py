@@ -100,6 +100,8 @@ ORGANISMS: dict[str, OrganismConfig] = {
     # A seconds-scale organism for tests and smoke runs: same world and code path, no accuracy goal.
     "tiny": OrganismConfig(n_layers=2, hidden_size=32, mlp_size=64, steps=40, eval_every=20,
                            worked_rows=8, worked_masked_rows=8, direct_rows=16, filler_rows=2),
+    "tiny-tuned": OrganismConfig(n_layers=2, hidden_size=32, mlp_size=64, steps=5, eval_every=5, worked_rows=4,
+                                 worked_masked_rows=4, direct_rows=24, filler_rows=2, parent="tiny", seed=2),
 }
 
 

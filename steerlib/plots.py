@@ -14,7 +14,10 @@ from typing import Any
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-__all__ = ["pretraining_curve", "training_curves", "first_token_bars", "layer_curve", "mode_shares", "leverage"]
+__all__ = [
+    "pretraining_curve", "training_curves", "first_token_bars", "layer_curve", "mode_shares", "leverage",
+    "heatmaps", "scatter", "bars", "position_curve", "curves",
+]
 
 sns.set_theme(context="notebook", style="whitegrid")
 
@@ -80,12 +83,19 @@ def mode_shares(labels: Sequence[str], pass_at_1: Sequence[float], errors: Seque
 
 
 def layer_curve(per_layer: dict[int, float], errors: dict[int, float], baselines: dict[str, float],
-                title: str = "Single-layer steering vectors") -> Any:
-    """pass@1 of a vector per layer (error bars) with horizontal baselines (the paper's Figure 1)."""
+                title: str = "Single-layer steering vectors", *, label: str = "single-layer vector",
+                others: dict[str, tuple[dict[int, float], dict[int, float]]] | None = None) -> Any:
+    """pass@1 of a vector per layer (error bars) with horizontal baselines (the paper's Figure 1).
+
+    ``others``: more per-layer series, name -> (values, errors).
+    """
     layers = sorted(per_layer)
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    ax.errorbar(layers, [per_layer[l] for l in layers], yerr=[errors.get(l, 0) for l in layers],
-                marker="o", capsize=3, label="single-layer vector", color="C0")
+    series = {label: (per_layer, errors), **(others or {})}
+    for i, (name, (vals, errs)) in enumerate(series.items()):
+        ls = sorted(vals)
+        ax.errorbar(ls, [vals[l] for l in ls], yerr=[errs.get(l, 0) for l in ls], marker="os^D"[i % 4], capsize=3,
+                    label=name, color=f"C{0 if i == 0 else 5 + i}")
     styles = ["--", ":", "-.", (0, (5, 1)), (0, (1, 1))]
     for i, (name, value) in enumerate(baselines.items()):
         ax.axhline(value, ls=styles[i % len(styles)], color=f"C{i + 1}", label=name)
@@ -108,6 +118,92 @@ def leverage(curve: Sequence[dict[str, float]], forced: float, base: float,
     ax.set(xlabel="|s| / median last-layer residual norm", ylabel="probability / pass@1", ylim=(0, 1.02),
            title=title)
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    plt.close(fig)  # shown once, by the cell that returns it
+    return fig
+
+
+def heatmaps(mats: dict[str, Any], title: str, *, xlabel: str, ylabel: str, xticks: Sequence[Any] | None = None,
+             yticks: Sequence[Any] | None = None, vmin: float | None = None, vmax: float | None = None,
+             cmap: str = "vlag", fmt: str = ".2f") -> Any:
+    """Annotated heatmaps side by side (NaN cells left blank); one colour scale for all panels."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(mats), figsize=(4.6 * len(mats) + 0.6, 4.0), squeeze=False)
+    for ax, (name, m) in zip(axes[0], mats.items()):
+        m = np.asarray(m, dtype=float)
+        xl = list(xticks) if xticks is not None else list(range(m.shape[1]))
+        yl = list(yticks) if yticks is not None else list(range(m.shape[0]))
+        sns.heatmap(m, annot=True, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax, center=0 if cmap == "vlag" else None,
+                    xticklabels=xl, yticklabels=yl, ax=ax, cbar=ax is axes[0][-1], annot_kws={"size": 8})
+        ax.tick_params(axis="y", rotation=0)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=name)
+    fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)  # shown once, by the cell that returns it
+    return fig
+
+
+def scatter(rows: Sequence[dict[str, float]], x: str, ys: dict[str, str], title: str, *, xlabel: str,
+            ylabel: str) -> Any:
+    """One marker series per ``ys`` entry (column -> legend label) against column ``x``."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for i, (col, label) in enumerate(ys.items()):
+        ax.scatter([r[x] for r in rows], [r[col] for r in rows], label=label, color=f"C{i}", alpha=0.8)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)  # shown once, by the cell that returns it
+    return fig
+
+
+def bars(values: dict[str, float], title: str, *, ylabel: str, errors: dict[str, float] | None = None,
+         lines: dict[str, float] | None = None, ylim: tuple[float, float] | None = (0, 1.02),
+         rotate: bool = False) -> Any:
+    """Bars (optional error bars) with labelled horizontal reference lines."""
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(names) + 2.5), 3.8))
+    ax.bar(names, [values[n] for n in names], yerr=[(errors or {}).get(n, 0) for n in names], capsize=3,
+           color="C0")
+    styles = ["--", ":", "-.", (0, (5, 1)), (0, (1, 1))]
+    for i, (name, v) in enumerate((lines or {}).items()):
+        ax.axhline(v, ls=styles[i % len(styles)], color=f"C{i + 1}", label=name)
+    ax.set(ylabel=ylabel, title=title, ylim=ylim)
+    if rotate:
+        ax.tick_params(axis="x", rotation=60)
+    if lines:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    plt.close(fig)  # shown once, by the cell that returns it
+    return fig
+
+
+def position_curve(curves: dict[str, Sequence[float]], title: str, *, ylabel: str, log: bool = True) -> Any:
+    """A value per completion position (0 = first generated token), one line per curve."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for i, (name, ys) in enumerate(curves.items()):
+        ax.plot(range(len(ys)), ys, marker="o", ms=3, label=name, color=f"C{i}")
+    ax.set(xlabel="completion position (0 = first generated token)", ylabel=ylabel, title=title,
+           yscale="log" if log else "linear")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)  # shown once, by the cell that returns it
+    return fig
+
+
+def curves(x: Sequence[float], ys: dict[str, Sequence[float]], title: str, *, xlabel: str, ylabel: str,
+           lines: dict[str, float] | None = None, symlog: bool = False, ylim: tuple[float, float] | None = (0, 1.02)) -> Any:
+    """One line per ``ys`` entry against ``x``, with labelled horizontal reference lines."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    for i, (name, y) in enumerate(ys.items()):
+        ax.plot(x, y, marker="o", ms=4, label=name, color=f"C{i}")
+    for i, (name, v) in enumerate((lines or {}).items()):
+        ax.axhline(v, ls=["--", ":", "-."][i % 3], color=f"C{len(ys) + i}", label=name)
+    if symlog:
+        ax.set_xscale("symlog", linthresh=1.0)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=ylim)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     plt.close(fig)  # shown once, by the cell that returns it
     return fig

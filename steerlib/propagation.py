@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -118,12 +118,21 @@ def persistence(
     return out
 
 
-def pair_configs(vectors: dict[int, SteeringVector]) -> dict[str, list[SteeringVector]]:
-    """Every single vector and every unordered pair, named ``"i"`` and ``"i+j"`` (plus ``"base"``)."""
-    configs: dict[str, list[SteeringVector]] = {"base": []}
-    configs.update({str(l): [v] for l, v in sorted(vectors.items())})
+def pair_configs(vectors: dict[int, SteeringVector], *, scale: float = 1.0, tag: str = "",
+                 singles: bool = True) -> dict[str, list[SteeringVector]]:
+    """Every single vector and every unordered pair, named ``"i"`` and ``"i+j{tag}"`` (plus ``"base"``).
+
+    Args:
+        scale: factor on both vectors of a pair (e.g. 0.5: the pair's mean instead of its sum).
+        tag: appended to the pair names.
+        singles: include ``"base"`` and the single vectors.
+    """
+    configs: dict[str, list[SteeringVector]] = {"base": []} if singles else {}
+    if singles:
+        configs.update({str(l): [v] for l, v in sorted(vectors.items())})
     for a, b in itertools.combinations(sorted(vectors), 2):
-        configs[f"{a}+{b}"] = [vectors[a], vectors[b]]
+        configs[f"{a}+{b}{tag}"] = [replace(vectors[a], scale=vectors[a].scale * scale),
+                                    replace(vectors[b], scale=vectors[b].scale * scale)]
     return configs
 
 

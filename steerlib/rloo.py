@@ -214,13 +214,22 @@ def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _token_logprobs(model: Any, ro: Rollouts, rows: torch.Tensor, temperature: float) -> torch.Tensor:
-    ids = torch.cat([ro.prompt_ids[rows], ro.completion_ids[rows]], 1)
-    mask = torch.cat([ro.prompt_mask[rows], ro.completion_mask[rows]], 1)
+    """Log-probs of the completion tokens of ``rows``, shape ``(len(rows), completion width)``.
+
+    Only the columns up to the longest completion among ``rows`` are computed (the rest are padding,
+    returned as 0), and the unembedding runs only at the positions that predict completion tokens.
+    """
+    comp_mask = ro.completion_mask[rows]
+    n = max(1, int(comp_mask.sum(-1).max()))
+    comp = ro.completion_ids[rows, :n]
+    ids = torch.cat([ro.prompt_ids[rows], comp], 1)
+    mask = torch.cat([ro.prompt_mask[rows], comp_mask[:, :n]], 1)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    width = ro.prompt_ids.shape[1]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, width - 1 : -1]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=n + 1).logits[:, :-1]
     logp = (logits.float() / temperature).log_softmax(-1)
-    return logp.gather(-1, ro.completion_ids[rows].unsqueeze(-1)).squeeze(-1)
+    out = logp.gather(-1, comp.unsqueeze(-1)).squeeze(-1)
+    width = ro.completion_ids.shape[1]
+    return torch.nn.functional.pad(out, (0, width - n)) if n < width else out
 
 
 def policy_loss(

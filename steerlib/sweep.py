@@ -29,7 +29,7 @@ from steerlib.steering import Site, SteeringVector, zero_vectors
 from steerlib.vectorfile import load_vectors, save_vectors
 
 __all__ = [
-    "TrainResult", "rloo_config", "train_vectors", "train_weights", "split_prompts", "select_best",
+    "TrainResult", "rloo_config", "train_vectors", "train_weights", "split_problems", "split_prompts", "select_best",
     "evaluate_vector_files", "evaluate_weights", "layer_vectors",
 ]
 
@@ -71,15 +71,20 @@ def rloo_config(preset: Preset, lr: float, **overrides: Any) -> RLOOConfig:
     return RLOOConfig(**base)
 
 
-def split_prompts(preset: Preset, tokenizer: Any, split: str, n: int | None = None) -> tuple[list[str], list[str]]:
-    """(prompts, answers) of the preset's training source or the organism's validation/test split."""
-    from steerlib.data import load_problems, render_prompt
+def split_problems(preset: Preset, split: str, n: int | None = None) -> list[Any]:
+    """The preset's training source or the organism's validation/test split as ``MathProblem`` rows."""
+    from steerlib.data import load_problems
 
     if preset.train_source == "organism":
-        probs = load_problems("organism", n=n or (20000 if split == "train" else 1000), split=split,
-                              seed=preset.seed)
-    else:
-        probs = load_problems(preset.train_source, n=n)
+        return load_problems("organism", n=n or (20000 if split == "train" else 1000), split=split, seed=preset.seed)
+    return load_problems(preset.train_source, n=n)
+
+
+def split_prompts(preset: Preset, tokenizer: Any, split: str, n: int | None = None) -> tuple[list[str], list[str]]:
+    """(prompts, answers) of :func:`split_problems`, rendered with the preset's template."""
+    from steerlib.data import render_prompt
+
+    probs = split_problems(preset, split, n)
     return [render_prompt(p, preset.template, tokenizer) for p in probs], [p.answer for p in probs]
 
 
@@ -199,12 +204,14 @@ def select_best(
     snapshots: dict[str, dict[int, Path]],
     *,
     n_problems: int = 200,
+    prefix: str = "",
     progress: bool = False,
 ) -> dict[str, tuple[int, float]]:
     """Best snapshot step per run on the validation split, all vector runs in one routed batch.
 
     Args:
         snapshots: run name -> {step: vector file}.
+        prefix: text forced after every prompt (for vectors trained with a prompt suffix).
 
     Returns:
         run name -> (best step, validation pass@1).
@@ -213,7 +220,7 @@ def select_best(
     configs = {(name, step): load_vectors(path, org.model).vectors
                for name, steps in snapshots.items() for step, path in sorted(steps.items())}
     res = evaluate_routed(org.model, org.tokenizer, prompts, answers, configs,  # type: ignore[arg-type]
-                          max_new_tokens=preset.max_new_tokens, progress=progress)
+                          max_new_tokens=preset.max_new_tokens, prefix=prefix, progress=progress)
     best: dict[str, tuple[int, float]] = {}
     for (name, step), r in res.items():  # type: ignore[misc]
         if name not in best or r.pass_at_1 > best[name][1]:
@@ -257,13 +264,15 @@ def layer_vectors(
     preset: Preset,
     run_dir: str | Path,
     *,
+    mode: Literal["auto", "multiplexed", "sequential"] = "auto",
+    layers: Sequence[int] | None = None,
     val_problems: int = 200,
     progress: bool = True,
 ) -> dict[int, SteeringVector]:
-    """The layer sweep's best vector for every layer, as later chapters use them.
+    """The layer sweep's best vector for every layer (or ``layers``), as later chapters use them.
 
-    Trains (or resumes) the sweep in ``run_dir`` (multiplexed when every layer shares one learning
-    rate, else one run per layer), splits each multiplexed snapshot into one file per layer
+    Trains (or resumes) the sweep in ``run_dir`` (``auto``: multiplexed when every layer shares one
+    learning rate, else one run per layer), splits each multiplexed snapshot into one file per layer
     (``sweep-multiplexed/layer-{l}-step-{s}.safetensors``), chooses each layer's best snapshot on the
     validation split and records the choice in ``run_dir/sweep-best.json`` (read back on later
     calls, so every chapter uses the same vectors).
@@ -275,13 +284,16 @@ def layer_vectors(
     import json
 
     run = Path(run_dir)
+    layers = list(range(preset.n_layers)) if layers is None else sorted(layers)
+    if mode == "auto":
+        mode = "multiplexed" if len({preset.lr_for(l) for l in layers}) == 1 else "sequential"
     record = run / "sweep-best.json"
     if record.exists():
-        best = json.loads(record.read_text())
-        return {int(l): load_vectors(run / b["file"], org.model).vectors[0] for l, b in best.items()}
-    layers = list(range(preset.n_layers))
+        saved = json.loads(record.read_text())
+        if saved.get("mode") == mode and sorted(int(l) for l in saved["layers"]) == layers:
+            return {int(l): load_vectors(run / b["file"], org.model).vectors[0] for l, b in saved["layers"].items()}
     files: dict[str, dict[int, Path]] = {}
-    if len({preset.lr_for(l) for l in layers}) == 1:
+    if mode == "multiplexed":
         sweep = train_vectors(org, preset, layers, run / "sweep-multiplexed", mode="multiplexed", progress=progress)
         for step, path in sweep.snapshots.items():
             for v in load_vectors(path, org.model).vectors:
@@ -297,5 +309,5 @@ def layer_vectors(
     best = {name.split()[1]: {"step": step, "validation_pass_at_1": acc,
                               "file": str(files[name][step].relative_to(run))}
             for name, (step, acc) in chosen.items()}
-    record.write_text(json.dumps(best, indent=1))
+    record.write_text(json.dumps({"mode": mode, "layers": best}, indent=1))
     return {int(l): load_vectors(run / b["file"], org.model).vectors[0] for l, b in best.items()}

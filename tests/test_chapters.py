@@ -20,6 +20,18 @@ SMOKE = {
                     "max_new_tokens": 12},
     "02_layer_curve": {"model": "tiny", "steps": 2, "eval_problems": 8, "val_problems": 8, "prompts_per_step": 4,
                        "max_new_tokens": 12},
+    "03_persistence": {"model": "tiny", "steps": 2, "eval_problems": 8, "val_problems": 8, "prompts_per_step": 4,
+                       "max_new_tokens": 12, "persistence_prompts": 4, "n_orthogonal": 1},
+    "04_logit_lens": {"model": "tiny", "steps": 2, "eval_problems": 8, "val_problems": 8, "prompts_per_step": 4,
+                      "max_new_tokens": 12, "shift_prompts": 4},
+    "05_attention_ablation": {"model": "tiny", "steps": 2, "eval_problems": 8, "val_problems": 8,
+                              "prompts_per_step": 4, "max_new_tokens": 12, "js_prompts": 4},
+    "06_transfer": {"model": "tiny", "targets": "tiny-tuned", "layers": "all", "steps": 2, "eval_problems": 8,
+                    "val_problems": 8, "prompts_per_step": 4, "max_new_tokens": 12},
+    "07_adaptive": {"model": "tiny", "steps": 2, "eval_problems": 8, "val_problems": 8, "prompts_per_step": 4,
+                    "max_new_tokens": 12, "magnitude_layers": "0,1", "factors": "-1,0,1,10", "magnitude_prompts": 4},
+    "08_diffsae": {"model": "tiny", "steps": 2, "val_problems": 8, "prompts_per_step": 4, "max_new_tokens": 12,
+                   "sae_prompts": 8, "n_features": 8, "k": 2, "sae_steps": 20, "top_n": 2},
 }
 
 

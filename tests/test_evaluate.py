@@ -69,3 +69,22 @@ def test_results_table_has_average(tiny_org):
     r = evaluate(tiny_org.model, tiny_org.tokenizer, prompts, answers, n=1, max_new_tokens=4)
     df = results_table({"a": r, "b": r})
     assert list(df.index) == ["a", "b", "Average"] and df.loc["Average", "pass@1"] == r.pass_at_1
+
+
+def test_routed_configurations_equal_separate_runs(tiny_org):
+    from steerlib.evaluate import evaluate_routed
+
+    model, tok = tiny_org.model, tiny_org.tokenizer
+    prompts, answers = _data(6)
+    d = model.config.hidden_size
+    g = torch.Generator().manual_seed(0)
+    a = SteeringVector(torch.randn(d, generator=g) * 4, 0)
+    b = SteeringVector(torch.randn(d, generator=g) * 4, 1, scale=0.5)
+    configs = {"base": [], "a": [a], "a+b": [a, b]}
+    routed = evaluate_routed(model, tok, prompts, answers, configs, greedy=True, max_new_tokens=10)
+    for name, vecs in configs.items():
+        alone = evaluate(model, tok, prompts, answers, greedy=True, max_new_tokens=10, vectors=vecs or None)
+        assert [c.text for c in routed[name].completions] == [c.text for c in alone.completions], name
+        assert [c.prompt_index for c in routed[name].completions] == list(range(6))
+    assert a.route is None and b.route is None  # the caller's vectors are untouched
+    assert [c.token_ids for c in routed["a"].completions] != [c.token_ids for c in routed["base"].completions]

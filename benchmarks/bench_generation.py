@@ -1,0 +1,109 @@
+"""Generation: hook overhead, HF generate against steerlib's rollout loop, and FLOP/s against matmul peak.
+
+- Hook overhead: tokens/s of sampling with a zero steering vector (hooks installed, adding zeros)
+  against no hooks, same prompts and seed (the outputs are identical, so is the work).
+- ``evaluate.generate`` (HF ``generate``) against ``rollout.sample_rollouts`` (shared prefill for the
+  K samples of a prompt, finished rows leave the batch), same prompts x K samples.
+- FLOP/s: a decoder forward costs about 2 x (non-embedding parameters + unembedding) FLOPs per token
+  (attention scores are small at these lengths and left out); generation FLOP/s = that x tokens
+  processed / seconds, against the measured FLOP/s of a torch matmul of the model's MLP shape with
+  the decode batch as rows, and of a large square matmul (the machine's practical peak). The loss
+  pass (teacher-forced forward + backward to the vector) is measured the same way at 4 x params
+  FLOPs per token (forward 2, input gradients 2; no weight gradients are needed for a vector).
+
+Run: ``.venv/bin/python benchmarks/bench_generation.py``
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from common import median, record, timed
+from steerlib.evaluate import generate
+from steerlib.organism import load_organism
+from steerlib.rollout import sample_rollouts
+from steerlib.steering import SteeringVector, steer, zero_vectors
+from steerlib.world import sample_problems
+
+N_PROMPTS, K, MAX_NEW = 32, 8, 64
+
+
+def matmul_flops(m: int, k: int, n: int, repeat: int = 20) -> float:
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    torch.mm(a, b)
+    secs = median(timed(lambda: torch.mm(a, b), repeat))
+    return 2 * m * k * n / secs
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    org = load_organism("main")
+    model, tok = org.model, org.tokenizer
+    cfg = model.config
+    probs = sample_problems(N_PROMPTS, "train", 0)
+    prompts = [p.prompt for p in probs]
+    ids = tok(prompts, add_special_tokens=False)["input_ids"]
+    zero = [SteeringVector(torch.zeros(cfg.hidden_size), cfg.num_hidden_layers - 1)]
+
+    def hf(vectors=None):
+        comps = generate(model, tok, prompts, n=K, max_new_tokens=MAX_NEW, vectors=vectors, seed=0)
+        return sum(c.n_tokens for c in comps)
+
+    def ours(vectors=None):
+        ro = sample_rollouts(model, ids, K, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                             max_new_tokens=MAX_NEW, temperature=1.0, top_p=1.0, vectors=vectors,
+                             generator=torch.Generator().manual_seed(0))
+        return int(ro.lengths().sum())
+
+    hf(), ours()  # warm-up
+    res = {}
+    for name, fn in (("hf_generate", hf), ("rollout", ours)):
+        tokens = fn()
+        plain = median(timed(fn, 5))
+        hooked = median(timed(lambda: fn(zero), 5))
+        res[name] = {"tokens": tokens, "seconds": plain, "seconds_zero_vector": hooked,
+                     "tokens_per_s": tokens / plain, "hook_overhead": hooked / plain - 1}
+    # FLOPs per token: every linear layer's weights (embedding lookup excluded, unembedding included)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    prompt_tokens = sum(len(x) for x in ids)  # prefilled once per prompt by the rollout loop
+    gen_flops = 2 * linear * (prompt_tokens + res["rollout"]["tokens"]) / res["rollout"]["seconds"]
+    # the loss pass: teacher-forced prompt + completion with a trainable last-layer vector
+    ro = sample_rollouts(model, ids, K, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, max_new_tokens=MAX_NEW,
+                         temperature=1.0, top_p=1.0, generator=torch.Generator().manual_seed(0))
+    full = torch.cat([ro.prompt_ids, ro.completion_ids], 1)
+    mask = torch.cat([ro.prompt_mask, ro.completion_mask], 1)
+    vec = zero_vectors(model, [cfg.num_hidden_layers - 1])
+
+    def loss_pass():
+        with steer(model, vec):
+            out = model(input_ids=full, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+            out.logits.float().log_softmax(-1).mean().backward()
+
+    loss_pass()
+    loss_secs = median(timed(loss_pass, 3))
+    loss_flops = 4 * linear * int(mask.sum()) / loss_secs
+    decode_rows = N_PROMPTS * K
+    shape_peak = matmul_flops(decode_rows, cfg.hidden_size, cfg.intermediate_size)
+    peak = matmul_flops(1024, 1024, 1024)
+    out = {
+        "hook_overhead": max(res["hf_generate"]["hook_overhead"], res["rollout"]["hook_overhead"]),
+        "generation": res,
+        "rollout_vs_hf_generate_speedup": res["hf_generate"]["seconds"] / res["rollout"]["seconds"],
+        "generation_flops_per_s": gen_flops,
+        "loss_pass_flops_per_s": loss_flops,
+        "matmul_flops_per_s": {"decode_shape": shape_peak, "square_1024": peak},
+        "generation_flops_share_of_peak": gen_flops / peak,
+        "generation_flops_share_of_same_shape_matmul": gen_flops / shape_peak,
+        "loss_pass_flops_share_of_peak": loss_flops / peak,
+    }
+    record(out)
+    print(f"hook overhead: HF {res['hf_generate']['hook_overhead']:+.1%}, rollout {res['rollout']['hook_overhead']:+.1%}; "
+          f"rollout {out['rollout_vs_hf_generate_speedup']:.2f}x HF generate; generation {gen_flops / 1e9:.2f} GFLOP/s "
+          f"= {out['generation_flops_share_of_peak']:.1%} of matmul peak {peak / 1e9:.1f} GFLOP/s; loss pass "
+          f"{loss_flops / 1e9:.2f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()

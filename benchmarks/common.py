@@ -1,0 +1,63 @@
+"""Shared helpers for the benchmark scripts: the machine record, timing, and results.json merging.
+
+Every script measures its comparison side by side in one process on the same organism and merges
+its figures into ``benchmarks/results.json`` under its own keys, with the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, core count, torch threads and versions."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import transformers
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def record(values: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``values`` into results.json (with the machine and a timestamp) and return the whole file."""
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data.update(values)
+    data["machine"] = machine()
+    data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    RESULTS.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return data
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
+    """Wall seconds of ``repeat`` calls of ``fn``."""
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def median(xs: list[float]) -> float:
+    """The median of a non-empty list."""
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])

@@ -1,0 +1,223 @@
+"""DiffSAE: a top-k sparse autoencoder on steered-minus-base activations, and its feature statistics.
+
+The paper trains a sparse autoencoder on the *difference* between steered and unsteered activations
+(architecture, width and k were not found; PAPER.md 5.6) and ranks features by how much more often
+they fire on correct than on incorrect generations. Here:
+
+- the SAE is top-k (``z = TopK(ReLU(W_enc (x − b_dec) + b_enc))``, ``x̂ = W_dec z + b_dec``, unit-norm
+  decoder rows, Adam on the mean squared error), small enough to train on a CPU in seconds;
+- :func:`collect_diffs` samples completions with the vector, teacher-forces them with and without it
+  and returns the per-token differences at a read-out layer (prompt and completion tokens: the last
+  prompt token's activation decides the first generated token), with each completion's correctness;
+- :func:`feature_stats` gives each feature's firing rate on correct and incorrect generations (a
+  feature fires on a generation if it is active at any of its tokens);
+- :func:`explained_share` measures how much of the vector's effect on next-token predictions the
+  chosen features carry: the read-out layer's difference is replaced by its reconstruction from those
+  features only, and the share is ``1 − KL(steered ‖ patched) / KL(steered ‖ base)``.
+
+Example:
+    >>> sae, hist = train_sae(diffs, n_features=128, k=8, steps=2000)    # doctest: +SKIP
+    >>> stats = feature_stats(sae, per_seq, correct)                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from steerlib.arch import model_parts
+from steerlib.steering import SteeringVector, steer
+from steerlib.traces import Forced, encode_pairs, layer_modules, record, run
+
+__all__ = ["TopKSAE", "train_sae", "Diffs", "collect_diffs", "feature_stats", "explained_share"]
+
+
+class TopKSAE(nn.Module):
+    """A top-k sparse autoencoder with unit-norm decoder rows."""
+
+    def __init__(self, d: int, n_features: int, k: int, seed: int = 0, decoder_bias: bool = False) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        w = torch.randn(n_features, d, generator=g)
+        w = w / w.norm(dim=-1, keepdim=True)
+        self.k = k
+        self.w_dec = nn.Parameter(w.clone())  # (m, d): feature directions
+        self.w_enc = nn.Parameter(w.clone())  # (m, d)
+        self.b_enc = nn.Parameter(torch.zeros(n_features))
+        self.b_dec = nn.Parameter(torch.zeros(d), requires_grad=decoder_bias)  # off: features carry the mean too
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Sparse codes ``(…, m)`` with at most ``k`` non-zeros per row."""
+        pre = torch.relu((x - self.b_dec) @ self.w_enc.T + self.b_enc)
+        top = pre.topk(self.k, dim=-1)
+        return torch.zeros_like(pre).scatter(-1, top.indices, top.values)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstruction from codes."""
+        return z @ self.w_dec + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encode(x)
+        return self.decode(z), z
+
+    @torch.no_grad()
+    def normalise(self) -> None:
+        """Project decoder rows back to unit norm."""
+        self.w_dec.div_(self.w_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
+
+
+def train_sae(data: torch.Tensor, n_features: int, k: int, *, steps: int = 2000, batch_size: int = 256,
+              lr: float = 2e-3, seed: int = 0, decoder_bias: bool = False,
+              progress: bool = True) -> tuple[TopKSAE, dict[str, list[float]]]:
+    """Train a :class:`TopKSAE` on rows of ``data`` ``(N, d)``.
+
+    Args:
+        decoder_bias: learn a decoder bias (initialised at the data mean). Off by default for
+            differences: then the mean shift, usually most of a vector's effect, is a feature too.
+
+    Returns:
+        The SAE and its history: ``step``, ``fvu`` (fraction of variance unexplained, per batch).
+    """
+    data = data.float()
+    sae = TopKSAE(data.shape[1], n_features, k, seed, decoder_bias)
+    if decoder_bias:
+        with torch.no_grad():
+            sae.b_dec.copy_(data.mean(0))
+    opt = torch.optim.Adam([p for p in sae.parameters() if p.requires_grad], lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    var = float(((data - data.mean(0)) ** 2).sum(-1).mean())
+    hist: dict[str, list[float]] = {"step": [], "fvu": []}
+    for step in tqdm(range(steps), desc="DiffSAE", disable=not progress):
+        x = data[torch.randint(0, data.shape[0], (batch_size,), generator=g)]
+        x_hat, _ = sae(x)
+        loss = ((x_hat - x) ** 2).sum(-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sae.normalise()
+        if step % 50 == 0 or step == steps - 1:
+            hist["step"].append(step)
+            hist["fvu"].append(float(loss.detach()) / var)
+    sae.eval()
+    return sae, hist
+
+
+@dataclass
+class Diffs:
+    """Steered-minus-base activations at one layer, per completion.
+
+    Attributes:
+        per_seq: one ``(T_b, d)`` tensor per sequence (its prompt and completion tokens).
+        correct: whether each completion was scored correct.
+        forced: the teacher-forced batch (for :func:`explained_share`).
+        token_ids: each completion's token ids.
+    """
+
+    per_seq: list[torch.Tensor]
+    correct: list[bool]
+    forced: Forced
+    token_ids: list[list[int]]
+
+    def stacked(self) -> torch.Tensor:
+        """All completion tokens' differences as ``(N, d)``."""
+        return torch.cat(self.per_seq)
+
+
+@torch.no_grad()
+def collect_diffs(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str],
+                  vector: SteeringVector, layer: int, *, max_new_tokens: int = 64, seed: int = 0,
+                  batch_size: int = 64) -> Diffs:
+    """Sample with ``vector``, teacher-force with and without it, keep layer ``layer``'s differences."""
+    from steerlib.evaluate import evaluate
+
+    res = evaluate(model, tokenizer, prompts, answers, vectors=[vector], max_new_tokens=max_new_tokens, seed=seed)
+    comps = sorted(res.completions, key=lambda c: c.prompt_index)
+    forced = encode_pairs(tokenizer, prompts, [c.token_ids for c in comps])
+    mod = {layer: layer_modules(model)[layer]}
+    per_seq: list[torch.Tensor] = []
+    for batch in forced.batches(batch_size):
+        with record(model, mod) as base:
+            run(model, batch)
+            h0 = base[layer]
+        with steer(model, vector), record(model, mod) as st:
+            run(model, batch)
+        real = batch.real_mask()
+        for b in range(real.shape[0]):
+            per_seq.append((st[layer][b] - h0[b])[real[b].to(h0.device)].float().cpu())
+    return Diffs(per_seq, [bool(c.reward) for c in comps], forced, [c.token_ids for c in comps])
+
+
+@torch.no_grad()
+def feature_stats(sae: TopKSAE, diffs: Diffs) -> list[dict[str, float]]:
+    """Per feature: firing rate on correct / incorrect generations and mean activation, by |difference|."""
+    fired = torch.stack([(sae.encode(x) > 0).any(0) if len(x) else torch.zeros(sae.b_enc.shape[0], dtype=torch.bool)
+                         for x in diffs.per_seq]).float()
+    correct = torch.tensor(diffs.correct, dtype=torch.bool)
+    mean_act = sae.encode(diffs.stacked()).mean(0)
+    rc = fired[correct].mean(0) if correct.any() else torch.full((fired.shape[1],), float("nan"))
+    ri = fired[~correct].mean(0) if (~correct).any() else torch.full((fired.shape[1],), float("nan"))
+    rows = [{"feature": f, "correct_rate": float(rc[f]), "incorrect_rate": float(ri[f]),
+             "difference": float(rc[f] - ri[f]), "mean_activation": float(mean_act[f])}
+            for f in range(fired.shape[1])]
+    return sorted(rows, key=lambda r: -abs(r["difference"]) if not np.isnan(r["difference"]) else 0.0)
+
+
+@contextmanager
+def _add_per_token(model: Any, layer: int, delta: torch.Tensor) -> Iterator[None]:
+    """Add a ``(B, T, d)`` tensor to layer ``layer``'s output for one forward pass shape."""
+    mod = model_parts(model).layers[layer]
+
+    def hook(_m: nn.Module, _a: Any, out: Any) -> Any:
+        if isinstance(out, tuple):
+            return (out[0] + delta.to(out[0]),) + tuple(out[1:])
+        return out + delta.to(out)
+
+    h = mod.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        h.remove()
+
+
+@torch.no_grad()
+def explained_share(model: Any, sae: TopKSAE, diffs: Diffs, vector: SteeringVector, layer: int,
+                    features: Sequence[int] | None, *, batch_size: int = 64) -> float:
+    """Share of the vector's next-token KL (completion positions) carried by ``features`` at ``layer``.
+
+    The steered run's difference at ``layer`` (every real token) is replaced by its SAE
+    reconstruction restricted to ``features`` (``None``: all features) added to the base run's
+    activation; later layers recompute from there.
+    """
+    keep = None
+    if features is not None:
+        keep = torch.zeros(sae.b_enc.shape[0])
+        keep[list(features)] = 1.0
+    mod = {layer: layer_modules(model)[layer]}
+    kl_base = kl_patch = 0.0
+    for batch in diffs.forced.batches(batch_size):
+        with record(model, mod) as base:
+            lp0 = run(model, batch).log_softmax(-1)
+            h0 = base[layer]
+        with steer(model, vector), record(model, mod) as st:
+            lp1 = run(model, batch).log_softmax(-1)
+            d = (st[layer] - h0).float().cpu()
+        z = sae.encode(d)
+        if keep is not None:
+            z = z * keep
+        d_hat = z @ sae.w_dec + sae.b_dec
+        with _add_per_token(model, layer, d_hat * batch.real_mask().unsqueeze(-1)):
+            lp2 = run(model, batch).log_softmax(-1)
+        sel = batch.generated_mask()
+        sel = torch.roll(sel, -1, dims=1)  # predictions of completion tokens are made one column earlier
+        sel[:, -1] = False
+        p1 = lp1.exp()
+        kl_base += float((p1 * (lp1 - lp0)).sum(-1)[sel].sum())
+        kl_patch += float((p1 * (lp1 - lp2)).sum(-1)[sel].sum())
+    return 1 - kl_patch / kl_base if kl_base else float("nan")
