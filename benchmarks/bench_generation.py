@@ -2,8 +2,9 @@
 
 - Hook overhead: tokens/s of sampling with a zero steering vector (hooks installed, adding zeros)
   against no hooks, same prompts and seed (the outputs are identical, so is the work).
-- ``evaluate.generate`` (HF ``generate``) against ``rollout.sample_rollouts`` (shared prefill for the
-  K samples of a prompt, finished rows leave the batch), same prompts x K samples.
+- plain HF ``generate`` (every one of the K copies of a prompt prefilled, padded rows kept to the
+  end) against ``rollout.sample_rollouts`` (shared prefill for the K samples of a prompt, finished
+  rows leave the batch; ``evaluate.generate`` uses it too), same prompts x K samples.
 - FLOP/s: a decoder forward costs about 2 x (non-embedding parameters + unembedding) FLOPs per token
   (attention scores are small at these lengths and left out); generation FLOP/s = that x tokens
   processed / seconds, against the measured FLOP/s of a torch matmul of the model's MLP shape with
@@ -16,14 +17,14 @@ Run: ``.venv/bin/python benchmarks/bench_generation.py``
 
 from __future__ import annotations
 
-import time
+import contextlib
 
 import torch
 
 from common import median, record, timed
 from steerlib.evaluate import generate
 from steerlib.organism import load_organism
-from steerlib.rollout import sample_rollouts
+from steerlib.rollout import left_pad, sample_rollouts
 from steerlib.steering import SteeringVector, steer, zero_vectors
 from steerlib.world import sample_problems
 
@@ -47,22 +48,35 @@ def main() -> None:
     ids = tok(prompts, add_special_tokens=False)["input_ids"]
     zero = [SteeringVector(torch.zeros(cfg.hidden_size), cfg.num_hidden_layers - 1)]
 
-    def hf(vectors=None):
-        comps = generate(model, tok, prompts, n=K, max_new_tokens=MAX_NEW, vectors=vectors, seed=0)
-        return sum(c.n_tokens for c in comps)
+    rep = [x for x in ids for _ in range(K)]
+    hf_ids, hf_mask = left_pad(rep, tok.pad_token_id)
+
+    def hf(vectors=None):  # plain HF generate on the K-times repeated prompts (every row prefilled)
+        torch.manual_seed(0)
+        with steer(model, vectors) if vectors else contextlib.nullcontext():
+            out = model.generate(input_ids=hf_ids, attention_mask=hf_mask, do_sample=True, top_k=0, top_p=1.0,
+                                 temperature=1.0, max_new_tokens=MAX_NEW, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id)
+        new = out[:, hf_ids.shape[1]:]
+        ends = (new == tok.eos_token_id).int().argmax(-1)
+        has = (new == tok.eos_token_id).any(-1)
+        return int(torch.where(has, ends + 1, torch.full_like(ends, new.shape[1])).sum())
+
+    def steerlib_eval(vectors=None):  # evaluate.generate: the same rollout loop behind the evaluation API
+        return sum(c.n_tokens for c in generate(model, tok, prompts, n=K, max_new_tokens=MAX_NEW, vectors=vectors))
 
     def ours(vectors=None):
         ro = sample_rollouts(model, ids, K, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
                              max_new_tokens=MAX_NEW, temperature=1.0, top_p=1.0, vectors=vectors,
                              generator=torch.Generator().manual_seed(0))
-        return int(ro.lengths().sum())
+        return int(ro.lengths.sum())
 
-    hf(), ours()  # warm-up
+    hf(), ours(), steerlib_eval()  # warm-up
     res = {}
-    for name, fn in (("hf_generate", hf), ("rollout", ours)):
+    for name, fn in (("hf_generate", hf), ("rollout", ours), ("evaluate_generate", steerlib_eval)):
         tokens = fn()
-        plain = median(timed(fn, 5))
-        hooked = median(timed(lambda: fn(zero), 5))
+        pairs = [(timed(fn, 1)[0], timed(lambda: fn(zero), 1)[0]) for _ in range(9)]  # interleaved: drift hits both
+        plain, hooked = median([p for p, _ in pairs]), median([h for _, h in pairs])
         res[name] = {"tokens": tokens, "seconds": plain, "seconds_zero_vector": hooked,
                      "tokens_per_s": tokens / plain, "hook_overhead": hooked / plain - 1}
     # FLOPs per token: every linear layer's weights (embedding lookup excluded, unembedding included)
@@ -88,7 +102,7 @@ def main() -> None:
     shape_peak = matmul_flops(decode_rows, cfg.hidden_size, cfg.intermediate_size)
     peak = matmul_flops(1024, 1024, 1024)
     out = {
-        "hook_overhead": max(res["hf_generate"]["hook_overhead"], res["rollout"]["hook_overhead"]),
+        "hook_overhead": max(r["hook_overhead"] for r in res.values()),
         "generation": res,
         "rollout_vs_hf_generate_speedup": res["hf_generate"]["seconds"] / res["rollout"]["seconds"],
         "generation_flops_per_s": gen_flops,

@@ -138,7 +138,7 @@ table
 f0 = top[0]["feature"]
 hits = []
 for b, x in enumerate(diffs.per_seq):
-    acts = sae.encode(x)[:, f0]
+    acts = sae.encode(x)[:, f0].detach()
     ids = diffs.forced.ids[b][diffs.forced.mask[b].bool()].tolist()
     for t in acts.nonzero().flatten().tolist():
         hits.append((float(acts[t]), b, t, ids))

@@ -92,7 +92,7 @@ def train_sae(data: torch.Tensor, n_features: int, k: int, *, steps: int = 2000,
             sae.b_dec.copy_(data.mean(0))
     opt = torch.optim.Adam([p for p in sae.parameters() if p.requires_grad], lr=lr)
     g = torch.Generator().manual_seed(seed)
-    var = float(((data - data.mean(0)) ** 2).sum(-1).mean())
+    var = float(((data - data.mean(0)) ** 2).sum(-1).mean()) or float("nan")  # constant data: FVU undefined
     hist: dict[str, list[float]] = {"step": [], "fvu": []}
     for step in tqdm(range(steps), desc="DiffSAE", disable=not progress):
         x = data[torch.randint(0, data.shape[0], (batch_size,), generator=g)]

@@ -3,7 +3,8 @@
 ``evaluate`` samples ``n`` completions per problem, scores each with the Math-Verify reward and
 reports pass@1 (= AVG@n, the mean correctness over all samples, as the paper reports for its small
 benchmarks), a standard error clustered by problem, the share of each first generated token and the
-mean completion length. ``greedy=True`` decodes one completion per problem at τ = 0. Steering vectors
+mean completion length. ``greedy=True`` decodes one completion per problem at τ = 0. Sampling uses the
+shared-prefill rollout loop of :mod:`steerlib.rollout` (the one the trainer uses). Steering vectors
 are applied through :func:`steerlib.steering.steer`; ``routes`` gives each problem its own routing
 group, so one batched call evaluates many layers' vectors at once.
 
@@ -14,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -97,51 +97,42 @@ def generate(
     seed: int | None = 0,
     progress: bool = False,
 ) -> list[Completion]:
-    """Sample ``n`` completions per prompt (left-padded batches, stop at EOS).
+    """Sample ``n`` completions per prompt (stop at EOS) with the shared-prefill rollout loop.
+
+    Each prompt is prefilled once and its ``n`` samples share that KV cache; finished rows leave the
+    batch (:func:`steerlib.rollout.sample_rollouts`).
 
     Args:
         prefix: text forced after each prompt (tokenised on its own and appended, as the paper's
             first-token prefix test appends one token); it is part of the returned completion.
+        batch_size: completions per batch (prompts per batch = ``batch_size // n``).
         vectors, routes, positions: steering applied while sampling (``routes``: one group per prompt).
-        seed: seeds torch's RNG before sampling (``None``: leave it alone).
+        seed: seeds the sampling RNG (``None``: a random seed).
     """
-    if seed is not None:
-        torch.manual_seed(seed)
+    from steerlib.rollout import sample_rollouts
+
     device = next(model.parameters()).device
+    k = 1 if greedy else n
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
     prompt_ids = _encode(tokenizer, prompts)
     prefix_ids = _encode(tokenizer, [prefix])[0] if prefix else []
-    rows = [(i, s) for i in range(len(prompts)) for s in range(1 if greedy else n)]
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    per_batch = max(1, batch_size // k)
+    eos = tokenizer.eos_token_id
     out: list[Completion] = []
-    chunks = range(0, len(rows), batch_size)
-    for lo in tqdm(chunks, desc="sampling", disable=not progress, leave=False):
-        chunk = rows[lo : lo + batch_size]
-        seqs = [prompt_ids[i] + prefix_ids for i, _ in chunk]
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        att = torch.zeros_like(ids)
-        for r, s in enumerate(seqs):
-            ids[r, width - len(s) :] = torch.tensor(s)
-            att[r, width - len(s) :] = 1
-        ctx: Any = contextlib.nullcontext()
-        if vectors:
-            routing = [routes[i] for i, _ in chunk] if routes is not None else None
-            ctx = steer(model, vectors, positions=positions, routing=routing)
-        kwargs: dict[str, Any] = dict(do_sample=False) if greedy else dict(
-            do_sample=True, temperature=temperature, top_p=top_p, top_k=0
+    for lo in tqdm(range(0, len(prompts), per_batch), desc="sampling", disable=not progress, leave=False):
+        idx = list(range(lo, min(len(prompts), lo + per_batch)))
+        ro = sample_rollouts(
+            model, [prompt_ids[i] + prefix_ids for i in idx], k, eos_id=eos, pad_id=tokenizer.pad_token_id,
+            max_new_tokens=max_new_tokens, temperature=0.0 if greedy else temperature, top_p=top_p,
+            vectors=vectors or None, routes=[routes[i] for i in idx] if (vectors and routes is not None) else None,
+            positions=positions, generator=gen,
         )
-        with ctx:
-            gen = model.generate(
-                input_ids=ids.to(device), attention_mask=att.to(device), max_new_tokens=max_new_tokens,
-                pad_token_id=pad, eos_token_id=eos, **kwargs,
-            )
-        new = gen[:, width:].tolist()
-        for (i, _), toks in zip(chunk, new):
-            toks = prefix_ids + toks
-            length = toks.index(eos) + 1 if eos in toks else len(toks)
-            body = toks[: length - 1] if eos in toks else toks
+        for row, (toks, m) in enumerate(zip(ro.completion_ids.tolist(), ro.completion_mask.tolist())):
+            toks = prefix_ids + toks[: sum(m)]
+            body = toks[:-1] if toks and toks[-1] == eos and len(toks) > len(prefix_ids) else toks
             first = tokenizer.decode(toks[:1]) if toks else ""
-            out.append(Completion(i, tokenizer.decode(body, skip_special_tokens=True), first, length,
+            out.append(Completion(idx[row // k], tokenizer.decode(body, skip_special_tokens=True), first, len(toks),
                                   token_ids=body))
     return out
 

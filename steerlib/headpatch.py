@@ -15,8 +15,9 @@ The authors' variants map onto :func:`patch_attention` as follows (``G`` = query
 - only the value projection of group ``g`` sees the vector (``inverse_v_proj``):
   ``projections={"v": [g]}``; likewise ``"q"``, ``"k"``; every value projection: ``{"v": None}``.
 
-Generation with a KV cache works: the patched pass keeps its own key/value cache (reset at every
-prefill), the vanilla pass uses the model's.
+Generation with a KV cache works: the patched pass keeps its own key/value cache, attached to the
+model's cache and reindexed with it (shared prefill, rows leaving the batch); the vanilla pass uses the
+model's.
 
 Example:
     >>> with patch_attention(model, s4, layer=5, projections={"v": [1]}):     # doctest: +SKIP
@@ -55,6 +56,39 @@ class _PrivateCache:
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return 0 if self.k is None else int(self.k.shape[-2])
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.k is not None:
+            self.k, self.v = self.k.repeat_interleave(repeats, 0), self.v.repeat_interleave(repeats, 0)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.k is not None:
+            self.k, self.v = self.k[indices], self.v[indices]
+
+
+def _private_for(cache: Any) -> _PrivateCache:
+    """The patched pass's cache that belongs to the model's ``cache`` and follows its batch changes.
+
+    The model's cache gets one private cache the first time it is seen; its ``batch_repeat_interleave``
+    and ``batch_select_indices`` (shared prefill, finished rows leaving the batch) are wrapped so the
+    private cache is reindexed with it.
+    """
+    private = getattr(cache, "_steerlib_private", None)
+    if private is None:
+        private = _PrivateCache()
+        rep, sel = cache.batch_repeat_interleave, cache.batch_select_indices
+
+        def repeat(repeats: int) -> None:
+            rep(repeats)
+            private.batch_repeat_interleave(repeats)
+
+        def select(indices: torch.Tensor) -> None:
+            sel(indices)
+            private.batch_select_indices(indices)
+
+        cache.batch_repeat_interleave, cache.batch_select_indices = repeat, select
+        cache._steerlib_private = private
+    return private
 
 
 def group_heads(model: nn.Module, group: int) -> list[int]:
@@ -98,7 +132,7 @@ def patch_attention(
             raise ValueError(f"KV groups must lie in 0..{n_kv - 1}")
     full = all(projections.get(p, "absent") is None for p in _PROJ)
     need_vanilla = len(heads) < n_heads
-    state: dict[str, Any] = {"cache": _PrivateCache()}
+    state: dict[str, Any] = {}
     o_proj = attn.o_proj
     orig_forward = attn.forward
     s = vector.detach()
@@ -132,9 +166,7 @@ def patch_attention(
             if need_vanilla:
                 a_van, weights = orig_forward(*args, hidden_states=x_van, **kwargs)
                 if kwargs.get(cache_key) is not None:
-                    if x_van.shape[1] > 1:  # prefill: start a fresh private cache
-                        state["cache"] = _PrivateCache()
-                    kwargs = {**kwargs, cache_key: state["cache"]}
+                    kwargs = {**kwargs, cache_key: _private_for(kwargs[cache_key])}
             hooks = [] if full else [getattr(attn, _PROJ[p]).register_forward_hook(proj_hook(p, g))
                                      for p, g in projections.items()]
             try:

@@ -140,8 +140,14 @@ class VectorTrainable(Trainable):
         return [dataclasses.replace(v, vector=v.vector - b.T @ (b @ v.vector)) for v in self.vectors]
 
     def context(self, routing, prompt_length=None):
-        return steer(self.model, self.effective_vectors(), positions=self.positions, routing=routing,
-                     prompt_length=prompt_length)
+        vectors = self.effective_vectors()
+        if routing is not None and self._routed and len(set(routing)) == 1:
+            # every row goes to one route (the loss pass of one multiplexed group): apply only that
+            # route's vector, so autograd never records the other layers' (zero-masked) vectors
+            route = next(iter(routing))
+            vectors = [dataclasses.replace(v, route=None) for v in vectors if v.route == route]
+            routing = None
+        return steer(self.model, vectors, positions=self.positions, routing=routing, prompt_length=prompt_length)
 
     def reference(self):
         return contextlib.nullcontext()

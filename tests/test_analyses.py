@@ -195,3 +195,25 @@ def test_encode_pairs_layout():
     assert [f.gen_start(b) for b in range(2)] == [2, 4]
     assert f.generated_mask().tolist() == [[False, False, True, True, True], [False] * 4 + [True]]
     assert VOCAB > 13
+
+
+@pytest.mark.parametrize("spec", [dict(heads=[1]), dict(projections={"v": [0]})])
+def test_head_patch_under_the_shared_prefill_rollout_loop(spec):
+    """The rollout loop repeats the cache for K samples and drops finished rows: the patched pass follows."""
+    from steerlib.rollout import sample_rollouts
+
+    model = tiny_model("qwen2", dtype=torch.float32)
+    prompts = [[5, 6, 7, 8], [9, 10], [11, 12, 13]]
+    s = _vec(scale=3.0).float()
+    with patch_attention(model, s, 2, **spec):
+        first = sample_rollouts(model, prompts, 2, eos_id=-1, pad_id=0, max_new_tokens=8, temperature=0.0)
+        eos = int(first.completion_ids[0, 2])  # prompt 0's rows stop after three tokens, others later
+        ro = sample_rollouts(model, prompts, 2, eos_id=eos, pad_id=0, max_new_tokens=8, temperature=0.0)
+        full = torch.cat([ro.prompt_ids, ro.completion_ids], 1)
+        mask = torch.cat([ro.prompt_mask, ro.completion_mask], 1)
+        logits = run(model, Forced(full, mask, ro.prompt_mask.sum(1).tolist(), mask.sum(1).tolist()))
+    assert int(ro.lengths.min()) < int(ro.lengths.max())  # rows really left the batch at different times
+    width = ro.prompt_ids.shape[1]
+    greedy = logits[:, width - 1 : -1].argmax(-1)  # what the teacher-forced patched model predicts
+    m = ro.completion_mask.bool()
+    assert torch.equal(greedy[m], ro.completion_ids[m])

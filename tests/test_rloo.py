@@ -186,3 +186,23 @@ def test_orthogonal_training_stays_orthogonal(tiny_org):
     assert float((u @ eff).abs().max()) < 1e-4 * float(eff.norm())
     plain = VectorTrainable(model, zero_vectors(model, [1]))
     assert plain.effective_vectors()[0] is plain.vectors[0]
+
+
+def test_trimmed_loss_pass_equals_the_full_width_pass(tiny_org):
+    from steerlib.rloo import _token_logprobs
+
+    model, tok = tiny_org.model, tiny_org.tokenizer
+    prompts, _ = _pool(6)
+    ids = tok(prompts, add_special_tokens=False)["input_ids"]
+    ro = sample_rollouts(model, ids, 3, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, max_new_tokens=20,
+                         generator=torch.Generator().manual_seed(0))
+    rows = torch.arange(ro.completion_ids.shape[0])
+    got = _token_logprobs(model, ro, rows, 0.7)
+    full = torch.cat([ro.prompt_ids, ro.completion_ids], 1)
+    mask = torch.cat([ro.prompt_mask, ro.completion_mask], 1)
+    logits = model(input_ids=full, attention_mask=mask,
+                   position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, ro.prompt_ids.shape[1] - 1 : -1]
+    ref = (logits.float() / 0.7).log_softmax(-1).gather(-1, ro.completion_ids.unsqueeze(-1)).squeeze(-1)
+    m = ro.completion_mask.bool()
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got[m], ref[m], atol=1e-5, rtol=1e-5)
