@@ -197,7 +197,9 @@ print(json.dumps(results, indent=1))
 # {glue:text}`worst_layer` ({glue:text}`worst_layer_acc:.3f`). All-layer steering reached
 # {glue:text}`all_layer_pass_at_1:.3f`, LoRA {glue:text}`lora_pass_at_1:.3f` and full fine-tuning
 # {glue:text}`full_ft_pass_at_1:.3f`. The multiplexed sweep cost {glue:text}`sweep_ratio:.2f` x
-# (`n_layers` x one single-layer run).
+# (`n_layers` x the last layer's single-layer run). That reference is the cheapest layer to train (its
+# backward pass covers one block), so the ratio overstates the sweep's cost;
+# `benchmarks/bench_sweep.py` times one single-layer run per layer against the sweep at equal work.
 #
 # | | paper (Qwen2.5-Math-7B) | this run (organism) |
 # | --- | --- | --- |

@@ -65,7 +65,7 @@ import torch
 from myst_nb import glue
 
 from steerlib import plots
-from steerlib.ablation import attention_js, mlp_shift, norm_attenuation, skip_attn, skip_layer
+from steerlib.ablation import attention_js, mlp_shift, norm_attenuation, site_norms, skip_attn, skip_layer
 from steerlib.evaluate import evaluate, evaluate_routed, generate
 from steerlib.headpatch import group_heads, patch_attention
 from steerlib.lens import top_tokens
@@ -203,20 +203,37 @@ att_table
 
 # %% [markdown]
 # Where to add: the layer whose vector did worst on validation is retrained with the vector added
-# after that block's attention (before its MLP) instead of after the block, then both are evaluated.
+# after that block's attention (before its MLP) instead of after the block, at the preset's learning
+# rate and at a tenth of it (the residual stream is smaller inside a block than after it, so the same
+# Adam step is a larger relative change there), then all are evaluated with the residual norms at
+# both sites.
 
 # %%
-weak = min(chosen, key=lambda l: chosen[l]["validation_pass_at_1"])
-weak = int(weak)
-where = {}
+weak = int(min(chosen, key=lambda l: chosen[l]["validation_pass_at_1"]))
+where, where_runs = {}, {}
+norms = site_norms(org.model, base_forced, weak)
 if where_to_add:
-    r = train_vectors(org, P, [weak], RUN / f"where-post-attn-{weak}", site="post_attn")
-    step, _ = select_best(org, P, {"w": r.snapshots}, n_problems=val_problems)["w"]
-    moved = load_vectors(r.snapshots[step], org.model, site="post_attn").vectors[0]
+    moved = {}
+    for label, factor in (("preset lr", 1.0), ("lr / 10", 0.1)):
+        lr_w = P.lr_for(weak) * factor
+        tag = "" if factor == 1.0 else f"-lr{lr_w:g}"
+        r = train_vectors(org, P, [weak], RUN / f"where-post-attn-{weak}{tag}", site="post_attn", lr=lr_w)
+        step, _ = select_best(org, P, {"w": r.snapshots}, n_problems=val_problems)["w"]
+        moved[label] = load_vectors(r.snapshots[step], org.model, site="post_attn").vectors[0]
+        where_runs[label] = {"lr": lr_w, "final_reward": r.metrics[-1]["reward_mean"],
+                             "min_reward": min(m["reward_mean"] for m in r.metrics), "best_step": step,
+                             "norm": float(moved[label].vector.norm())}
     where = evaluate_routed(org.model, tok, prompts, answers,
                             {"base": [], f"after block {weak} (default)": [vecs[weak]],
-                             f"after block {weak}'s attention": [moved]}, max_new_tokens=P.max_new_tokens)
-pd.DataFrame([{"where": k, "pass@1": v.pass_at_1, "stderr": v.stderr} for k, v in where.items()]).set_index("where") if where else None
+                             **{f"after block {weak}'s attention, {k}": [v] for k, v in moved.items()}},
+                            max_new_tokens=P.max_new_tokens)
+moved_acc = {k: where[f"after block {weak}'s attention, {k}"].pass_at_1 for k in where_runs}
+pd.DataFrame([{"where": k, "pass@1": v.pass_at_1, "stderr": v.stderr,
+               **({"|s|": where_runs[k.split(", ")[1]]["norm"], "lowest training reward": where_runs[k.split(", ")[1]]["min_reward"]}
+                  if ", " in k else {})} for k, v in where.items()]).set_index("where") if where else None
+
+# %%
+pd.Series(norms, name=f"mean residual norm at block {weak}").to_frame()
 
 # %%
 singles = {k: v for k, v in head_ev.items() if k.startswith(("Steer-Head", "Steer-Group")) or "-only, group" in k}
@@ -239,6 +256,8 @@ results = {
     "attention_js_random": {str(l): js_rand[l].tolist() for l in later},
     "norm_attenuation": {str(l): a for l, a in att.items()},
     "where_to_add": {k: v.pass_at_1 for k, v in where.items()},
+    "where_to_add_runs": where_runs,
+    "site_norms": norms,
     "weakest_layer": weak,
 }
 write_results(results_path, results)
@@ -249,6 +268,16 @@ for key, value in {"pen": PEN, "next": NEXT, "base_acc": base_acc, "full_acc": f
                    "attn_only_share": share(head_ev["all heads (attention path only)"].pass_at_1),
                    "js_mean": js_mean, "js_rand_mean": js_rand_mean, "weak": weak,
                    "weak_ratio": att[weak]["ratio"],
+                   "norm_post_attn": norms["post_attn"], "norm_resid_post": norms["resid_post"],
+                   "where_note": ("not run" if not where else
+                                  "; ".join(f"after its attention at {k} ({where_runs[k]['lr']:g}) {moved_acc[k]:.3f}"
+                                            + (", a run whose reward fell to zero and never recovered (with every sample "
+                                               "wrong, RLOO has no signal left)" if where_runs[k]["min_reward"] == 0 else "")
+                                            for k in where_runs)
+                                  + f"; in place {where[f'after block {weak} (default)'].pass_at_1:.3f}"),
+                   "att_note": ("so no layer's vector is shrunk much more than another's"
+                                if max(a["ratio"] for a in att.values()) < 1.2 * min(a["ratio"] for a in att.values())
+                                else "so the next norm shrinks some layers' vectors markedly more than others'"),
                    "ratio_min": min(a["ratio"] for a in att.values()), "ratio_max": max(a["ratio"] for a in att.values())}.items():
     glue(key, value, display=False)
 print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=1))
@@ -265,7 +294,9 @@ print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, 
 # of attention patterns under the trained vector is {glue:text}`js_mean:.4f` nats, against
 # {glue:text}`js_rand_mean:.4f` for a random direction of the same norm. The next norm scales the
 # vectors' relative size by {glue:text}`ratio_min:.2f`-{glue:text}`ratio_max:.2f` across layers
-# (weakest layer {glue:text}`weak`: {glue:text}`weak_ratio:.2f`).
+# (weakest layer {glue:text}`weak`: {glue:text}`weak_ratio:.2f`), {glue:text}`att_note`. Where to add, at layer {glue:text}`weak`: {glue:text}`where_note`. The residual
+# stream there has mean norm {glue:text}`norm_post_attn:.1f` after the attention and
+# {glue:text}`norm_resid_post:.1f` after the block.
 #
 # | | paper (Qwen2.5-Math-7B / Llama-3.1-8B) | this run (organism) |
 # | --- | --- | --- |

@@ -32,7 +32,7 @@ from steerlib.arch import model_parts
 from steerlib.steering import SteeringVector, steer
 from steerlib.traces import Forced, layer_modules, record, run
 
-__all__ = ["skip_attn", "skip_layer", "eager_attention", "attention_js", "norm_attenuation", "mlp_shift"]
+__all__ = ["skip_attn", "skip_layer", "eager_attention", "attention_js", "norm_attenuation", "mlp_shift", "site_norms"]
 
 
 def skip_attn(v: SteeringVector) -> SteeringVector:
@@ -137,3 +137,33 @@ def mlp_shift(model: nn.Module, forced: Forced, vectors: Sequence[SteeringVector
         count += int(sel.sum())
     assert total is not None
     return total / max(1, count)
+
+
+@torch.no_grad()
+def site_norms(model: nn.Module, forced: Forced, layer: int, *, batch_size: int = 64) -> dict[str, float]:
+    """Mean residual-stream norm over real tokens at layer ``layer``'s sites: its input (``resid_pre``),
+    after its attention (``post_attn``) and its output (``resid_post``). A vector of a given size is
+    relatively larger where the stream is small.
+    """
+    block = model_parts(model).layers[layer]
+    seen: dict[str, torch.Tensor] = {}
+
+    def pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+        seen["pre"] = (kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]).detach()
+
+    handles = [block.register_forward_pre_hook(pre, with_kwargs=True)]
+    sums = {"resid_pre": 0.0, "post_attn": 0.0, "resid_post": 0.0}
+    count = 0
+    try:
+        for batch in forced.batches(batch_size):
+            with record(model, {"attn": block.self_attn, "out": block}) as out:
+                run(model, batch)
+            real = batch.real_mask().to(seen["pre"].device)
+            post_attn = seen["pre"] + out["attn"]
+            for name, h in (("resid_pre", seen["pre"]), ("post_attn", post_attn), ("resid_post", out["out"])):
+                sums[name] += float(h[real].float().norm(dim=-1).sum())
+            count += int(real.sum())
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: v / max(1, count) for k, v in sums.items()}

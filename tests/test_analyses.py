@@ -122,6 +122,20 @@ def test_norm_attenuation(model, batch):
     assert big[0]["effective"] < 2.01  # a normalised vector can move at most 2x the norm
 
 
+def test_site_norms(model, batch):
+    from steerlib.ablation import site_norms
+
+    f = _forced(batch)
+    norms = site_norms(model, f, 1)
+    mods = {"in": model_parts(model).layers[0], "out": model_parts(model).layers[1]}
+    with record(model, mods) as out:
+        run(model, f)
+    real = batch[1].bool()
+    assert norms["resid_pre"] == pytest.approx(float(out["in"][real].norm(dim=-1).mean()), rel=1e-6)
+    assert norms["resid_post"] == pytest.approx(float(out["out"][real].norm(dim=-1).mean()), rel=1e-6)
+    assert norms["post_attn"] > 0
+
+
 def test_lens_and_position_shift(model, batch):
     w = model_parts(model).lm_head.weight
     p = lens_scores(model, w[7], "prob")
