@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlib.rewards import MathVerifier, default_verifier
-from steerlib.steering import Positions, SteeringVector, steer
+from steerlib.steering import Positions, SteeringVector
 
 __all__ = [
     "Completion", "EvalResult", "generate", "evaluate", "evaluate_routed", "summarise", "results_table",

@@ -23,9 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import dataclasses
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -33,12 +30,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from steerlib.rewards import MathVerifier, default_verifier
 from steerlib.rollout import Rollouts, sample_rollouts
-from steerlib.steering import Positions, SteeringVector, steer
+from steerlib.trainables import FullTrainable, LoraTrainable, Trainable, VectorTrainable
 
 __all__ = [
     "RLOOConfig",
@@ -71,138 +67,6 @@ class RLOOConfig:
     micro_batch: int = 512
     checkpoint_every: int = 10
     seed: int = 0
-
-
-class Trainable:
-    """What an RLOO run optimises. Subclasses set ``model`` and implement the hooks below."""
-
-    model: Any
-
-    def param_groups(self) -> list[list[nn.Parameter]]:
-        """Tensors to train, grouped: gradients are clipped per group (one group per route)."""
-        raise NotImplementedError
-
-    def route_ids(self) -> list[int] | None:
-        """Routing groups of a multiplexed run (``None``: one policy for every row)."""
-        return None
-
-    def context(self, routing: Sequence[int] | None, prompt_length: int | None = None
-                ) -> contextlib.AbstractContextManager:
-        """Applies the policy's modifications (e.g. steering hooks) for a teacher-forced pass."""
-        return contextlib.nullcontext()
-
-    def reference(self) -> contextlib.AbstractContextManager:
-        """The reference policy for the KL term."""
-        raise NotImplementedError
-
-    def named_tensors(self) -> dict[str, torch.Tensor]:
-        """The trained tensors by name (checkpoints)."""
-        return {f"p{g}.{i}": p for g, grp in enumerate(self.param_groups()) for i, p in enumerate(grp)}
-
-    def steering(self) -> tuple[list[SteeringVector] | None, Positions]:
-        """Vectors and positions used during rollouts (``None`` for weight-based policies)."""
-        return None, "all"
-
-
-class VectorTrainable(Trainable):
-    """Steering vectors: one layer, all layers at once, or routed per layer (multiplexed sweep)."""
-
-    def __init__(self, model: Any, vectors: Sequence[SteeringVector], positions: Positions = "all",
-                 orthogonal_to: torch.Tensor | None = None) -> None:
-        self.model = model
-        self.vectors = list(vectors)
-        self.positions = positions
-        self.basis: torch.Tensor | None = None  # orthonormal rows the vectors are kept orthogonal to
-        if orthogonal_to is not None:
-            dirs = orthogonal_to.detach().float().reshape(-1, orthogonal_to.shape[-1])
-            self.basis = torch.linalg.qr(dirs.T).Q.T.to(self.vectors[0].vector)
-        for v in self.vectors:
-            if not (isinstance(v.vector, nn.Parameter) and v.vector.requires_grad):
-                raise ValueError("VectorTrainable needs nn.Parameter vectors (see zero_vectors)")
-        routes = [v.route for v in self.vectors]
-        if any(r is not None for r in routes) and len(set(routes)) != len(routes):
-            raise ValueError("a multiplexed run needs exactly one vector per route")
-        self._routed = routes[0] is not None if routes else False
-
-    def param_groups(self) -> list[list[nn.Parameter]]:
-        if self._routed:
-            return [[v.vector] for v in self.vectors]  # type: ignore[list-item]
-        return [[v.vector for v in self.vectors]]  # type: ignore[misc]
-
-    def route_ids(self) -> list[int] | None:
-        return [int(v.route) for v in self.vectors] if self._routed else None  # type: ignore[arg-type]
-
-    def effective_vectors(self) -> list[SteeringVector]:
-        """The vectors as applied: with their component along ``orthogonal_to`` removed, if given."""
-        if self.basis is None:
-            return self.vectors
-        b = self.basis
-        return [dataclasses.replace(v, vector=v.vector - b.T @ (b @ v.vector)) for v in self.vectors]
-
-    def context(self, routing, prompt_length=None):
-        vectors = self.effective_vectors()
-        if routing is not None and self._routed and len(set(routing)) == 1:
-            # every row goes to one route (the loss pass of one multiplexed group): apply only that
-            # route's vector, so autograd never records the other layers' (zero-masked) vectors
-            route = next(iter(routing))
-            vectors = [dataclasses.replace(v, route=None) for v in vectors if v.route == route]
-            routing = None
-        return steer(self.model, vectors, positions=self.positions, routing=routing, prompt_length=prompt_length)
-
-    def reference(self):
-        return contextlib.nullcontext()
-
-    def named_tensors(self) -> dict[str, torch.Tensor]:
-        return {f"vector.{i}": v.vector for i, v in enumerate(self.vectors)}
-
-    def steering(self):
-        return self.effective_vectors(), self.positions
-
-
-class LoraTrainable(Trainable):
-    """A PEFT LoRA on ``down_proj`` (a copy of the model is wrapped; the original stays untouched).
-
-    Args:
-        layers: layers to adapt (``None``: all). Rank 1 on one layer is the paper's adaptive steering.
-        r, alpha: LoRA rank and alpha (paper baseline r = alpha = 4).
-    """
-
-    def __init__(self, model: Any, *, layers: Sequence[int] | None = None, r: int = 4, alpha: int = 4,
-                 seed: int = 0) -> None:
-        from peft import LoraConfig, get_peft_model
-
-        torch.manual_seed(seed)
-        cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=["down_proj"],
-                         layers_to_transform=list(layers) if layers is not None else None, bias="none")
-        self.model = get_peft_model(copy.deepcopy(model), cfg)
-        self.model.eval()
-
-    def param_groups(self):
-        return [[p for p in self.model.parameters() if p.requires_grad]]
-
-    def named_tensors(self):
-        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
-
-    def reference(self):
-        return self.model.disable_adapter()
-
-
-class FullTrainable(Trainable):
-    """All weights of a copy of the model (the full fine-tune baseline)."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = copy.deepcopy(model)
-        self.model.requires_grad_(True)
-        self.model.eval()  # no dropout: the organism has none, real models are sampled in eval mode
-
-    def param_groups(self):
-        return [list(self.model.parameters())]
-
-    def named_tensors(self):
-        return dict(self.model.named_parameters())
-
-    def reference(self):
-        raise NotImplementedError("KL for the full fine-tune needs a frozen copy; not implemented")
 
 
 def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
