@@ -10,11 +10,10 @@ Run: ``.venv/bin/python benchmarks/bench_sweep.py [--steps 4]``
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from common import median, record
+from common import median, record, rloo_step_times
 from steerlib.organism import load_organism
 from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable
 from steerlib.steering import zero_vectors
@@ -25,13 +24,7 @@ def step_times(org, layers, routed, ids, answers, steps, prompts=32, k=8) -> lis
     vecs = zero_vectors(org.model, layers, routed=routed)
     cfg = RLOOConfig(prompts_per_step=prompts, completions_per_prompt=k, max_new_tokens=64, lr=5e-2)
     tr = RLOOTrainer(VectorTrainable(org.model, vecs), org.tokenizer, cfg)
-    out = []
-    for s in range(steps):
-        lo = s * prompts
-        t = time.perf_counter()
-        tr.step(ids[lo:lo + prompts], answers[lo:lo + prompts])
-        out.append(time.perf_counter() - t)
-    return out
+    return rloo_step_times(tr, ids, answers, steps, prompts)
 
 
 def main() -> None:

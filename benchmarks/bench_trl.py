@@ -8,7 +8,7 @@ exactly the vector (the vector is registered as the model's only trainable param
 hooks add it in both cases). The script asserts the optimizer holds one tensor and that the vector
 moved. Ratio = steerlib steps/s / TRL steps/s, medians over the steps after a warm-up step.
 
-Run: ``.venv/bin/python benchmarks/bench_trl.py [--steps 6]``
+Run: ``.venv/bin/python benchmarks/bench_trl.py [--steps 11]``
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 import torch
 from torch import nn
 
-from common import median, record
+from common import median, record, rloo_step_times
 from steerlib.organism import load_organism
 from steerlib.rewards import default_verifier
 from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable
@@ -36,12 +36,7 @@ def steerlib_steps(org, prompts, answers, steps: int) -> list[float]:
     cfg = RLOOConfig(prompts_per_step=PROMPTS, completions_per_prompt=K, max_new_tokens=MAX_NEW, lr=LR)
     trainer = RLOOTrainer(VectorTrainable(org.model, [sv]), org.tokenizer, cfg)
     ids = org.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    out = []
-    for s in range(steps):
-        lo = (s * PROMPTS) % len(ids)
-        t = time.perf_counter()
-        trainer.step(ids[lo:lo + PROMPTS], answers[lo:lo + PROMPTS])
-        out.append(time.perf_counter() - t)
+    out = rloo_step_times(trainer, ids, answers, steps, PROMPTS)
     assert float(vec.detach().norm()) > 0, "steerlib: the vector did not move"
     return out
 
@@ -89,7 +84,7 @@ def trl_steps(org, prompts, answers, steps: int) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=11)
     a = ap.parse_args()
     torch.set_num_threads(2)
     org = load_organism("main")

@@ -61,3 +61,14 @@ def median(xs: list[float]) -> float:
     s = sorted(xs)
     n = len(s)
     return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def rloo_step_times(trainer: Any, ids: list[list[int]], answers: list[str], steps: int, prompts: int) -> list[float]:
+    """Wall seconds of ``steps`` RLOO steps of ``trainer``, each on the next ``prompts`` prompts (cycling)."""
+    out = []
+    for s in range(steps):
+        lo = (s * prompts) % len(ids)
+        t = time.perf_counter()
+        trainer.step(ids[lo:lo + prompts], answers[lo:lo + prompts])
+        out.append(time.perf_counter() - t)
+    return out
