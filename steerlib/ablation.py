@@ -30,7 +30,7 @@ from torch import nn
 
 from steerlib.arch import model_parts
 from steerlib.steering import SteeringVector, steer
-from steerlib.traces import Forced, layer_modules, record, run
+from steerlib.traces import Forced, layer_modules, paired, record, record_sites, run
 
 __all__ = ["skip_attn", "skip_layer", "eager_attention", "attention_js", "norm_attenuation", "mlp_shift", "site_norms"]
 
@@ -123,17 +123,12 @@ def norm_attenuation(model: nn.Module, forced: Forced, vectors: dict[int, Steeri
 def mlp_shift(model: nn.Module, forced: Forced, vectors: Sequence[SteeringVector], layer: int,
               *, generated_only: bool = True, batch_size: int = 64) -> torch.Tensor:
     """Mean change of layer ``layer``'s MLP output under ``vectors`` (over completion or all tokens)."""
-    mlp = model_parts(model).layers[layer].mlp
     total, count = None, 0
-    for batch in forced.batches(batch_size):
-        with record(model, {"mlp": mlp}) as base:
-            run(model, batch)
-            b0 = base["mlp"]
-        with steer(model, list(vectors)), record(model, {"mlp": mlp}) as st:
-            run(model, batch)
-        sel = batch.generated_mask() if generated_only else batch.real_mask()
-        d = (st["mlp"] - b0)[sel.to(b0.device)].float().sum(0).cpu()
-        total = d if total is None else total + d
+    for pb in paired(model, forced, vectors, [("mlp_out", layer)], batch_size=batch_size):
+        d = pb.delta(("mlp_out", layer))
+        sel = pb.batch.generated_mask() if generated_only else pb.batch.real_mask()
+        part = d[sel.to(d.device)].sum(0).cpu()
+        total = part if total is None else total + part
         count += int(sel.sum())
     assert total is not None
     return total / max(1, count)
@@ -145,25 +140,15 @@ def site_norms(model: nn.Module, forced: Forced, layer: int, *, batch_size: int 
     after its attention (``post_attn``) and its output (``resid_post``). A vector of a given size is
     relatively larger where the stream is small.
     """
-    block = model_parts(model).layers[layer]
-    seen: dict[str, torch.Tensor] = {}
-
-    def pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
-        seen["pre"] = (kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]).detach()
-
-    handles = [block.register_forward_pre_hook(pre, with_kwargs=True)]
-    sums = {"resid_pre": 0.0, "post_attn": 0.0, "resid_post": 0.0}
+    names = ("resid_pre", "post_attn", "resid_post")
+    sums = dict.fromkeys(names, 0.0)
     count = 0
-    try:
-        for batch in forced.batches(batch_size):
-            with record(model, {"attn": block.self_attn, "out": block}) as out:
-                run(model, batch)
-            real = batch.real_mask().to(seen["pre"].device)
-            post_attn = seen["pre"] + out["attn"]
-            for name, h in (("resid_pre", seen["pre"]), ("post_attn", post_attn), ("resid_post", out["out"])):
-                sums[name] += float(h[real].float().norm(dim=-1).sum())
-            count += int(real.sum())
-    finally:
-        for h in handles:
-            h.remove()
+    for batch in forced.batches(batch_size):
+        with record_sites(model, [(n, layer) for n in names]) as out:  # type: ignore[misc]
+            run(model, batch)
+        real = batch.real_mask()
+        for name in names:
+            h = out[(name, layer)]  # type: ignore[index]
+            sums[name] += float(h[real.to(h.device)].float().norm(dim=-1).sum())
+        count += int(real.sum())
     return {k: v / max(1, count) for k, v in sums.items()}

@@ -18,10 +18,13 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import torch
 
 from torch import nn
 
-__all__ = ["ModelParts", "UnsupportedModelError", "model_parts", "model_id"]
+__all__ = ["ModelParts", "UnsupportedModelError", "model_parts", "model_id", "untuple", "retuple"]
 
 
 class UnsupportedModelError(TypeError):
@@ -146,3 +149,20 @@ def model_id(model: nn.Module) -> str:
     """
     cfg = _unwrap(model).config
     return str(getattr(cfg, "steerlib_model_id", "") or getattr(cfg, "_name_or_path", "") or "")
+
+
+def untuple(output: Any) -> torch.Tensor:
+    """The hidden states of a module's output: decoder layers return a tensor (transformers 5) or a
+    tuple whose first entry is the tensor (4.x); attention returns ``(output, weights)``.
+
+    Example:
+        >>> untuple((torch.ones(1), None)).item(), untuple(torch.zeros(1)).item()
+        (1.0, 0.0)
+    """
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
+def retuple(output: Any, hidden: torch.Tensor) -> Any:
+    """``output`` with its hidden states replaced by ``hidden`` (same shape: tensor or tuple)."""
+    return hidden if isinstance(output, torch.Tensor) else (hidden, *tuple(output[1:]))
+

@@ -22,8 +22,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +31,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from steerlib.arch import model_parts
-from steerlib.steering import SteeringVector, steer
-from steerlib.traces import Forced, encode_pairs, layer_modules, record, run
+from steerlib.steering import SteeringVector
+from steerlib.traces import Forced, add_to_output, encode_pairs, paired, run
 
 __all__ = ["TopKSAE", "train_sae", "Diffs", "collect_diffs", "feature_stats", "explained_share"]
 
@@ -140,17 +138,11 @@ def collect_diffs(model: Any, tokenizer: Any, prompts: Sequence[str], answers: S
     res = evaluate(model, tokenizer, prompts, answers, vectors=[vector], max_new_tokens=max_new_tokens, seed=seed)
     comps = sorted(res.completions, key=lambda c: c.prompt_index)
     forced = encode_pairs(tokenizer, prompts, [c.token_ids for c in comps])
-    mod = {layer: layer_modules(model)[layer]}
     per_seq: list[torch.Tensor] = []
-    for batch in forced.batches(batch_size):
-        with record(model, mod) as base:
-            run(model, batch)
-            h0 = base[layer]
-        with steer(model, vector), record(model, mod) as st:
-            run(model, batch)
-        real = batch.real_mask()
-        for b in range(real.shape[0]):
-            per_seq.append((st[layer][b] - h0[b])[real[b].to(h0.device)].float().cpu())
+    for pb in paired(model, forced, [vector], [("resid_post", layer)], batch_size=batch_size):
+        real = pb.batch.real_mask()
+        delta = pb.delta(("resid_post", layer))
+        per_seq.extend(delta[b][real[b].to(delta.device)].cpu() for b in range(real.shape[0]))
     return Diffs(per_seq, [bool(c.reward) for c in comps], forced, [c.token_ids for c in comps])
 
 
@@ -169,23 +161,6 @@ def feature_stats(sae: TopKSAE, diffs: Diffs) -> list[dict[str, float]]:
     return sorted(rows, key=lambda r: -abs(r["difference"]) if not np.isnan(r["difference"]) else 0.0)
 
 
-@contextmanager
-def _add_per_token(model: Any, layer: int, delta: torch.Tensor) -> Iterator[None]:
-    """Add a ``(B, T, d)`` tensor to layer ``layer``'s output for one forward pass shape."""
-    mod = model_parts(model).layers[layer]
-
-    def hook(_m: nn.Module, _a: Any, out: Any) -> Any:
-        if isinstance(out, tuple):
-            return (out[0] + delta.to(out[0]),) + tuple(out[1:])
-        return out + delta.to(out)
-
-    h = mod.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        h.remove()
-
-
 @torch.no_grad()
 def explained_share(model: Any, sae: TopKSAE, diffs: Diffs, vector: SteeringVector, layer: int,
                     features: Sequence[int] | None, *, batch_size: int = 64) -> float:
@@ -199,20 +174,16 @@ def explained_share(model: Any, sae: TopKSAE, diffs: Diffs, vector: SteeringVect
     if features is not None:
         keep = torch.zeros(sae.b_enc.shape[0])
         keep[list(features)] = 1.0
-    mod = {layer: layer_modules(model)[layer]}
     kl_base = kl_patch = 0.0
-    for batch in diffs.forced.batches(batch_size):
-        with record(model, mod) as base:
-            lp0 = run(model, batch).log_softmax(-1)
-            h0 = base[layer]
-        with steer(model, vector), record(model, mod) as st:
-            lp1 = run(model, batch).log_softmax(-1)
-            d = (st[layer] - h0).float().cpu()
-        z = sae.encode(d)
+    site = ("resid_post", layer)
+    for pb in paired(model, diffs.forced, [vector], [site, ("logits", None)], batch_size=batch_size):
+        batch = pb.batch
+        lp0, lp1 = pb.base[("logits", None)].log_softmax(-1), pb.steered[("logits", None)].log_softmax(-1)
+        z = sae.encode(pb.delta(site).cpu())
         if keep is not None:
             z = z * keep
         d_hat = z @ sae.w_dec + sae.b_dec
-        with _add_per_token(model, layer, d_hat * batch.real_mask().unsqueeze(-1)):
+        with add_to_output(model, layer, d_hat * batch.real_mask().unsqueeze(-1)):
             lp2 = run(model, batch).log_softmax(-1)
         sel = batch.generated_mask()
         sel = torch.roll(sel, -1, dims=1)  # predictions of completion tokens are made one column earlier

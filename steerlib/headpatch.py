@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from steerlib.arch import model_parts
+from steerlib.cachesync import follow, followers
 
 __all__ = ["patch_attention", "group_heads"]
 
@@ -67,27 +68,12 @@ class _PrivateCache:
 
 
 def _private_for(cache: Any) -> _PrivateCache:
-    """The patched pass's cache that belongs to the model's ``cache`` and follows its batch changes.
-
-    The model's cache gets one private cache the first time it is seen; its ``batch_repeat_interleave``
-    and ``batch_select_indices`` (shared prefill, finished rows leaving the batch) are wrapped so the
-    private cache is reindexed with it.
-    """
-    private = getattr(cache, "_steerlib_private", None)
+    """The patched pass's cache that belongs to the model's ``cache`` and follows its batch changes
+    (shared prefill, finished rows leaving the batch) through :func:`steerlib.cachesync.follow`."""
+    private = next((f for f in followers(cache) if isinstance(f, _PrivateCache)), None)
     if private is None:
         private = _PrivateCache()
-        rep, sel = cache.batch_repeat_interleave, cache.batch_select_indices
-
-        def repeat(repeats: int) -> None:
-            rep(repeats)
-            private.batch_repeat_interleave(repeats)
-
-        def select(indices: torch.Tensor) -> None:
-            sel(indices)
-            private.batch_select_indices(indices)
-
-        cache.batch_repeat_interleave, cache.batch_select_indices = repeat, select
-        cache._steerlib_private = private
+        follow(cache, private)
     return private
 
 

@@ -27,7 +27,7 @@ import torch
 
 from steerlib.arch import model_parts
 from steerlib.steering import SteeringVector, steer
-from steerlib.traces import encode_pairs, run
+from steerlib.traces import encode_pairs, paired, run
 
 __all__ = ["lens_scores", "top_token_ids", "top_tokens", "PositionShift", "next_token_shift", "first_token_boost"]
 
@@ -93,13 +93,11 @@ def next_token_shift(model: Any, tokenizer: Any, prompts: Sequence[str], complet
     """Per-position KL between steered and base predictions along teacher-forced completions."""
     forced = encode_pairs(tokenizer, prompts, completions)
     kls: list[np.ndarray] = []
-    for batch in forced.batches(batch_size):
-        base = run(model, batch).log_softmax(-1)
-        with steer(model, list(vectors)):
-            st = run(model, batch).log_softmax(-1)
+    for pb in paired(model, forced, vectors, [("logits", None)], batch_size=batch_size):
+        base, st = pb.base[("logits", None)].log_softmax(-1), pb.steered[("logits", None)].log_softmax(-1)
         kl = (st.exp() * (st - base)).sum(-1).cpu()  # (B, T): KL at the prediction made at each column
         for b in range(kl.shape[0]):
-            lo, hi = batch.gen_start(b) - 1, batch.width - 1  # predictions of completion tokens 0..n-1
+            lo, hi = pb.batch.gen_start(b) - 1, pb.batch.width - 1  # predictions of completion tokens 0..n-1
             kls.append(kl[b, lo:hi].numpy())
     return PositionShift(kls)
 

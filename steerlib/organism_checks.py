@@ -25,17 +25,17 @@ Example:
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from steerlib.arch import model_parts
 from steerlib.evaluate import evaluate
+from steerlib.atomic import write_json
 from steerlib.steering import SteeringVector, steer
 from steerlib.world import DIRECT_OPENER, WORKED_OPENER, sample_problems
 
-__all__ = ["residual_norms", "opener_direction", "opener_probability", "measure_organism", "write_results", "main"]
+__all__ = ["residual_norms", "opener_direction", "opener_probability", "measure_organism", "main"]
 
 
 def _batch(tokenizer: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,15 +158,6 @@ def measure_organism(
     }
 
 
-def write_results(path: str | Path, results: dict[str, Any]) -> Path:
-    """Write a results JSON (sorted keys, atomic)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    tmp.replace(out)
-    return out
-
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m steerlib.organism_checks``: build the organisms and write their figures."""
@@ -189,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             results.update(figures)
         else:
             results[name] = figures
-    write_results(args.out, results)
+    write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0
 

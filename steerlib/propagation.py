@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 
 from steerlib.arch import model_parts
 from steerlib.evaluate import EvalResult, evaluate_routed, generate
-from steerlib.steering import SteeringVector, steer
-from steerlib.traces import encode_pairs, layer_modules, record, run
+from steerlib.steering import SteeringVector
+from steerlib.traces import encode_pairs, paired
 
 __all__ = ["Persistence", "persistence", "pair_configs", "normalized_pair_accuracy", "pair_grid", "evaluate_pairs"]
 
@@ -80,26 +80,21 @@ def persistence(
     n = model_parts(model).n_layers
     nan = lambda: np.full((n, n), np.nan)  # noqa: E731
     dv, dd, lc, dn = nan(), nan(), nan(), nan()
-    mods = layer_modules(model)
     out = Persistence(dv, dd, lc, dn)
     for i in tqdm(sorted(vectors), desc="persistence", disable=not progress):
         comps = generate(model, tokenizer, prompts, vectors=[vectors[i]], max_new_tokens=max_new_tokens, seed=seed)
         forced = encode_pairs(tokenizer, prompts, [c.token_ids for c in comps])
-        seq_dv = {j: [] for j in range(i, n)}
-        seq_dd = {j: [] for j in range(i, n)}
-        norms = {j: [] for j in range(i, n)}
+        seq_dv: dict[int, list[float]] = {j: [] for j in range(i, n)}
+        seq_dd: dict[int, list[float]] = {j: [] for j in range(i, n)}
+        norms: dict[int, list[float]] = {j: [] for j in range(i, n)}
         total = {j: torch.zeros(model_parts(model).hidden_size) for j in range(i, n)}
         count = 0
-        for batch in forced.batches(batch_size):
-            with record(model, mods) as base:
-                run(model, batch)
-                base = dict(base)
-            with steer(model, vectors[i]), record(model, mods) as st:
-                run(model, batch)
-            real = batch.real_mask()
+        sites = [("resid_post", j) for j in range(i, n)]
+        for pb in paired(model, forced, [vectors[i]], sites, batch_size=batch_size):  # type: ignore[arg-type]
+            real = pb.batch.real_mask()
             count += int(real.sum())
             for j in range(i, n):
-                delta = (st[j] - base[j]).float().cpu()
+                delta = pb.delta(("resid_post", j)).cpu()
                 for b in range(delta.shape[0]):
                     d = delta[b][real[b]]
                     if j in vectors:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from steerlib.cachesync import follow
 from steerlib.steering import Positions, SteeringVector, steer
 
 __all__ = ["Rollouts", "left_pad", "cache_kwarg", "sample_token", "sample_rollouts"]
@@ -128,14 +129,14 @@ def sample_rollouts(
     out_tokens = torch.full((n_prompts * k, max_new_tokens), pad_id, dtype=torch.long, device=device)
     finished = torch.zeros(n_prompts * k, dtype=torch.bool, device=device)
     with ctx as handle:
+        if handle is not None:
+            follow(cache, handle)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                        **{key: cache}).logits[:, -1]
-        cache.batch_repeat_interleave(k)
+        cache.batch_repeat_interleave(k)  # the steering handle's routing follows (cachesync)
         logits = logits.repeat_interleave(k, 0)
         mask = mask.repeat_interleave(k, 0)
         last = pos[:, -1].repeat_interleave(k, 0)
-        if handle is not None and handle.routing is not None:
-            handle.routing = handle.routing.repeat_interleave(k, 0)
         active = torch.arange(n_prompts * k, device=device)
         for t in range(max_new_tokens):
             tok = sample_token(logits, temperature, top_p, generator)
@@ -148,8 +149,6 @@ def sample_rollouts(
                 keep = (~done).nonzero().flatten()
                 cache.batch_select_indices(keep)
                 active, tok, mask, last = active[keep], tok[keep], mask[keep], last[keep]
-                if handle is not None and handle.routing is not None:
-                    handle.routing = handle.routing[keep.to(handle.routing.device)]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
             last = last + 1
             logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None],

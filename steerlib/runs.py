@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -27,20 +26,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-__all__ = ["RunDir", "RunMismatchError", "atomic_write_text", "environment"]
+from steerlib.atomic import atomic_write, atomic_write_text
+
+__all__ = ["RunDir", "RunMismatchError", "environment"]
 
 
 class RunMismatchError(ValueError):
     """The run directory belongs to a run with other parameters."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _git_revision() -> str:
@@ -115,17 +107,8 @@ class RunDir:
 
     def save_checkpoint(self, tensors: dict[str, torch.Tensor], state: dict[str, Any], name: str = "checkpoint") -> None:
         """Atomically write ``name.safetensors``: the tensors, with ``state`` (JSON) in its metadata."""
-        target = self.path / f"{name}.safetensors"
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
-                      metadata={"state": json.dumps(state)})
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path / f"{name}.safetensors", lambda tmp: save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata={"state": json.dumps(state)}))
 
     def load_checkpoint(self, name: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         """``(tensors, state)`` of the last checkpoint, or ``None`` if there is none."""

@@ -46,7 +46,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-from steerlib.arch import ModelParts, model_parts
+from steerlib.arch import ModelParts, model_parts, retuple, untuple
 
 __all__ = [
     "Site",
@@ -256,10 +256,8 @@ class SteeringHandle:
 
     def _out_hook(self, entries: list[SteeringVector], proj: nn.Linear | None = None):
         def hook(module: nn.Module, args: tuple, output: Any) -> Any:
-            if isinstance(output, torch.Tensor):
-                return output + self._delta(entries, output, proj)
-            h = output[0]
-            return (h + self._delta(entries, h, proj),) + tuple(output[1:])
+            h = untuple(output)
+            return retuple(output, h + self._delta(entries, h, proj))
 
         return hook
 
@@ -273,6 +271,17 @@ class SteeringHandle:
             return args, {**kwargs, key: h + self._delta(entries, h, None)}
 
         return hook
+
+    # -- following the KV cache's batch changes (steerlib.cachesync) -------------------------------
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """Repeat every routing row ``repeats`` times (a shared prefill expanded to its samples)."""
+        if self.routing is not None:
+            self.routing = self.routing.repeat_interleave(repeats, 0)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the routing rows ``indices`` (finished rows leave the batch)."""
+        if self.routing is not None:
+            self.routing = self.routing[torch.as_tensor(indices).to(self.routing.device)]
 
     def remove(self) -> None:
         """Remove every hook this handle registered."""

@@ -10,6 +10,12 @@ Layout of a batch of width ``T``: row ``b`` holds its ``seq_len[b]`` real tokens
 its completion starts at column ``T - seq_len[b] + prompt_len[b]``; the logits at column ``c``
 predict the token at ``c + 1``, so the first completion token is predicted at ``gen_start - 1``.
 
+Paired traces: :func:`paired` runs every mini-batch unsteered and steered and yields both sides'
+activations at named *read sites* side by side, ``(site, layer)`` with the steering sites' names
+(``resid_pre``, ``post_attn``, ``mlp_in``, ``resid_post``) plus ``mlp_out`` (the MLP's output) and
+``("logits", None)``. The analyses that compare base and steered activations (persistence, DiffSAE,
+explained share, MLP shift, next-token shift) are built on it.
+
 Example:
     >>> forced = encode_pairs(tok, prompts, [c.token_ids for c in completions])   # doctest: +SKIP
     >>> for batch in forced.batches(64):                                           # doctest: +SKIP
@@ -21,6 +27,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Literal
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,9 +35,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from steerlib.arch import model_parts
+from steerlib.arch import model_parts, retuple, untuple
 
-__all__ = ["Forced", "encode_pairs", "record", "run", "layer_modules"]
+__all__ = ["Forced", "encode_pairs", "record", "run", "layer_modules", "ReadSite", "record_sites", "Paired",
+           "paired", "add_to_output"]
 
 
 @dataclass
@@ -111,7 +119,7 @@ def record(model: nn.Module, modules: dict[Any, nn.Module]) -> Iterator[dict[Any
 
     def hook(key: Any):
         def fn(_m: nn.Module, _a: Any, o: Any) -> None:
-            out[key] = (o[0] if isinstance(o, tuple) else o).detach()
+            out[key] = untuple(o).detach()
         return fn
 
     for key, mod in modules.items():
@@ -131,3 +139,108 @@ def run(model: nn.Module, batch: Forced, **kwargs: Any) -> torch.Tensor:
     out = model(input_ids=batch.ids.to(device), attention_mask=batch.mask.to(device),
                 position_ids=pos.to(device), use_cache=False, **kwargs)
     return out.logits.to(torch.promote_types(out.logits.dtype, torch.float32))
+
+
+ReadSite = tuple[Literal["resid_pre", "post_attn", "mlp_in", "mlp_out", "resid_post", "logits"], "int | None"]
+
+
+@contextmanager
+def record_sites(model: nn.Module, sites: Sequence[ReadSite]) -> Iterator[dict[ReadSite, torch.Tensor]]:
+    """Record the residual stream (or MLP output) at ``sites`` on every forward pass in the block.
+
+    ``post_attn`` is the block's input plus its attention output (where a ``post_attn`` vector is
+    added); ``mlp_in`` is the MLP's input (after the post-attention norm). Hooks are registered last,
+    so steering added at the same site is included. ``("logits", None)`` is not recorded here (use the
+    return value of :func:`run`).
+    """
+    blocks = model_parts(model).layers
+    out: dict[ReadSite, torch.Tensor] = {}
+    seen: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def block_pre(layer: int):
+        def fn(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            h = (kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]).detach()
+            seen[layer] = h
+            if ("resid_pre", layer) in sites:
+                out[("resid_pre", layer)] = h
+        return fn
+
+    def after(site: ReadSite):
+        def fn(_m: nn.Module, args: tuple, kwargs: dict, o: Any) -> None:
+            if site[0] == "mlp_in":
+                o = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))
+            h = untuple(o).detach()
+            out[site] = seen[site[1]] + h if site[0] == "post_attn" else h  # type: ignore[index]
+        return fn
+
+    try:
+        for site in sites:
+            name, layer = site
+            if name == "logits":
+                continue
+            if name not in ("resid_pre", "post_attn", "mlp_in", "mlp_out", "resid_post") or layer is None:
+                raise ValueError(f"unknown read site {site!r}")
+            block = blocks[layer]
+            if layer not in seen:
+                seen[layer] = torch.empty(0)
+                handles.append(block.register_forward_pre_hook(block_pre(layer), with_kwargs=True))
+            module = {"post_attn": block.self_attn, "mlp_in": block.mlp, "mlp_out": block.mlp}.get(name, block)
+            if name != "resid_pre":
+                handles.append(module.register_forward_hook(after(site), with_kwargs=True))
+        yield out
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@dataclass
+class Paired:
+    """One mini-batch run unsteered and steered: activations at the requested sites, aligned."""
+
+    batch: Forced
+    base: dict[ReadSite, torch.Tensor]
+    steered: dict[ReadSite, torch.Tensor]
+
+    def delta(self, site: ReadSite) -> torch.Tensor:
+        """Steered minus base at ``site`` (float32, on the model's device)."""
+        return self.steered[site].float() - self.base[site].float()
+
+
+@torch.no_grad()
+def paired(model: nn.Module, forced: Forced, vectors: Sequence[Any], sites: Sequence[ReadSite],
+           *, batch_size: int = 64) -> Iterator[Paired]:
+    """Yield every mini-batch of ``forced`` run without and with ``vectors``, activations at ``sites``.
+
+    Example:
+        >>> for pb in paired(model, forced, [v5], [("resid_post", 5), ("logits", None)]):  # doctest: +SKIP
+        ...     d = pb.delta(("resid_post", 5))
+    """
+    from steerlib.steering import steer
+
+    sites = list(sites)
+    want_logits = ("logits", None) in sites
+    for batch in forced.batches(batch_size):
+        sides = []
+        for vecs in ([], list(vectors)):
+            with steer(model, vecs), record_sites(model, sites) as out:
+                logits = run(model, batch)
+                side = dict(out)
+            if want_logits:
+                side[("logits", None)] = logits
+            sides.append(side)
+        yield Paired(batch, sides[0], sides[1])
+
+
+@contextmanager
+def add_to_output(model: nn.Module, layer: int, delta: torch.Tensor) -> Iterator[None]:
+    """Add a ``(B, T, d)`` tensor to decoder layer ``layer``'s output (one batch shape) in the block."""
+    def hook(_m: nn.Module, _a: Any, out: Any) -> Any:
+        h = untuple(out)
+        return retuple(out, h + delta.to(h))
+
+    handle = model_parts(model).layers[layer].register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

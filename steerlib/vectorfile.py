@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from steerlib.arch import model_id, model_parts
+from steerlib.atomic import atomic_write
 from steerlib.steering import SITES, SteeringVector
 
 __all__ = ["FORMAT", "VectorFile", "VectorFileError", "save_vectors", "load_vectors", "export_peft"]
@@ -46,18 +46,6 @@ class VectorFile:
 
     vectors: list[SteeringVector]
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_vectors(
@@ -98,7 +86,7 @@ def save_vectors(
         ],
     }
     out = Path(path)
-    _atomic_write(out, lambda tmp: save_file(tensors, tmp, metadata={"steerlib": json.dumps(meta)}))
+    atomic_write(out, lambda tmp: save_file(tensors, tmp, metadata={"steerlib": json.dumps(meta)}))
     return out
 
 
