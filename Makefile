@@ -25,9 +25,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: install
+	$(BIN)/ruff check steerlib tests notebooks benchmarks
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 test-all: install
+	$(BIN)/ruff check steerlib tests notebooks benchmarks
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 book: install

@@ -54,10 +54,18 @@ def main() -> None:
     def hf(vectors=None):  # plain HF generate on the K-times repeated prompts (every row prefilled)
         torch.manual_seed(0)
         with steer(model, vectors) if vectors else contextlib.nullcontext():
-            out = model.generate(input_ids=hf_ids, attention_mask=hf_mask, do_sample=True, top_k=0, top_p=1.0,
-                                 temperature=1.0, max_new_tokens=MAX_NEW, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id)
-        new = out[:, hf_ids.shape[1]:]
+            out = model.generate(
+                input_ids=hf_ids,
+                attention_mask=hf_mask,
+                do_sample=True,
+                top_k=0,
+                top_p=1.0,
+                temperature=1.0,
+                max_new_tokens=MAX_NEW,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        new = out[:, hf_ids.shape[1] :]
         ends = (new == tok.eos_token_id).int().argmax(-1)
         has = (new == tok.eos_token_id).any(-1)
         return int(torch.where(has, ends + 1, torch.full_like(ends, new.shape[1])).sum())
@@ -66,9 +74,18 @@ def main() -> None:
         return sum(c.n_tokens for c in generate(model, tok, prompts, n=K, max_new_tokens=MAX_NEW, vectors=vectors))
 
     def ours(vectors=None):
-        ro = sample_rollouts(model, ids, K, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
-                             max_new_tokens=MAX_NEW, temperature=1.0, top_p=1.0, vectors=vectors,
-                             generator=torch.Generator().manual_seed(0))
+        ro = sample_rollouts(
+            model,
+            ids,
+            K,
+            eos_id=tok.eos_token_id,
+            pad_id=tok.pad_token_id,
+            max_new_tokens=MAX_NEW,
+            temperature=1.0,
+            top_p=1.0,
+            vectors=vectors,
+            generator=torch.Generator().manual_seed(0),
+        )
         return int(ro.lengths.sum())
 
     hf(), ours(), steerlib_eval()  # warm-up
@@ -77,15 +94,29 @@ def main() -> None:
         tokens = fn()
         pairs = [(timed(fn, 1)[0], timed(lambda: fn(zero), 1)[0]) for _ in range(9)]  # interleaved: drift hits both
         plain, hooked = median([p for p, _ in pairs]), median([h for _, h in pairs])
-        res[name] = {"tokens": tokens, "seconds": plain, "seconds_zero_vector": hooked,
-                     "tokens_per_s": tokens / plain, "hook_overhead": hooked / plain - 1}
+        res[name] = {
+            "tokens": tokens,
+            "seconds": plain,
+            "seconds_zero_vector": hooked,
+            "tokens_per_s": tokens / plain,
+            "hook_overhead": hooked / plain - 1,
+        }
     # FLOPs per token: every linear layer's weights (embedding lookup excluded, unembedding included)
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     prompt_tokens = sum(len(x) for x in ids)  # prefilled once per prompt by the rollout loop
     gen_flops = 2 * linear * (prompt_tokens + res["rollout"]["tokens"]) / res["rollout"]["seconds"]
     # the loss pass: teacher-forced prompt + completion with a trainable last-layer vector
-    ro = sample_rollouts(model, ids, K, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, max_new_tokens=MAX_NEW,
-                         temperature=1.0, top_p=1.0, generator=torch.Generator().manual_seed(0))
+    ro = sample_rollouts(
+        model,
+        ids,
+        K,
+        eos_id=tok.eos_token_id,
+        pad_id=tok.pad_token_id,
+        max_new_tokens=MAX_NEW,
+        temperature=1.0,
+        top_p=1.0,
+        generator=torch.Generator().manual_seed(0),
+    )
     full = torch.cat([ro.prompt_ids, ro.completion_ids], 1)
     mask = torch.cat([ro.prompt_mask, ro.completion_mask], 1)
     vec = zero_vectors(model, [cfg.num_hidden_layers - 1])
@@ -113,10 +144,13 @@ def main() -> None:
         "loss_pass_flops_share_of_peak": loss_flops / peak,
     }
     record(out)
-    print(f"hook overhead: HF {res['hf_generate']['hook_overhead']:+.1%}, rollout {res['rollout']['hook_overhead']:+.1%}; "
-          f"rollout {out['rollout_vs_hf_generate_speedup']:.2f}x HF generate; generation {gen_flops / 1e9:.2f} GFLOP/s "
-          f"= {out['generation_flops_share_of_peak']:.1%} of matmul peak {peak / 1e9:.1f} GFLOP/s; loss pass "
-          f"{loss_flops / 1e9:.2f} GFLOP/s")
+    print(
+        f"hook overhead: HF {res['hf_generate']['hook_overhead']:+.1%}, "
+        f"rollout {res['rollout']['hook_overhead']:+.1%}; "
+        f"rollout {out['rollout_vs_hf_generate_speedup']:.2f}x HF generate; generation {gen_flops / 1e9:.2f} GFLOP/s "
+        f"= {out['generation_flops_share_of_peak']:.1%} of matmul peak {peak / 1e9:.1f} GFLOP/s; loss pass "
+        f"{loss_flops / 1e9:.2f} GFLOP/s"
+    )
 
 
 if __name__ == "__main__":

@@ -40,9 +40,17 @@ def main() -> None:
     multi = median(step_times(org, list(range(n)), True, ids, answers, a.steps)[1:])
     singles = [median(step_times(org, [l], False, ids, answers, a.steps)[1:]) for l in range(n)]
     ratio = multi / sum(singles)
-    record({"sweep_vs_sequential": ratio,
-            "sweep_step_seconds": {"multiplexed": multi, "sequential_sum": sum(singles),
-                                   "single_per_layer": singles, "layers": n}})
+    record(
+        {
+            "sweep_vs_sequential": ratio,
+            "sweep_step_seconds": {
+                "multiplexed": multi,
+                "sequential_sum": sum(singles),
+                "single_per_layer": singles,
+                "layers": n,
+            },
+        }
+    )
     print(f"multiplexed {multi:.2f} s/step vs {n} single-layer runs {sum(singles):.2f} s/step: ratio {ratio:.2f}")
 
 

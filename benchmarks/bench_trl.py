@@ -66,14 +66,36 @@ def trl_steps(org, prompts, answers, steps: int) -> list[float]:
 
     opt = torch.optim.Adam([vec], lr=LR)
     with tempfile.TemporaryDirectory() as out:
-        args = TRLConfig(output_dir=out, per_device_train_batch_size=PROMPTS * K, num_generations=K,
-                         max_completion_length=MAX_NEW, temperature=1.0, top_p=1.0, beta=0.0, learning_rate=LR,
-                         lr_scheduler_type="constant", max_steps=steps, use_cpu=True, bf16=False,
-                         gradient_checkpointing=False, logging_steps=1, report_to=[], save_strategy="no",
-                         seed=0, dataloader_num_workers=0)
+        args = TRLConfig(
+            output_dir=out,
+            per_device_train_batch_size=PROMPTS * K,
+            num_generations=K,
+            max_completion_length=MAX_NEW,
+            temperature=1.0,
+            top_p=1.0,
+            beta=0.0,
+            learning_rate=LR,
+            lr_scheduler_type="constant",
+            max_steps=steps,
+            use_cpu=True,
+            bf16=False,
+            gradient_checkpointing=False,
+            logging_steps=1,
+            report_to=[],
+            save_strategy="no",
+            seed=0,
+            dataloader_num_workers=0,
+        )
         data = Dataset.from_dict({"prompt": prompts, "answer": answers})
-        trainer = TRLTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data,
-                             processing_class=org.tokenizer, optimizers=(opt, None), callbacks=[Clock()])
+        trainer = TRLTrainer(
+            model=model,
+            reward_funcs=reward,
+            args=args,
+            train_dataset=data,
+            processing_class=org.tokenizer,
+            optimizers=(opt, None),
+            callbacks=[Clock()],
+        )
         held = [p for g in trainer.optimizer.param_groups for p in g["params"]]
         assert len(held) == 1 and held[0] is vec, f"TRL optimizer holds {len(held)} tensors"
         with steer(model, SteeringVector(vec, model.config.num_hidden_layers - 1)):
@@ -94,10 +116,17 @@ def main() -> None:
     org = load_organism("main")  # a fresh copy for TRL
     theirs = trl_steps(org, prompts, answers, a.steps)
     m_ours, m_trl = median(ours[1:]), median(theirs[1:])
-    res = {"rloo_steps_per_s_vs_trl": m_trl / m_ours,
-           "rloo_step_seconds": {"steerlib": m_ours, "trl": m_trl},
-           "rloo_setup": {"prompts": PROMPTS, "completions_per_prompt": K, "max_new_tokens": MAX_NEW,
-                          "steps_timed": a.steps - 1, "trl": __import__("trl").__version__}}
+    res = {
+        "rloo_steps_per_s_vs_trl": m_trl / m_ours,
+        "rloo_step_seconds": {"steerlib": m_ours, "trl": m_trl},
+        "rloo_setup": {
+            "prompts": PROMPTS,
+            "completions_per_prompt": K,
+            "max_new_tokens": MAX_NEW,
+            "steps_timed": a.steps - 1,
+            "trl": __import__("trl").__version__,
+        },
+    }
     record(res)
     print(f"steerlib {m_ours:.2f} s/step, TRL {m_trl:.2f} s/step: steerlib is {m_trl / m_ours:.2f}x TRL's steps/s")
 

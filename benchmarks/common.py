@@ -31,9 +31,15 @@ def machine() -> dict[str, Any]:
         pass
     import transformers
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def record(values: dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +75,6 @@ def rloo_step_times(trainer: Any, ids: list[list[int]], answers: list[str], step
     for s in range(steps):
         lo = (s * prompts) % len(ids)
         t = time.perf_counter()
-        trainer.step(ids[lo:lo + prompts], answers[lo:lo + prompts])
+        trainer.step(ids[lo : lo + prompts], answers[lo : lo + prompts])
         out.append(time.perf_counter() - t)
     return out

@@ -1,16 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: notebooks///py:percent,book/chapters///ipynb
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # The model organism
 #
@@ -25,14 +12,9 @@
 # accuracy by steering the first token, the effect the paper reports for "To" and "Step".
 
 # %% tags=["remove-cell"]
-import sys
-from typing import Optional
-
-if "google.colab" in sys.modules:  # Colab only: install steerlib, keep Colab's own torch
-    import subprocess
-
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "steerlib[book] @ git+https://github.com/steerlib/small-vectors-book"], check=True)
+import subprocess, sys  # noqa: E401 - Colab only: install steerlib, keep Colab's own torch
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "steerlib[book] @ git+https://github.com/steerlib/small-vectors-book"], check=True)  # noqa: E501
 
 # %% tags=["parameters"]
 preset: str = "organism"  # organism - this chapter describes the organism; other presets are not used here
@@ -43,19 +25,18 @@ results_path: str = "book/results/00_organism.json"  # headline numbers - JSON
 
 # %%
 import pandas as pd
-from myst_nb import glue
-
 from steerlib import plots
+from steerlib.chapter import setup
 from steerlib.organism import ORGANISMS, load_organism
-from steerlib.organism_checks import measure_organism, write_results
+from steerlib.organism_checks import measure_organism
 from steerlib.world import Problem
 
+ch = setup("00_organism", globals(), load=False, positive=("n_problems",))
 if preset != "organism":
     raise ValueError(f"chapter 00 describes the organism; preset {preset!r} has nothing to show here")
 names = [n.strip() for n in organisms.split(",") if n.strip()]
-unknown = [n for n in names if n not in ORGANISMS]
-if unknown:
-    raise ValueError(f"unknown organism(s) {unknown}; choose from {', '.join(ORGANISMS)}")
+if not names or set(names) - set(ORGANISMS):
+    raise ValueError(f"organisms must name some of {', '.join(ORGANISMS)}, not {organisms!r}")
 
 # %% [markdown]
 # ## The world
@@ -75,10 +56,8 @@ print(p.prompt + p.direct())
 
 # %%
 orgs = {n: load_organism(n) for n in names}
-main = orgs[names[0]]
-fig = plots.pretraining_curve(main.info["history"], f"Pretraining the {names[0]} organism")
-glue("fig_pretraining", fig, display=False)
-fig
+ch.figure("fig_pretraining", plots.pretraining_curve(orgs[names[0]].info["history"],
+                                                     f"Pretraining the {names[0]} organism"))
 
 # %% [markdown]
 # ## Base accuracy, the two modes, and leverage
@@ -92,34 +71,21 @@ figures = {n: measure_organism(o, n_problems=n_problems, seed=seed) for n, o in 
 cols = ["n_params", "pretrain_seconds", "base_pass_at_1", "worked_opener_share", "forced_worked_pass_at_1",
         "forced_direct_pass_at_1", "median_resid_norm", "decision_resid_norm", "leverage_p_opener",
         "leverage_pass_at_1"]
-table = pd.DataFrame({n: {c: f[c] for c in cols} for n, f in figures.items()})
-table
+pd.DataFrame({n: {c: f[c] for c in cols} for n, f in figures.items()}).round(3)
 
 # %%
 m = figures[names[0]]
-fig = plots.mode_shares(["base", 'forced " Step"', 'forced " The"', "leverage vector"],
-                        [m["base_pass_at_1"], m["forced_worked_pass_at_1"], m["forced_direct_pass_at_1"],
-                         m["leverage_pass_at_1"]], [m["base_pass_at_1_stderr"], 0, 0, 0],
-                        title=f"{names[0]} organism: held-out pass@1 (τ = 1)")
-glue("fig_modes", fig, display=False)
-fig
+keys = ["base_pass_at_1", "forced_worked_pass_at_1", "forced_direct_pass_at_1", "leverage_pass_at_1"]
+ch.figure("fig_modes", plots.mode_shares(["base", 'forced " Step"', 'forced " The"', "leverage vector"],
+                                         [m[k] for k in keys], [m["base_pass_at_1_stderr"], 0, 0, 0],
+                                         title=f"{names[0]} organism: held-out pass@1 (τ = 1)"))
 
 # %%
-fig = plots.leverage(m["leverage_curve"], m["forced_worked_pass_at_1"], m["base_pass_at_1"],
-                     title=f"{names[0]} organism: leverage of a last-layer opener bias")
-glue("fig_leverage", fig, display=False)
-fig
+ch.figure("fig_leverage", plots.leverage(m["leverage_curve"], m["forced_worked_pass_at_1"], m["base_pass_at_1"],
+                                         title=f"{names[0]} organism: leverage of a last-layer opener bias"))
 
 # %%
-results = dict(m)
-for n in names[1:]:
-    results[n] = figures[n]
-write_results(results_path, results)
-for key in ("base_pass_at_1", "worked_opener_share", "forced_worked_pass_at_1", "forced_direct_pass_at_1",
-            "leverage_p_opener", "leverage_pass_at_1", "pretrain_seconds", "median_resid_norm",
-            "decision_resid_norm", "accuracy_when_worked", "accuracy_when_direct", "n_params",
-            "leverage_norm_ratio", "leverage_accuracy_when_worked"):
-    glue(key, m[key], display=False)
+results = ch.publish({**m, **{n: figures[n] for n in names[1:]}})
 
 # %% [markdown]
 # ## What we found
@@ -145,3 +111,10 @@ for key in ("base_pass_at_1", "worked_opener_share", "forced_worked_pass_at_1", 
 # | base model sometimes opens with a process word | "To" / "Step" | " Step" share above |
 # | RL has room to gain by choosing the opener | yes | forced " Step" vs base above |
 # | what the vector must not break | long solutions | 3-column sums |
+#
+# **What the organism cannot confirm.** It was built so that the first generated token decides the
+# answer mode and the mode decides correctness. Effects that follow from that design, above all the
+# last-layer vector acting as a first-token substitution (chapters 01 and 04), hold on the organism by
+# construction; the book reports them to show the code measures them, not as independent evidence for
+# the paper. Effects the design does not dictate (how shifts propagate, which components carry a
+# middle layer's vector, transfer, composition) are open questions on the organism too.

@@ -1,16 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: notebooks///py:percent,book/chapters///ipynb
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # The last layer's vector as a first-token substitution bias
 #
@@ -31,14 +18,10 @@
 # published).
 
 # %% tags=["remove-cell"]
-import sys
+import subprocess, sys  # noqa: E401 - Colab only: install steerlib, keep Colab's own torch
 from typing import Optional
-
-if "google.colab" in sys.modules:  # Colab only: install steerlib, keep Colab's own torch
-    import subprocess
-
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "steerlib[book] @ git+https://github.com/steerlib/small-vectors-book"], check=True)
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "steerlib[book] @ git+https://github.com/steerlib/small-vectors-book"], check=True)  # noqa: E501
 
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
@@ -56,34 +39,19 @@ retrain_with_prefix: bool = True  # retrain the last-layer vector with the prefi
 results_path: str = "book/results/04_logit_lens.json"  # headline numbers - JSON
 
 # %%
-import json
-from pathlib import Path
+from collections import Counter
 
-import numpy as np
 import pandas as pd
 import torch
-from myst_nb import glue
-
 from steerlib import plots
-from steerlib.evaluate import evaluate_routed, generate
-from steerlib.lens import first_token_boost, lens_scores, next_token_shift, top_token_ids, top_tokens
-from steerlib.organism_checks import write_results
-from steerlib.presets import load_model, resolve_preset
-from steerlib.sweep import layer_vectors, select_best, split_prompts, train_vectors
-from steerlib.vectorfile import load_vectors
+from steerlib.chapter import setup
+from steerlib.evaluate import summary_table
+from steerlib.lens import first_token_boost, lens_matrix, lens_table, position_shifts, prefix_test, top_tokens
+from steerlib.selection import vector_run
 from steerlib.world import DIRECT_OPENER
 
-if shift_prompts < 1 or lens_k < 1:
-    raise ValueError("shift_prompts and lens_k must be >= 1")
-P = resolve_preset(preset, steps=steps, model=model, eval_problems=eval_problems, seed=seed,
-                   prompts_per_step=prompts_per_step, max_new_tokens=max_new_tokens)
-RUN = Path(run_dir)
-LAYERS = list(range(P.n_layers))
-LAST = P.n_layers - 1
-org = load_model(P)
-tok = org.tokenizer
-vecs = layer_vectors(org, P, RUN, val_problems=val_problems)  # chapter 02's sweep (trained if missing)
-print(f"preset {P.name}: last layer {LAST}, |s_last| = {float(vecs[LAST].vector.norm()):.2f}")
+ch = setup("04_logit_lens", globals(), positive=("shift_prompts", "lens_k"))
+LAYERS, LAST, vecs = list(range(ch.P.n_layers)), ch.P.n_layers - 1, ch.vectors  # chapter 02's sweep
 
 # %% [markdown]
 # ## Every layer's vector through the lens
@@ -91,29 +59,13 @@ print(f"preset {P.name}: last layer {LAST}, |s_last| = {float(vecs[LAST].vector.
 # unembedding rows, and the most pushed-down tokens (lowest cosine).
 
 # %%
-fmt = lambda pairs: ", ".join(f"{t!r} {v:.2f}" for t, v in pairs)  # noqa: E731
-lens_table = pd.DataFrame([{
-    "layer": l,
-    "|s|": float(vecs[l].vector.norm()),
-    "top by probability": fmt(top_tokens(org.model, tok, vecs[l].vector, k=lens_k)),
-    "top by cosine": fmt(top_tokens(org.model, tok, vecs[l].vector, k=lens_k, ranking="cossim")),
-    "bottom by cosine": fmt(top_tokens(org.model, tok, vecs[l].vector, k=lens_k, ranking="cossim", bottom=True)),
-} for l in LAYERS]).set_index("layer")
-lens_table
+pd.DataFrame(lens_table(ch.model, ch.tok, {l: v.vector for l, v in vecs.items()}, k=lens_k)
+             ).set_index("direction").rename_axis("layer").round(2)
 
 # %%
-ids = []
-for l in LAYERS:  # the two most aligned and the most anti-aligned token of every layer's vector
-    for i, _ in top_token_ids(org.model, tok, vecs[l].vector, k=2, ranking="cossim") + \
-            top_token_ids(org.model, tok, vecs[l].vector, k=1, ranking="cossim", bottom=True):
-        if i not in ids:
-            ids.append(i)
-shown = [tok.decode([i]) for i in ids]
-cos = np.array([[float(lens_scores(org.model, vecs[l].vector, "cossim")[i]) for i in ids] for l in LAYERS])
-fig = plots.heatmaps({"cos(s_l, W_U[token])": cos.T}, f"Logit lens of every layer's vector ({P.name})",
-                     xlabel="layer", ylabel="token", yticks=[repr(t) for t in shown], vmin=-1, vmax=1)
-glue("fig_lens", fig, display=False)
-fig
+tokens, cos = lens_matrix(ch.model, ch.tok, vecs)
+ch.figure("fig_lens", plots.heatmaps({"cos(s_l, W_U[token])": cos}, f"Logit lens of every layer's vector ({ch.P.name})",
+                                     xlabel="layer", ylabel="token", yticks=tokens, vmin=-1, vmax=1))
 
 # %% [markdown]
 # ## The first generated token
@@ -121,12 +73,10 @@ fig
 # added (averaged over held-out prompts); the most boosted token is the prefix used below.
 
 # %%
-prompts, answers = split_prompts(P, tok, "test", P.eval_problems)
-boost = first_token_boost(org.model, tok, prompts[:shift_prompts], [vecs[LAST]], k=5)
-boost_table = pd.DataFrame(boost, columns=["token", "P(first) base", "P(first) steered"]).set_index("token")
+prompts, answers = ch.prompts()
+boost = first_token_boost(ch.model, ch.tok, prompts[:shift_prompts], [vecs[LAST]], k=5)
 PREFIX = boost[0][0]
-glue("prefix_token", repr(PREFIX), display=False)
-boost_table
+pd.DataFrame(boost, columns=["token", "P(first) base", "P(first) steered"]).set_index("token").round(3)
 
 # %% [markdown]
 # ## Where along the completion the vector acts
@@ -135,127 +85,72 @@ boost_table
 # token. The share is the first position's part of the summed KL over all positions and prompts.
 
 # %%
-shifts, curves = {}, {}
-for l in LAYERS:
-    comps = generate(org.model, tok, prompts[:shift_prompts], vectors=[vecs[l]], max_new_tokens=P.max_new_tokens,
-                     seed=seed)
-    shifts[l] = next_token_shift(org.model, tok, prompts[:shift_prompts], [c.token_ids for c in comps], [vecs[l]])
-for l in sorted({0, max(0, LAST - 1), LAST}):
-    curves[f"layer {l}"] = shifts[l].mean_by_position(min(32, P.max_new_tokens))
-fig = plots.position_curve(curves, f"Where the vector changes predictions ({P.name})",
-                           ylabel="mean KL(steered ‖ base), nats")
-glue("fig_positions", fig, display=False)
-fig
+shifts = position_shifts(ch.model, ch.tok, prompts[:shift_prompts], vecs, max_new_tokens=ch.P.max_new_tokens, seed=seed)
+ch.figure("fig_positions", plots.position_curve(
+    {f"layer {l}": shifts[l].mean_by_position(min(32, ch.P.max_new_tokens)) for l in sorted({0, LAST - 1, LAST})},
+    f"Where the vector changes predictions ({ch.P.name})", ylabel="mean KL(steered ‖ base), nats"))
 
 # %%
-share_table = pd.DataFrame([{"layer": l, "first-token share of KL": shifts[l].first_token_share(),
-                             "KL at position 0": float(np.mean([k[0] for k in shifts[l].kl if len(k)])),
-                             "mean KL at later positions": float(np.mean(np.concatenate([k[1:] for k in shifts[l].kl]))),
-                             "mean completion length": float(np.mean([len(k) for k in shifts[l].kl]))}
-                            for l in LAYERS]).set_index("layer")
-share_table
+pd.DataFrame({l: s.summary() for l, s in shifts.items()}).T.rename_axis("layer").round(3)
 
 # %% [markdown]
 # ## The prefix test
 # The most boosted token is appended after each prompt of the unsteered model (no vector), and the
-# vector is also evaluated with that prefix; all on the same held-out problems.
+# vector is also evaluated with that prefix; all on the same held-out problems. Then the last-layer
+# vector is retrained from zero with the prefix already in every training prompt (same recipe; best
+# snapshot on validation problems with the prefix): what is left for it to learn once the first token
+# is given?
 
 # %%
-plain = evaluate_routed(org.model, tok, prompts, answers, {"base": [], "vector": [vecs[LAST]]},
-                        max_new_tokens=P.max_new_tokens)
-prefixed = evaluate_routed(org.model, tok, prompts, answers, {"prefix": [], "prefix + vector": [vecs[LAST]]},
-                           max_new_tokens=P.max_new_tokens, prefix=PREFIX)
-evals = {**plain, **prefixed}
-base_acc, vec_acc, prefix_acc = plain["base"].pass_at_1, plain["vector"].pass_at_1, prefixed["prefix"].pass_at_1
-gain = vec_acc - base_acc
-prefix_share = (prefix_acc - base_acc) / gain if gain else float("nan")
-
-# %% [markdown]
-# The last-layer vector retrained from zero with the prefix already in every training prompt (same
-# recipe; best snapshot on validation problems with the prefix): what is left for it to learn once the
-# first token is given?
+retrained = vector_run(ch.org, ch.P, [LAST], ch.run / f"prefix-{LAST}", prefix=PREFIX,
+                       val_problems=val_problems).vectors[0] if retrain_with_prefix else None
+test = prefix_test(ch.model, ch.tok, prompts, answers, vecs[LAST], PREFIX, retrained=retrained,
+                   max_new_tokens=ch.P.max_new_tokens)
+ch.figure("fig_prefix", plots.bars({k: v.pass_at_1 for k, v in test.evals.items()},
+                                   f"The prefix test, last layer ({ch.P.name})", ylabel="pass@1 (τ = 1, held-out)",
+                                   errors={k: v.stderr for k, v in test.evals.items()}))
 
 # %%
-retrained = None
-if retrain_with_prefix:
-    r = train_vectors(org, P, [LAST], RUN / f"prefix-{LAST}", prompt_suffix=PREFIX)
-    step, _ = select_best(org, P, {"p": r.snapshots}, n_problems=val_problems, prefix=PREFIX)["p"]
-    retrained = load_vectors(r.snapshots[step], org.model).vectors[0]
-    evals.update(evaluate_routed(org.model, tok, prompts, answers, {"prefix + retrained vector": [retrained]},
-                                 max_new_tokens=P.max_new_tokens, prefix=PREFIX))
-fig = plots.bars({k: v.pass_at_1 for k, v in evals.items()}, f"The prefix test, last layer ({P.name})",
-                 ylabel="pass@1 (τ = 1, held-out)", errors={k: v.stderr for k, v in evals.items()})
-glue("fig_prefix", fig, display=False)
-fig
+summary_table(test.evals, first_tokens=3, extra={"mean length": {k: v.mean_length for k, v in test.evals.items()}})
 
 # %%
-rows = [{"condition": k, "pass@1": v.pass_at_1, "stderr": v.stderr, "mean length": v.mean_length,
-         "top first tokens": ", ".join(f"{t!r} {s:.2f}" for t, s in v.top_first_tokens(3))} for k, v in evals.items()]
-if retrained is not None:
-    rows.append({"condition": "cos(retrained, original)",
-                 "pass@1": float(torch.cosine_similarity(retrained.vector, vecs[LAST].vector, dim=0))})
-pd.DataFrame(rows).set_index("condition")
-
-# %%
-retrained_acc = evals["prefix + retrained vector"].pass_at_1 if retrained is not None else None
-results = {
-    "preset": P.name,
-    "layer": LAST,
-    "prefix_token": PREFIX,
-    "first_token_boost": [{"token": t, "p_base": a, "p_steered": b} for t, a, b in boost],
+bottoms = {str(l): top_tokens(ch.model, ch.tok, v.vector, k=lens_k, ranking="cossim", bottom=True)
+           for l, v in vecs.items()}
+bottom_common, n_bottom_common = Counter(b[0][0] for b in bottoms.values()).most_common(1)[0]
+results = ch.publish({
+    "layer": LAST, "first_token_boost": [{"token": t, "p_base": a, "p_steered": b} for t, a, b in boost],
     "first_token_shift_share": shifts[LAST].first_token_share(),
-    "first_token_shift_share_per_layer": {str(l): shifts[l].first_token_share() for l in LAYERS},
-    "base_pass_at_1": base_acc,
-    "steered_pass_at_1": vec_acc,
-    "prefix_pass_at_1": prefix_acc,
-    "prefix_plus_vector_pass_at_1": prefixed["prefix + vector"].pass_at_1,
-    "prefix_gain_share": prefix_share,
-    "prefix_retrained_pass_at_1": retrained_acc,
-    "retrained_adds": None if retrained_acc is None else retrained_acc - prefix_acc,
-    "retrained_cos_original": None if retrained is None else float(torch.cosine_similarity(retrained.vector, vecs[LAST].vector, dim=0)),
-    "lens_top_prob": {str(l): top_tokens(org.model, tok, vecs[l].vector, k=lens_k) for l in LAYERS},
-    "lens_bottom_cos": {str(l): top_tokens(org.model, tok, vecs[l].vector, k=lens_k, ranking="cossim", bottom=True)
-                        for l in LAYERS},
-}
-write_results(results_path, results)
-for key, value in {"share_first": results["first_token_shift_share"], "base_acc": base_acc, "vec_acc": vec_acc,
-                   "prefix_acc": prefix_acc, "prefix_share": prefix_share,
-                   "prefix_vec_acc": results["prefix_plus_vector_pass_at_1"],
-                   "retrained_acc": retrained_acc if retrained_acc is not None else float("nan"),
-                   "retrained_adds": results["retrained_adds"] if retrained_acc is not None else float("nan"),
-                   "top_last": repr(results["lens_top_prob"][str(LAST)][0][0]),
-                   "bottom_common": repr(max((b[0][0] for b in results["lens_bottom_cos"].values()),
-                                             key=[b[0][0] for b in results["lens_bottom_cos"].values()].count)),
-                   "n_bottom_common": max([b[0][0] for b in results["lens_bottom_cos"].values()].count(b[0][0])
-                                          for b in results["lens_bottom_cos"].values()),
-                   "n_layers": P.n_layers,
-                   "bottom_note": ("it is the opening word of the organism's direct-answer mode, the mode the vectors steer away from"
-                                   if P.train_source == "organism" and max((b[0][0] for b in results["lens_bottom_cos"].values()),
-                                   key=[b[0][0] for b in results["lens_bottom_cos"].values()].count) == DIRECT_OPENER
-                                   else "see the first table for what it is"),
-                   "len_base": plain["base"].mean_length, "len_vec": plain["vector"].mean_length}.items():
-    glue(key, value, display=False)
-print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict | list)}, indent=1))
+    "first_token_shift_share_per_layer": {str(l): s.first_token_share() for l, s in shifts.items()},
+    **test.summary(), "retrained_cos_original": None if retrained is None else
+    float(torch.cosine_similarity(retrained.vector, vecs[LAST].vector, dim=0)),
+    "lens_top_prob": {str(l): top_tokens(ch.model, ch.tok, v.vector, k=lens_k) for l, v in vecs.items()},
+    "lens_bottom_cos": bottoms,
+}, bottom_common=repr(bottom_common), n_bottom_common=n_bottom_common, n_layers=ch.P.n_layers,
+   top_last=repr(top_tokens(ch.model, ch.tok, vecs[LAST].vector, k=1)[0][0]), prefix_repr=repr(PREFIX),
+   bottom_note=("it is the opening word of the organism's direct-answer mode, the mode the vectors steer away from"
+                if bottom_common == DIRECT_OPENER else "see the first table for what it is"))
 
 # %% [markdown]
 # ## What we found
 #
 # Through the lens the last-layer vector's top token is {glue:text}`top_last`. The token most pushed
 # down (lowest cosine) is {glue:text}`bottom_common` for {glue:text}`n_bottom_common` of the
-# {glue:text}`n_layers` vectors: {glue:text}`bottom_note`. The token whose
-# probability as the first generated token rises most is {glue:text}`prefix_token`. Of the KL the
-# last-layer vector causes along its completions, a share of {glue:text}`share_first:.2f` falls on the
-# first generated token (the table gives every layer's share).
+# {glue:text}`n_layers` vectors: {glue:text}`bottom_note`. The token whose probability as the first
+# generated token rises most is {glue:text}`prefix_repr`. Of the KL the last-layer vector causes along
+# its completions, a share of {glue:text}`first_token_shift_share:.2f` falls on the first generated
+# token (the table gives every layer's share).
 #
-# Prefix test: base {glue:text}`base_acc:.3f`, vector {glue:text}`vec_acc:.3f`, prefix alone
-# {glue:text}`prefix_acc:.3f`, so the prefix recovers {glue:text}`prefix_share:.2f` of the vector's gain;
-# prefix + vector {glue:text}`prefix_vec_acc:.3f`. A vector retrained with the prefix present reaches
-# {glue:text}`retrained_acc:.3f`, adding {glue:text}`retrained_adds:.3f` over the prefix alone.
+# Prefix test: base {glue:text}`base_pass_at_1:.3f`, vector {glue:text}`steered_pass_at_1:.3f`, prefix
+# alone {glue:text}`prefix_pass_at_1:.3f`, so the prefix recovers {glue:text}`prefix_gain_share:.2f` of
+# the vector's gain; prefix + vector {glue:text}`prefix_plus_vector_pass_at_1:.3f`. A vector retrained
+# with the prefix present reaches {glue:text}`prefix_retrained_pass_at_1:.3f`, a difference of
+# {glue:text}`retrained_adds:+.3f` from the prefix alone (compare it with the standard errors in the
+# table before calling it an effect).
 #
 # | | paper (Qwen2.5-Math-7B) | this run (organism) |
 # | --- | --- | --- |
-# | top lens token of the last-layer vector | "To" (Qwen), "Step" (Llama) | above |
-# | effect concentrated on the first token | yes (token-substitution bias) | share above |
-# | prefix recovers of the gain | about three quarters | share above |
-# | vector retrained with the prefix adds | not published | above |
-# | earlier layers' vectors | push non-English tokens down | the most pushed-down token, above |
+# | top lens token of the last-layer vector | "To" (Qwen), "Step" (Llama) | {glue:text}`top_last` |
+# | effect concentrated on the first token | yes (token-substitution bias) | share {glue:text}`first_token_shift_share:.2f` |
+# | prefix recovers of the gain | about three quarters | {glue:text}`prefix_gain_share:.2f` |
+# | vector retrained with the prefix adds | not published | {glue:text}`retrained_adds:+.3f` |
+# | earlier layers' vectors | push non-English tokens down | {glue:text}`bottom_common` most pushed down |

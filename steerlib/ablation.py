@@ -32,7 +32,19 @@ from steerlib.arch import model_parts
 from steerlib.steering import SteeringVector, steer
 from steerlib.traces import Forced, layer_modules, paired, record, record_sites, run
 
-__all__ = ["skip_attn", "skip_layer", "eager_attention", "attention_js", "norm_attenuation", "mlp_shift", "site_norms"]
+__all__ = [
+    "skip_attn",
+    "skip_layer",
+    "eager_attention",
+    "attention_js",
+    "norm_attenuation",
+    "mlp_shift",
+    "site_norms",
+    "random_like",
+    "head_patch_specs",
+    "evaluate_patches",
+    "where_to_add",
+]
 
 
 def skip_attn(v: SteeringVector) -> SteeringVector:
@@ -54,8 +66,10 @@ def eager_attention(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[in
     out: dict[int, torch.Tensor] = {}
     handles = []
     for layer in layers:
+
         def fn(_m: nn.Module, _a: Any, o: Any, layer: int = layer) -> None:
             out[layer] = o[1].detach()
+
         handles.append(parts.layers[layer].self_attn.register_forward_hook(fn))
     try:
         yield out
@@ -72,8 +86,9 @@ def _js(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def attention_js(model: nn.Module, forced: Forced, vectors: Sequence[SteeringVector], layers: Sequence[int],
-                 *, batch_size: int = 32) -> dict[int, np.ndarray]:
+def attention_js(
+    model: nn.Module, forced: Forced, vectors: Sequence[SteeringVector], layers: Sequence[int], *, batch_size: int = 32
+) -> dict[int, np.ndarray]:
     """Mean JS divergence (nats) per head between steered and base attention, per layer in ``layers``."""
     sums = {l: None for l in layers}
     count = 0
@@ -93,8 +108,9 @@ def attention_js(model: nn.Module, forced: Forced, vectors: Sequence[SteeringVec
 
 
 @torch.no_grad()
-def norm_attenuation(model: nn.Module, forced: Forced, vectors: dict[int, SteeringVector],
-                     *, batch_size: int = 64) -> dict[int, dict[str, float]]:
+def norm_attenuation(
+    model: nn.Module, forced: Forced, vectors: dict[int, SteeringVector], *, batch_size: int = 64
+) -> dict[int, dict[str, float]]:
     """Raw and effective size of each layer's vector at the next norm (see module docstring)."""
     parts = model_parts(model)
     mods = layer_modules(model)
@@ -120,8 +136,15 @@ def norm_attenuation(model: nn.Module, forced: Forced, vectors: dict[int, Steeri
 
 
 @torch.no_grad()
-def mlp_shift(model: nn.Module, forced: Forced, vectors: Sequence[SteeringVector], layer: int,
-              *, generated_only: bool = True, batch_size: int = 64) -> torch.Tensor:
+def mlp_shift(
+    model: nn.Module,
+    forced: Forced,
+    vectors: Sequence[SteeringVector],
+    layer: int,
+    *,
+    generated_only: bool = True,
+    batch_size: int = 64,
+) -> torch.Tensor:
     """Mean change of layer ``layer``'s MLP output under ``vectors`` (over completion or all tokens)."""
     total, count = None, 0
     for pb in paired(model, forced, vectors, [("mlp_out", layer)], batch_size=batch_size):
@@ -152,3 +175,86 @@ def site_norms(model: nn.Module, forced: Forced, layer: int, *, batch_size: int 
             sums[name] += float(h[real.to(h.device)].float().norm(dim=-1).sum())
         count += int(real.sum())
     return {k: v / max(1, count) for k, v in sums.items()}
+
+
+def random_like(v: SteeringVector, seed: int = 0) -> SteeringVector:
+    """A random direction with ``v``'s norm at ``v``'s placement (the yardstick for attention change)."""
+    g = torch.Generator().manual_seed(seed)
+    rand = torch.randn(v.vector.shape[0], generator=g)
+    return replace(v, vector=(rand / rand.norm() * float(v.vector.norm())).to(v.vector))
+
+
+def head_patch_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """The authors' patch variants for one layer's attention, as keyword arguments of
+    :func:`steerlib.headpatch.patch_attention`: the whole attention path; every query head alone
+    (Steer-Head) and all but it (Skip-Head); every KV group alone and all but it; the q, k or v
+    projection of one group; v of every group.
+
+    Example:
+        >>> specs = head_patch_specs(model)            # doctest: +SKIP
+        >>> specs["Steer-Head 0"]                       # doctest: +SKIP
+        {'heads': [0]}
+    """
+    from steerlib.headpatch import group_heads
+
+    parts = model_parts(model)
+    heads = range(parts.n_heads)
+    specs: dict[str, dict[str, Any]] = {"all heads (attention path only)": {}}
+    for h in heads:
+        specs[f"Steer-Head {h}"] = {"heads": [h]}
+        specs[f"Skip-Head {h}"] = {"heads": [x for x in heads if x != h]}
+    for g in range(parts.n_kv_heads):
+        group = group_heads(model, g)
+        specs[f"Steer-Group {g}"] = {"heads": group}
+        specs[f"Skip-Group {g}"] = {"heads": [x for x in heads if x not in group]}
+        specs.update({f"{p}-only, group {g}": {"projections": {p: [g]}} for p in ("q", "k", "v")})
+    specs["v-only, all groups"] = {"projections": {"v": None}}
+    return specs
+
+
+def evaluate_patches(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    vector: torch.Tensor,
+    layer: int,
+    specs: dict[str, dict[str, Any]],
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """pass@1 of every patch in ``specs`` (see :func:`head_patch_specs`) on the same problems."""
+    from steerlib.evaluate import evaluate
+    from steerlib.headpatch import patch_attention
+
+    out = {}
+    for name, spec in specs.items():
+        with patch_attention(model, vector, layer, **spec):
+            out[name] = evaluate(model, tokenizer, prompts, answers, **kwargs)
+    return out
+
+
+def where_to_add(
+    org: Any, preset: Any, layer: int, run_dir: Any, *, factors: Sequence[float] = (1.0, 0.1), val_problems: int = 200
+) -> dict[str, Any]:
+    """Retrain layer ``layer``'s vector after that block's attention (site ``post_attn``) at the
+    preset's learning rate times each factor. Returns ``{label: RunResult}`` with labels ``preset lr``
+    and ``lr / 10`` (or ``lr x f``)."""
+    from pathlib import Path
+
+    from steerlib.selection import vector_run
+
+    out = {}
+    for f in factors:
+        lr = preset.lr_for(layer) * f
+        label = "preset lr" if f == 1.0 else ("lr / 10" if f == 0.1 else f"lr x {f:g}")
+        tag = "" if f == 1.0 else f"-lr{lr:g}"
+        out[label] = vector_run(
+            org,
+            preset,
+            [layer],
+            Path(run_dir) / f"where-post-attn-{layer}{tag}",
+            site="post_attn",
+            lr=lr,
+            val_problems=val_problems,
+        )
+    return out

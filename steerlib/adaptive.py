@@ -1,11 +1,12 @@
 """Adaptive (token-wise) steering: a rank-1 LoRA on one layer's ``down_proj`` read as a steering vector.
 
-A rank-1 LoRA on ``down_proj`` adds ``c_t · B`` to the residual stream after the layer, where ``B`` is
-a fixed direction (``lora_B``, ``d``-dim) and ``c_t = scaling · (A · m_t)`` a per-token magnitude
-computed from the MLP's intermediate activation ``m_t`` (PAPER.md 5.9): a steering vector whose size is
-chosen token by token. This module reads ``B`` and the per-token magnitudes ``|c_t| · |B|`` of a
-trained :class:`~steerlib.rloo.LoraTrainable`, normalised by the mean norm of the layer's output, and
-labels prompt tokens by segment (template before the problem, the problem, template after it).
+A rank-1 LoRA on ``down_proj`` adds ``c_t · B`` to the residual stream after the layer, where ``B`` is a
+fixed direction (``lora_B``, ``d``-dim) and ``c_t = scaling · (A · m_t)`` a per-token magnitude computed
+from the MLP's intermediate activation ``m_t`` (the paper's adaptive steering, Section 10): a steering
+vector whose size is chosen token by token. This module reads ``B`` and the per-token magnitudes ``|c_t|
+· |B|`` of a trained :class:`~steerlib.rloo.LoraTrainable`, normalised by the mean norm of the layer's
+output, and labels prompt tokens by segment (template before the problem, the problem, template after
+it).
 
 Example:
     >>> tr = LoraTrainable(model, layers=[3], r=1, alpha=1)                      # doctest: +SKIP
@@ -16,15 +17,29 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from steerlib.arch import model_parts
+from steerlib.steering import SteeringVector
 from steerlib.traces import Forced, layer_modules, record, run
 
-__all__ = ["lora_parts", "direction", "token_magnitudes", "segment_labels", "segment_means"]
+__all__ = [
+    "lora_parts",
+    "direction",
+    "token_magnitudes",
+    "segment_labels",
+    "segment_means",
+    "adaptive_runs",
+    "MagnitudeStudy",
+    "magnitude_study",
+    "rescaled",
+    "scale_curve",
+    "chosen_direction",
+]
 
 
 def lora_parts(trainable: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -103,3 +118,79 @@ def segment_means(mags: Sequence[np.ndarray], labels: Sequence[Sequence[str]]) -
     return {k: float(np.mean(v)) for k, v in acc.items()}
 
 
+def adaptive_runs(
+    org: Any, preset: Any, layers: Sequence[int], run_dir: Any, *, lr: float | None = None, val_problems: int = 200
+) -> dict[int, Any]:
+    """A rank-1 LoRA on each layer's ``down_proj`` trained with the RLOO recipe (one run per layer in
+    ``run_dir/adaptive-{l}``), each chosen on validation: ``{layer: RunResult}``."""
+    from pathlib import Path
+
+    from steerlib.selection import weight_run
+
+    return {
+        layer: weight_run(
+            org,
+            preset,
+            "lora",
+            Path(run_dir) / f"adaptive-{layer}",
+            layers=[layer],
+            rank=1,
+            lr=lr,
+            val_problems=val_problems,
+        )
+        for layer in layers
+    }
+
+
+@dataclass
+class MagnitudeStudy:
+    """Where one layer's adapter puts its magnitude (see :func:`magnitude_study`)."""
+
+    segments: dict[str, float]  # segment -> mean normalised magnitude
+    example_tokens: list[str]  # the first sequence's tokens
+    example_magnitudes: np.ndarray  # and their magnitudes
+
+
+def magnitude_study(
+    run: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    problems: Sequence[str],
+    layer: int,
+    *,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+) -> MagnitudeStudy:
+    """Sample completions with the adapter's chosen snapshot loaded, then its per-token magnitudes,
+    their mean per prompt segment, and one example sequence (the model is restored afterwards).
+
+    Example:
+        >>> m = magnitude_study(runs[5], tok, prompts, [p.problem for p in probs], 5)   # doctest: +SKIP
+        >>> m.segments["problem"]                                                      # doctest: +SKIP
+    """
+    from steerlib.evaluate import generate
+    from steerlib.traces import encode_pairs
+
+    with run.loaded() as model:
+        comps = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
+        forced = encode_pairs(tokenizer, prompts, [c.token_ids for c in comps])
+        mags = token_magnitudes(run.train.trainable, forced, layer)
+    labels = [segment_labels(tokenizer, p, pr, len(c.token_ids)) for p, pr, c in zip(prompts, problems, comps)]
+    ids = forced.ids[0][forced.mask[0].bool()].tolist()
+    return MagnitudeStudy(segment_means(mags, labels), [tokenizer.decode([t]) for t in ids], mags[0])
+
+
+def rescaled(vectors: dict[int, SteeringVector], factors: Sequence[float]) -> dict[str, list[SteeringVector]]:
+    """Every vector times every factor, named ``"{layer} x{factor:g}"`` (factor 0: no effect)."""
+    return {f"{layer} x{f:g}": [replace(v, scale=f)] for layer, v in vectors.items() for f in factors}
+
+
+def scale_curve(evals: dict[str, Any], layers: Sequence[int], factors: Sequence[float]) -> dict[str, dict[str, float]]:
+    """pass@1 per layer and factor from the evaluation of :func:`rescaled` configurations."""
+    return {str(layer): {f"{f:g}": evals[f"{layer} x{f:g}"].pass_at_1 for f in factors} for layer in layers}
+
+
+def chosen_direction(run: Any, layer: int) -> torch.Tensor:
+    """The direction ``B`` of an adaptive run's chosen snapshot (see :func:`adaptive_runs`)."""
+    with run.loaded():
+        return direction(run.train.trainable, layer).clone()

@@ -120,9 +120,7 @@ def model_parts(model: nn.Module) -> ModelParts:
     layer0 = decoder.layers[0]
     for sub in ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm"):
         if not hasattr(layer0, sub):
-            raise UnsupportedModelError(
-                f"{name} is not supported by steerlib: its decoder layers lack `{sub}`"
-            )
+            raise UnsupportedModelError(f"{name} is not supported by steerlib: its decoder layers lack `{sub}`")
     cfg = lm.config
     n_heads = int(cfg.num_attention_heads)
     n_kv = int(getattr(cfg, "num_key_value_heads", None) or n_heads)
@@ -165,4 +163,3 @@ def untuple(output: Any) -> torch.Tensor:
 def retuple(output: Any, hidden: torch.Tensor) -> Any:
     """``output`` with its hidden states replaced by ``hidden`` (same shape: tensor or tuple)."""
     return hidden if isinstance(output, torch.Tensor) else (hidden, *tuple(output[1:]))
-

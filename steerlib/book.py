@@ -56,9 +56,7 @@ def _read(source: Path) -> Any:
     import jupytext
 
     nb = jupytext.read(source)
-    nb.metadata.setdefault(
-        "kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"}
-    )
+    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
     nb.metadata.setdefault("language_info", {"name": "python"})
     return nb
 
@@ -138,9 +136,7 @@ def execute_chapter(
                 progress_bar=sys.stderr.isatty(),
             )
         except PapermillExecutionError as err:
-            raise ChapterError(
-                f"{source.stem}: cell {err.exec_count} failed: {err.ename}: {err.evalue}"
-            ) from err
+            raise ChapterError(f"{source.stem}: cell {err.exec_count} failed: {err.ename}: {err.evalue}") from err
         nb = _clean(nbformat.read(scratch, as_version=4))
         nbformat.write(nb, scratch)
         shutil.move(str(scratch), output)
@@ -182,9 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             params = _parse_params(args.parameter)
             out = Path(args.out) if args.out else CHAPTERS / f"{args.name}.ipynb"
             if params and not args.out:
-                raise ChapterError(
-                    "a run with parameters must not overwrite the published page: pass OUT=path.ipynb"
-                )
+                raise ChapterError("a run with parameters must not overwrite the published page: pass OUT=path.ipynb")
             print(f"executed {execute_chapter(source, out, params, log_output=True)}")
         elif args.cmd == "build":
             for source in chapter_sources():

@@ -1,11 +1,11 @@
 """Problem sources with one schema, and the prompt templates.
 
-Every source yields :class:`MathProblem` ``(id, problem, answer, source)``. The Hugging Face loaders
-use the ids, splits and columns of the authors' scripts (PAPER.md §3): DeepScaleR for training and
-AIME 2024, AIME 2025, AMC 2023, MATH-500, Minerva Math and OlympiadBench for evaluation (Minerva's
-answer is the last ``\\boxed{}`` of its solution). Pass ``path=`` (a local JSON/JSONL file in the same
-schema) to load without the hub: that is how the tests run. The organism's arithmetic world is the
-``organism`` source.
+Every source yields :class:`MathProblem` ``(id, problem, answer, source)``. The Hugging Face loaders use
+the ids, splits and columns of the authors' scripts (the book's notes on the authors' code): DeepScaleR
+for training and AIME 2024, AIME 2025, AMC 2023, MATH-500, Minerva Math and OlympiadBench for evaluation
+(Minerva's answer is the last ``\\boxed{}`` of its solution). Pass ``path=`` (a local JSON/JSONL file in
+the same schema) to load without the hub: that is how the tests run. The organism's arithmetic world is
+the ``organism`` source.
 
 Templates: ``qwen_math`` (the authors' default: the tokenizer's chat template with the system prompt
 "Please reason step by step, and put your final answer within \\boxed{}.", or their plain-text fallback
@@ -25,7 +25,17 @@ from typing import Any, Callable
 
 from steerlib.rewards import last_boxed
 
-__all__ = ["MathProblem", "SOURCES", "BENCHMARKS", "TEMPLATES", "SYSTEM_PROMPT", "load_problems", "render_prompt"]
+__all__ = [
+    "MathProblem",
+    "SOURCES",
+    "BENCHMARKS",
+    "TEMPLATES",
+    "SYSTEM_PROMPT",
+    "load_problems",
+    "render_prompt",
+    "split_problems",
+    "split_prompts",
+]
 
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 _PLAIN = (
@@ -87,17 +97,17 @@ def _minerva(row: dict, i: int) -> MathProblem | None:
 
 
 SOURCES: dict[str, _Source] = {
-    "deepscaler": _Source("agentica-org/DeepScaleR-Preview-Dataset", "train", (None,),
-                          _simple("deepscaler", "problem", "answer")),
+    "deepscaler": _Source(
+        "agentica-org/DeepScaleR-Preview-Dataset", "train", (None,), _simple("deepscaler", "problem", "answer")
+    ),
     "aime24": _Source("Maxwell-Jia/AIME_2024", "train", (None,), _simple("aime24", "Problem", "Answer", "ID")),
-    "aime25": _Source("opencompass/AIME2025", "test", ("AIME2025-I", "AIME2025-II"),
-                      _simple("aime25", "question", "answer")),
+    "aime25": _Source(
+        "opencompass/AIME2025", "test", ("AIME2025-I", "AIME2025-II"), _simple("aime25", "question", "answer")
+    ),
     "amc23": _Source("knoveleng/AMC-23", "train", (None,), _simple("amc23", "problem", "answer", "id")),
-    "math500": _Source("HuggingFaceH4/MATH-500", "test", (None,),
-                       _simple("math500", "problem", "answer", "unique_id")),
+    "math500": _Source("HuggingFaceH4/MATH-500", "test", (None,), _simple("math500", "problem", "answer", "unique_id")),
     "minerva": _Source("knoveleng/Minerva-Math", "train", (None,), _minerva),
-    "olympiad": _Source("knoveleng/OlympiadBench", "train", (None,),
-                        _simple("olympiad", "question", "answer", "id")),
+    "olympiad": _Source("knoveleng/OlympiadBench", "train", (None,), _simple("olympiad", "question", "answer", "id")),
 }
 BENCHMARKS = ("aime24", "aime25", "amc23", "math500", "minerva", "olympiad")
 
@@ -171,3 +181,33 @@ def render_prompt(problem: MathProblem | str, template: str, tokenizer: Any = No
     else:
         raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
     return prompt + append
+
+
+def split_problems(preset: Any, split: str, n: int | None = None) -> list[MathProblem]:
+    """A preset's problems of one split: ``train``, ``validation`` or ``test``.
+
+    For the organism the three splits are disjoint by construction (see :mod:`steerlib.world`); for
+    hub presets every split is, for now, the training source's first ``n`` rows.
+
+    Example:
+        >>> from steerlib.presets import resolve_preset
+        >>> len(split_problems(resolve_preset("organism"), "validation", 3))
+        3
+    """
+    if preset.train_source == "organism":
+        return load_problems("organism", n=n or (20000 if split == "train" else 1000), split=split, seed=preset.seed)
+    return load_problems(preset.train_source, n=n)
+
+
+def split_prompts(
+    preset: Any, tokenizer: Any, split: str, n: int | None = None, append: str = ""
+) -> tuple[list[str], list[str]]:
+    """``(prompts, answers)`` of :func:`split_problems`, rendered with the preset's template.
+
+    Example:
+        >>> from steerlib.presets import resolve_preset
+        >>> split_prompts(resolve_preset("organism"), None, "test", 1)[0][0].startswith("Q: ")
+        True
+    """
+    probs = split_problems(preset, split, n)
+    return [render_prompt(p, preset.template, tokenizer, append) for p in probs], [p.answer for p in probs]

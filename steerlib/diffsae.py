@@ -1,7 +1,7 @@
 """DiffSAE: a top-k sparse autoencoder on steered-minus-base activations, and its feature statistics.
 
 The paper trains a sparse autoencoder on the *difference* between steered and unsteered activations
-(architecture, width and k were not found; PAPER.md 5.6) and ranks features by how much more often
+(Section 8, Figures 7-8; its architecture, width and k are not given) and ranks features by how much more often
 they fire on correct than on incorrect generations. Here:
 
 - the SAE is top-k (``z = TopK(ReLU(W_enc (x − b_dec) + b_enc))``, ``x̂ = W_dec z + b_dec``, unit-norm
@@ -34,7 +34,17 @@ from tqdm.auto import tqdm
 from steerlib.steering import SteeringVector
 from steerlib.traces import Forced, add_to_output, encode_pairs, paired, run
 
-__all__ = ["TopKSAE", "train_sae", "Diffs", "collect_diffs", "feature_stats", "explained_share"]
+__all__ = [
+    "TopKSAE",
+    "train_sae",
+    "Diffs",
+    "collect_diffs",
+    "feature_stats",
+    "explained_share",
+    "firing_frequency",
+    "top_activations",
+    "explained_shares",
+]
 
 
 class TopKSAE(nn.Module):
@@ -71,9 +81,18 @@ class TopKSAE(nn.Module):
         self.w_dec.div_(self.w_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8))
 
 
-def train_sae(data: torch.Tensor, n_features: int, k: int, *, steps: int = 2000, batch_size: int = 256,
-              lr: float = 2e-3, seed: int = 0, decoder_bias: bool = False,
-              progress: bool = True) -> tuple[TopKSAE, dict[str, list[float]]]:
+def train_sae(
+    data: torch.Tensor,
+    n_features: int,
+    k: int,
+    *,
+    steps: int = 2000,
+    batch_size: int = 256,
+    lr: float = 2e-3,
+    seed: int = 0,
+    decoder_bias: bool = False,
+    progress: bool = True,
+) -> tuple[TopKSAE, dict[str, list[float]]]:
     """Train a :class:`TopKSAE` on rows of ``data`` ``(N, d)``.
 
     Args:
@@ -129,9 +148,18 @@ class Diffs:
 
 
 @torch.no_grad()
-def collect_diffs(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str],
-                  vector: SteeringVector, layer: int, *, max_new_tokens: int = 64, seed: int = 0,
-                  batch_size: int = 64) -> Diffs:
+def collect_diffs(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    vector: SteeringVector,
+    layer: int,
+    *,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> Diffs:
     """Sample with ``vector``, teacher-force with and without it, keep layer ``layer``'s differences."""
     from steerlib.evaluate import evaluate
 
@@ -149,21 +177,40 @@ def collect_diffs(model: Any, tokenizer: Any, prompts: Sequence[str], answers: S
 @torch.no_grad()
 def feature_stats(sae: TopKSAE, diffs: Diffs) -> list[dict[str, float]]:
     """Per feature: firing rate on correct / incorrect generations and mean activation, by |difference|."""
-    fired = torch.stack([(sae.encode(x) > 0).any(0) if len(x) else torch.zeros(sae.b_enc.shape[0], dtype=torch.bool)
-                         for x in diffs.per_seq]).float()
+    fired = torch.stack(
+        [
+            (sae.encode(x) > 0).any(0) if len(x) else torch.zeros(sae.b_enc.shape[0], dtype=torch.bool)
+            for x in diffs.per_seq
+        ]
+    ).float()
     correct = torch.tensor(diffs.correct, dtype=torch.bool)
     mean_act = sae.encode(diffs.stacked()).mean(0)
     rc = fired[correct].mean(0) if correct.any() else torch.full((fired.shape[1],), float("nan"))
     ri = fired[~correct].mean(0) if (~correct).any() else torch.full((fired.shape[1],), float("nan"))
-    rows = [{"feature": f, "correct_rate": float(rc[f]), "incorrect_rate": float(ri[f]),
-             "difference": float(rc[f] - ri[f]), "mean_activation": float(mean_act[f])}
-            for f in range(fired.shape[1])]
+    rows = [
+        {
+            "feature": f,
+            "correct_rate": float(rc[f]),
+            "incorrect_rate": float(ri[f]),
+            "difference": float(rc[f] - ri[f]),
+            "mean_activation": float(mean_act[f]),
+        }
+        for f in range(fired.shape[1])
+    ]
     return sorted(rows, key=lambda r: -abs(r["difference"]) if not np.isnan(r["difference"]) else 0.0)
 
 
 @torch.no_grad()
-def explained_share(model: Any, sae: TopKSAE, diffs: Diffs, vector: SteeringVector, layer: int,
-                    features: Sequence[int] | None, *, batch_size: int = 64) -> float:
+def explained_share(
+    model: Any,
+    sae: TopKSAE,
+    diffs: Diffs,
+    vector: SteeringVector,
+    layer: int,
+    features: Sequence[int] | None,
+    *,
+    batch_size: int = 64,
+) -> float:
     """Share of the vector's next-token KL (completion positions) carried by ``features`` at ``layer``.
 
     The steered run's difference at ``layer`` (every real token) is replaced by its SAE
@@ -192,3 +239,62 @@ def explained_share(model: Any, sae: TopKSAE, diffs: Diffs, vector: SteeringVect
         kl_base += float((p1 * (lp1 - lp0)).sum(-1)[sel].sum())
         kl_patch += float((p1 * (lp1 - lp2)).sum(-1)[sel].sum())
     return 1 - kl_patch / kl_base if kl_base else float("nan")
+
+
+@torch.no_grad()
+def firing_frequency(sae: TopKSAE, diffs: Diffs) -> torch.Tensor:
+    """Share of generations on which each feature fires at any token, ``(n_features,)``."""
+    return torch.stack([(sae.encode(x) > 0).any(0) for x in diffs.per_seq]).float().mean(0)
+
+
+@torch.no_grad()
+def top_activations(
+    sae: TopKSAE, diffs: Diffs, feature: int, tokenizer: Any, *, n: int = 10, context: int = 6
+) -> list[dict[str, Any]]:
+    """The ``n`` tokens where ``feature`` is most active: activation, preceding context, the token,
+    whether it lies in the prompt or the completion, and whether that generation was correct."""
+    hits = []
+    for b, x in enumerate(diffs.per_seq):
+        acts = sae.encode(x)[:, feature]
+        hits.extend((float(acts[t]), b, t) for t in acts.nonzero().flatten().tolist())
+    rows = []
+    for act, b, t in sorted(hits, key=lambda h: -h[0])[:n]:
+        ids = diffs.forced.ids[b][diffs.forced.mask[b].bool()].tolist()
+        rows.append(
+            {
+                "activation": act,
+                "context": tokenizer.decode(ids[max(0, t - context) : t]),
+                "token": tokenizer.decode([ids[t]]),
+                "correct": diffs.correct[b],
+                "position": "prompt" if t < diffs.forced.prompt_len[b] else "completion",
+            }
+        )
+    return rows
+
+
+def explained_shares(
+    model: Any,
+    sae: TopKSAE,
+    diffs: Diffs,
+    vector: SteeringVector,
+    layer: int,
+    stats: list[dict[str, float]],
+    *,
+    top_n: int = 3,
+    n_random: int = 5,
+    seed: int = 0,
+) -> dict[str, float]:
+    """:func:`explained_share` of the ``top_n`` features by correct-vs-incorrect difference, of the
+    ``top_n`` most frequent, of random sets of ``top_n`` (mean of ``n_random`` draws) and of all."""
+    n_features = sae.b_enc.shape[0]
+    rng = np.random.default_rng(seed)
+    most_frequent = firing_frequency(sae, diffs).argsort(descending=True)[:top_n].tolist()
+    share = lambda feats: explained_share(model, sae, diffs, vector, layer, feats)  # noqa: E731
+    return {
+        f"top {top_n} by correct-incorrect difference": share([s["feature"] for s in stats[:top_n]]),
+        f"{top_n} most frequent": share(most_frequent),
+        f"{top_n} random (mean of {n_random})": float(
+            np.mean([share(rng.choice(n_features, top_n, replace=False).tolist()) for _ in range(n_random)])
+        ),
+        f"all {n_features} features": share(None),
+    }

@@ -28,8 +28,14 @@ from steerlib.rewards import MathVerifier, default_verifier
 from steerlib.steering import Positions, SteeringVector
 
 __all__ = [
-    "Completion", "EvalResult", "generate", "evaluate", "evaluate_routed", "summarise", "results_table",
-    "forced_accuracy",
+    "Completion",
+    "EvalResult",
+    "generate",
+    "evaluate",
+    "evaluate_routed",
+    "summarise",
+    "results_table",
+    "forced_accuracy", "summary_table",
 ]
 
 
@@ -123,17 +129,28 @@ def generate(
     for lo in tqdm(range(0, len(prompts), per_batch), desc="sampling", disable=not progress, leave=False):
         idx = list(range(lo, min(len(prompts), lo + per_batch)))
         ro = sample_rollouts(
-            model, [prompt_ids[i] + prefix_ids for i in idx], k, eos_id=eos, pad_id=tokenizer.pad_token_id,
-            max_new_tokens=max_new_tokens, temperature=0.0 if greedy else temperature, top_p=top_p,
-            vectors=vectors or None, routes=[routes[i] for i in idx] if (vectors and routes is not None) else None,
-            positions=positions, generator=gen,
+            model,
+            [prompt_ids[i] + prefix_ids for i in idx],
+            k,
+            eos_id=eos,
+            pad_id=tokenizer.pad_token_id,
+            max_new_tokens=max_new_tokens,
+            temperature=0.0 if greedy else temperature,
+            top_p=top_p,
+            vectors=vectors or None,
+            routes=[routes[i] for i in idx] if (vectors and routes is not None) else None,
+            positions=positions,
+            generator=gen,
         )
         for row, (toks, m) in enumerate(zip(ro.completion_ids.tolist(), ro.completion_mask.tolist())):
             toks = prefix_ids + toks[: sum(m)]
             body = toks[:-1] if toks and toks[-1] == eos and len(toks) > len(prefix_ids) else toks
             first = tokenizer.decode(toks[:1]) if toks else ""
-            out.append(Completion(idx[row // k], tokenizer.decode(body, skip_special_tokens=True), first, len(toks),
-                                  token_ids=body))
+            out.append(
+                Completion(
+                    idx[row // k], tokenizer.decode(body, skip_special_tokens=True), first, len(toks), token_ids=body
+                )
+            )
     return out
 
 
@@ -207,8 +224,15 @@ def evaluate_routed(
     names = list(configs)
     vectors = [dataclasses.replace(v, route=r) for r, name in enumerate(names) for v in configs[name]]
     routes = [r if configs[name] else -1 for r, name in enumerate(names) for _ in prompts]
-    res = evaluate(model, tokenizer, [p for _ in names for p in prompts], [a for _ in names for a in answers],
-                   vectors=vectors or None, routes=routes if vectors else None, **kwargs)
+    res = evaluate(
+        model,
+        tokenizer,
+        [p for _ in names for p in prompts],
+        [a for _ in names for a in answers],
+        vectors=vectors or None,
+        routes=routes if vectors else None,
+        **kwargs,
+    )
     n, out = len(prompts), {}
     for r, name in enumerate(names):
         comps = [c for c in res.completions if r * n <= c.prompt_index < (r + 1) * n]
@@ -223,8 +247,13 @@ def results_table(results: dict[str, EvalResult]) -> Any:
     import pandas as pd
 
     rows = [
-        {"benchmark": name, "pass@1": r.pass_at_1, "stderr": r.stderr, "problems": r.n_problems,
-         "samples/problem": r.samples_per_problem}
+        {
+            "benchmark": name,
+            "pass@1": r.pass_at_1,
+            "stderr": r.stderr,
+            "problems": r.n_problems,
+            "samples/problem": r.samples_per_problem,
+        }
         for name, r in results.items()
     ]
     df = pd.DataFrame(rows).set_index("benchmark")
@@ -233,11 +262,53 @@ def results_table(results: dict[str, EvalResult]) -> Any:
     return df
 
 
+def summary_table(
+    results: dict[str, EvalResult],
+    *,
+    gain_from: tuple[float, float] | None = None,
+    first_tokens: int = 0,
+    extra: dict[str, dict[str, Any]] | None = None,
+    digits: int = 3,
+) -> Any:
+    """One row per configuration: pass@1 and its standard error, rounded, for a chapter's table.
+
+    Args:
+        gain_from: ``(base, full)``: add the gain share ``(acc - base) / (full - base)``.
+        first_tokens: add the ``k`` most frequent first tokens with their shares.
+        extra: more columns, ``{column: {configuration: value}}``.
+
+    Example:
+        >>> r = summarise([], 0, 1)
+        >>> list(summary_table({"base": r}).columns)
+        ['pass@1', 'stderr']
+    """
+    import pandas as pd
+
+    cols: dict[str, dict[str, Any]] = {"pass@1": {k: r.pass_at_1 for k, r in results.items()},
+                                       "stderr": {k: r.stderr for k, r in results.items()}}
+    if gain_from is not None:
+        base, full = gain_from
+        cols["gain share"] = {k: (r.pass_at_1 - base) / (full - base) if full != base else float("nan")
+                              for k, r in results.items()}
+    if first_tokens:
+        cols["top first tokens"] = {k: ", ".join(f"{t!r} {s:.2f}" for t, s in r.top_first_tokens(first_tokens))
+                                    for k, r in results.items()}
+    cols.update(extra or {})
+    return pd.DataFrame(cols, index=list(results)).round(digits)
+
+
 def forced_accuracy(model: Any, tokenizer: Any, n: int = 64, seed: int = 0, split: str = "validation") -> float:
     """Greedy accuracy of the organism with the worked opener forced (a pretraining probe)."""
     from steerlib.world import WORKED_OPENER, sample_problems
 
     probs = sample_problems(n, split, seed)  # type: ignore[arg-type]
-    res = evaluate(model, tokenizer, [p.prompt for p in probs], [str(p.answer) for p in probs],
-                   greedy=True, prefix=WORKED_OPENER, max_new_tokens=60)
+    res = evaluate(
+        model,
+        tokenizer,
+        [p.prompt for p in probs],
+        [str(p.answer) for p in probs],
+        greedy=True,
+        prefix=WORKED_OPENER,
+        max_new_tokens=60,
+    )
     return res.pass_at_1

@@ -1,4 +1,5 @@
-"""Head-level patching of a vector inside one layer's attention, as the authors did it (PAPER.md 9d-9e).
+"""Head-level patching of a vector inside one layer's attention, as the authors did it (the paper's Section 7,
+Figure 5).
 
 The vector ``s`` (e.g. the penultimate layer's) never enters the residual stream. Inside decoder layer
 ``layer`` two attention passes are computed: a *vanilla* one on ``norm(h)`` and a *patched* one in
@@ -137,6 +138,7 @@ def patch_attention(
             for g in groups:
                 out[..., g * width : (g + 1) * width] = steered[..., g * width : (g + 1) * width]
             return out
+
         return fn
 
     def forward(*args: Any, **kwargs: Any):
@@ -153,8 +155,11 @@ def patch_attention(
                 a_van, weights = orig_forward(*args, hidden_states=x_van, **kwargs)
                 if kwargs.get(cache_key) is not None:
                     kwargs = {**kwargs, cache_key: _private_for(kwargs[cache_key])}
-            hooks = [] if full else [getattr(attn, _PROJ[p]).register_forward_hook(proj_hook(p, g))
-                                     for p, g in projections.items()]
+            hooks = (
+                []
+                if full
+                else [getattr(attn, _PROJ[p]).register_forward_hook(proj_hook(p, g)) for p, g in projections.items()]
+            )
             try:
                 a_pat, w_pat = orig_forward(*args, hidden_states=state["x_st"] if full else x_van, **kwargs)
             finally:

@@ -29,7 +29,19 @@ from steerlib.arch import model_parts
 from steerlib.steering import SteeringVector, steer
 from steerlib.traces import encode_pairs, paired, run
 
-__all__ = ["lens_scores", "top_token_ids", "top_tokens", "PositionShift", "next_token_shift", "first_token_boost"]
+__all__ = [
+    "lens_scores",
+    "top_token_ids",
+    "top_tokens",
+    "PositionShift",
+    "next_token_shift",
+    "first_token_boost",
+    "lens_table",
+    "lens_matrix",
+    "position_shifts",
+    "PrefixTest",
+    "prefix_test",
+]
 
 Ranking = Literal["prob", "cossim"]
 
@@ -47,8 +59,16 @@ def lens_scores(model: Any, vector: torch.Tensor, ranking: Ranking = "prob") -> 
     raise ValueError(f"ranking must be 'prob' or 'cossim', not {ranking!r}")
 
 
-def top_token_ids(model: Any, tokenizer: Any, vector: torch.Tensor, *, k: int = 10, ranking: Ranking = "prob",
-                  bottom: bool = False, skip_special: bool = True) -> list[tuple[int, float]]:
+def top_token_ids(
+    model: Any,
+    tokenizer: Any,
+    vector: torch.Tensor,
+    *,
+    k: int = 10,
+    ranking: Ranking = "prob",
+    bottom: bool = False,
+    skip_special: bool = True,
+) -> list[tuple[int, float]]:
     """The ``k`` highest (or lowest, ``bottom=True``) scoring token ids as ``(id, score)``."""
     scores = lens_scores(model, vector, ranking).clone()
     special = set(getattr(tokenizer, "all_special_ids", []) or []) if skip_special else set()
@@ -58,11 +78,23 @@ def top_token_ids(model: Any, tokenizer: Any, vector: torch.Tensor, *, k: int = 
     return [(int(i), float(scores[i])) for i in order]
 
 
-def top_tokens(model: Any, tokenizer: Any, vector: torch.Tensor, *, k: int = 10, ranking: Ranking = "prob",
-               bottom: bool = False, skip_special: bool = True) -> list[tuple[str, float]]:
+def top_tokens(
+    model: Any,
+    tokenizer: Any,
+    vector: torch.Tensor,
+    *,
+    k: int = 10,
+    ranking: Ranking = "prob",
+    bottom: bool = False,
+    skip_special: bool = True,
+) -> list[tuple[str, float]]:
     """Like :func:`top_token_ids`, decoded: ``(token, score)``."""
-    return [(tokenizer.decode([i]), s) for i, s in top_token_ids(model, tokenizer, vector, k=k, ranking=ranking,
-                                                                  bottom=bottom, skip_special=skip_special)]
+    return [
+        (tokenizer.decode([i]), s)
+        for i, s in top_token_ids(
+            model, tokenizer, vector, k=k, ranking=ranking, bottom=bottom, skip_special=skip_special
+        )
+    ]
 
 
 @dataclass
@@ -81,6 +113,16 @@ class PositionShift:
         n = max_len or max(len(k) for k in self.kl)
         return np.array([np.mean([k[t] for k in self.kl if len(k) > t]) for t in range(n)])
 
+    def summary(self) -> dict[str, float]:
+        """First-token share of the KL, KL at position 0, mean KL at later positions, mean length."""
+        later = [k[1:] for k in self.kl if len(k) > 1]
+        return {
+            "first-token share of KL": self.first_token_share(),
+            "KL at position 0": float(np.mean([k[0] for k in self.kl if len(k)])),
+            "mean KL at later positions": float(np.mean(np.concatenate(later))) if later else float("nan"),
+            "mean completion length": float(np.mean([len(k) for k in self.kl])),
+        }
+
     def first_token_share(self) -> float:
         """Share of the total KL (summed over all sequences and positions) at the first position."""
         total = sum(float(k.sum()) for k in self.kl)
@@ -88,8 +130,15 @@ class PositionShift:
 
 
 @torch.no_grad()
-def next_token_shift(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[Sequence[int]],
-                     vectors: Sequence[SteeringVector], *, batch_size: int = 64) -> PositionShift:
+def next_token_shift(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    completions: Sequence[Sequence[int]],
+    vectors: Sequence[SteeringVector],
+    *,
+    batch_size: int = 64,
+) -> PositionShift:
     """Per-position KL between steered and base predictions along teacher-forced completions."""
     forced = encode_pairs(tokenizer, prompts, completions)
     kls: list[np.ndarray] = []
@@ -103,8 +152,15 @@ def next_token_shift(model: Any, tokenizer: Any, prompts: Sequence[str], complet
 
 
 @torch.no_grad()
-def first_token_boost(model: Any, tokenizer: Any, prompts: Sequence[str], vectors: Sequence[SteeringVector],
-                      *, k: int = 10, batch_size: int = 256) -> list[tuple[str, float, float]]:
+def first_token_boost(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    vectors: Sequence[SteeringVector],
+    *,
+    k: int = 10,
+    batch_size: int = 256,
+) -> list[tuple[str, float, float]]:
     """Tokens whose probability as the first generated token rises most: ``(token, p_base, p_steered)``."""
     forced = encode_pairs(tokenizer, prompts, [[] for _ in prompts])
     p_base = torch.zeros(len(tokenizer))
@@ -116,3 +172,130 @@ def first_token_boost(model: Any, tokenizer: Any, prompts: Sequence[str], vector
     p_base, p_st = p_base / len(prompts), p_st / len(prompts)
     order = (p_st - p_base).argsort(descending=True)[:k]
     return [(tokenizer.decode([int(i)]), float(p_base[i]), float(p_st[i])) for i in order]
+
+
+def _fmt(pairs: Sequence[tuple[str, float]]) -> str:
+    return ", ".join(f"{t!r} {v:.2f}" for t, v in pairs)
+
+
+def lens_table(
+    model: Any,
+    tokenizer: Any,
+    directions: dict[Any, torch.Tensor],
+    *,
+    k: int = 4,
+    columns: Sequence[str] = ("top by probability", "top by cosine", "bottom by cosine"),
+) -> list[dict[str, Any]]:
+    """One row per direction: ``|·|`` and its top/bottom tokens as text, for a chapter's table.
+
+    ``columns`` picks among ``top by probability``, ``top by cosine`` and ``bottom by cosine``.
+
+    Example:
+        >>> rows = lens_table(model, tok, {5: vecs[5].vector}, k=3)   # doctest: +SKIP
+        >>> rows[0]["top by probability"]                              # doctest: +SKIP
+        "' Step' 0.93, ..."
+    """
+    spec = {
+        "top by probability": dict(ranking="prob"),
+        "top by cosine": dict(ranking="cossim"),
+        "bottom by cosine": dict(ranking="cossim", bottom=True),
+    }
+    return [
+        {
+            "direction": name,
+            "|·|": float(vec.norm()),
+            **{c: _fmt(top_tokens(model, tokenizer, vec, k=k, **spec[c])) for c in columns},
+        }  # type: ignore[arg-type]
+        for name, vec in directions.items()
+    ]
+
+
+def lens_matrix(
+    model: Any, tokenizer: Any, vectors: dict[int, SteeringVector], *, top: int = 2, bottom: int = 1
+) -> tuple[list[str], np.ndarray]:
+    """Cosine of every layer's vector with the union of each vector's ``top`` most aligned and
+    ``bottom`` most anti-aligned tokens: ``(token strings, (tokens, layers) matrix)``."""
+    ids: list[int] = []
+    for v in vectors.values():
+        picked = top_token_ids(model, tokenizer, v.vector, k=top, ranking="cossim") + top_token_ids(
+            model, tokenizer, v.vector, k=bottom, ranking="cossim", bottom=True
+        )
+        ids.extend(i for i, _ in picked if i not in ids)
+    cos = np.array([[float(lens_scores(model, v.vector, "cossim")[i]) for i in ids] for v in vectors.values()])
+    return [repr(tokenizer.decode([i])) for i in ids], cos.T
+
+
+def position_shifts(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    vectors: dict[int, SteeringVector],
+    *,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+) -> dict[int, PositionShift]:
+    """:func:`next_token_shift` of every layer's vector on completions sampled with that vector."""
+    from steerlib.evaluate import generate
+
+    out = {}
+    for layer, v in vectors.items():
+        comps = generate(model, tokenizer, prompts, vectors=[v], max_new_tokens=max_new_tokens, seed=seed)
+        out[layer] = next_token_shift(model, tokenizer, prompts, [c.token_ids for c in comps], [v])
+    return out
+
+
+@dataclass
+class PrefixTest:
+    """pass@1 with and without the vector, with and without the most boosted first token forced."""
+
+    prefix: str
+    evals: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        """Accuracies, the share of the vector's gain the prefix alone recovers, and what a vector
+        retrained with the prefix adds over the prefix alone."""
+        acc = {k: r.pass_at_1 for k, r in self.evals.items()}
+        gain = acc["vector"] - acc["base"]
+        retrained = acc.get("prefix + retrained vector")
+        return {
+            "prefix_token": self.prefix,
+            "base_pass_at_1": acc["base"],
+            "steered_pass_at_1": acc["vector"],
+            "prefix_pass_at_1": acc["prefix"],
+            "prefix_plus_vector_pass_at_1": acc["prefix + vector"],
+            "prefix_gain_share": (acc["prefix"] - acc["base"]) / gain if gain else float("nan"),
+            "prefix_retrained_pass_at_1": retrained,
+            "retrained_adds": None if retrained is None else retrained - acc["prefix"],
+        }
+
+
+def prefix_test(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    vector: SteeringVector,
+    prefix: str,
+    *,
+    retrained: SteeringVector | None = None,
+    **kwargs: Any,
+) -> PrefixTest:
+    """The prefix test (the paper, Section 6): base and vector, then the same with ``prefix`` forced
+    after every prompt (and a vector retrained with the prefix present, if given), same problems.
+
+    Example:
+        >>> t = prefix_test(model, tok, prompts, answers, vecs[5], " Step")   # doctest: +SKIP
+        >>> t.summary()["prefix_gain_share"]                                  # doctest: +SKIP
+    """
+    from steerlib.evaluate import evaluate_routed
+
+    evals = evaluate_routed(model, tokenizer, prompts, answers, {"base": [], "vector": [vector]}, **kwargs)
+    forced = {"prefix": [], "prefix + vector": [vector]}
+    evals.update(evaluate_routed(model, tokenizer, prompts, answers, forced, prefix=prefix, **kwargs))
+    if retrained is not None:
+        evals.update(
+            evaluate_routed(
+                model, tokenizer, prompts, answers, {"prefix + retrained vector": [retrained]}, prefix=prefix, **kwargs
+            )
+        )
+    return PrefixTest(prefix, evals)

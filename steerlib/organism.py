@@ -1,17 +1,18 @@
 """The model organism: a tiny Qwen2 (and a Llama twin) pretrained on the arithmetic world, cached.
 
-The recipe follows ORGANISM-NOTES.md ("a deeper organism on the same world"): 6 layers, width 96,
-4 query heads in 2 KV groups, MLP 384, untied head; AdamW (lr 3e-3, betas 0.9/0.98, weight decay
-0.01), 50 warm-up steps then cosine to 0.1x over 1500 steps. (With weight decay 0.1 a first build met
-every figure but one: a last-layer vector of half the median residual norm reached P(" Step") 0.93 but
-pass@1 only 0.825 against 0.959 forced, because the residual at the decision position was 1.9x the
-median, so the vector was relatively twice as strong on the solution tokens. Weight decay 0.01 at
-1000 steps did no better (P 0.94, pass@1 0.805 against 0.971 forced); 1500 steps, still under the
-10-minute budget, met it (P 0.955, pass@1 0.854 against 0.928 forced). That is the recipe kept.) Each step sees 32 worked rows, 32 more
-worked rows with the opener masked out of the loss (practice on solutions without raising the
-opener's prior), 64 direct rows and 8 filler documents; the loss is on completion tokens only. The
-opener's prior is therefore about 32 / (32 + 64) = 1/3: the base model samples the worked mode about a
-third of the time, which is the room an RL-trained first-token bias can use.
+The recipe (chosen by prototype measurements: the smallest model that meets chapter 00's acceptance
+bands): 6 layers, width 96, 4 query heads in 2 KV groups, MLP 384, untied head; AdamW (lr 3e-3, betas
+0.9/0.98, weight decay 0.01), 50 warm-up steps then cosine to 0.1x over 1500 steps. (With weight decay
+0.1 a first build met every figure but one: a last-layer vector of half the median residual norm reached
+P(" Step") 0.93 but pass@1 only 0.825 against 0.959 forced, because the residual at the decision
+position was 1.9x the median, so the vector was relatively twice as strong on the solution tokens.
+Weight decay 0.01 at 1000 steps did no better (P 0.94, pass@1 0.805 against 0.971 forced); 1500 steps,
+still under the 10-minute budget, met it (P 0.955, pass@1 0.854 against 0.928 forced). That is the
+recipe kept.) Each step sees 32 worked rows, 32 more worked rows with the opener masked out of the loss
+(practice on solutions without raising the opener's prior), 64 direct rows and 8 filler documents; the
+loss is on completion tokens only. The opener's prior is therefore about 32 / (32 + 64) = 1/3: the base
+model samples the worked mode about a third of the time, which is the room an RL-trained first-token
+bias can use.
 
 Everything is deterministic from the seed (and the thread count, fixed during pretraining) and cached
 under ``$STEERLIB_CACHE`` (default ``~/.cache/steerlib``) keyed by a hash of the configuration.
@@ -95,13 +96,42 @@ ORGANISMS: dict[str, OrganismConfig] = {
     "sibling": OrganismConfig(seed=1),
     # A fine-tuned relative of main (same weights basis, like base -> instruct): continued training on a
     # mix shifted towards direct answers, for the transfer chapter.
-    "tuned": OrganismConfig(parent="main", steps=200, lr=1e-3, warmup=10, worked_rows=16,
-                            worked_masked_rows=16, direct_rows=96, seed=2, eval_every=50),
+    "tuned": OrganismConfig(
+        parent="main",
+        steps=200,
+        lr=1e-3,
+        warmup=10,
+        worked_rows=16,
+        worked_masked_rows=16,
+        direct_rows=96,
+        seed=2,
+        eval_every=50,
+    ),
     # A seconds-scale organism for tests and smoke runs: same world and code path, no accuracy goal.
-    "tiny": OrganismConfig(n_layers=2, hidden_size=32, mlp_size=64, steps=40, eval_every=20,
-                           worked_rows=8, worked_masked_rows=8, direct_rows=16, filler_rows=2),
-    "tiny-tuned": OrganismConfig(n_layers=2, hidden_size=32, mlp_size=64, steps=5, eval_every=5, worked_rows=4,
-                                 worked_masked_rows=4, direct_rows=24, filler_rows=2, parent="tiny", seed=2),
+    "tiny": OrganismConfig(
+        n_layers=2,
+        hidden_size=32,
+        mlp_size=64,
+        steps=40,
+        eval_every=20,
+        worked_rows=8,
+        worked_masked_rows=8,
+        direct_rows=16,
+        filler_rows=2,
+    ),
+    "tiny-tuned": OrganismConfig(
+        n_layers=2,
+        hidden_size=32,
+        mlp_size=64,
+        steps=5,
+        eval_every=5,
+        worked_rows=4,
+        worked_masked_rows=4,
+        direct_rows=24,
+        filler_rows=2,
+        parent="tiny",
+        seed=2,
+    ),
 }
 
 
@@ -238,9 +268,12 @@ def pretrain(cfg: OrganismConfig, *, progress: bool = True) -> tuple[Any, Any, d
             total = 0.0
             for ids, lab, att in groups:
                 logits = model(input_ids=ids, attention_mask=att).logits[:, :-1]
-                loss = torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1), reduction="sum"
-                ) / n_tok
+                loss = (
+                    torch.nn.functional.cross_entropy(
+                        logits.reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1), reduction="sum"
+                    )
+                    / n_tok
+                )
                 loss.backward()
                 total += float(loss.detach())
             opt.step()
@@ -260,9 +293,14 @@ def pretrain(cfg: OrganismConfig, *, progress: bool = True) -> tuple[Any, Any, d
         torch.set_num_threads(old_threads)
     model.eval()
     model.requires_grad_(False)
-    info = {"config": dataclasses.asdict(cfg), "history": history, "pretrain_seconds": seconds,
-            "weights_sha256": weights_hash(model), "n_params": sum(p.numel() for p in model.parameters()),
-            "torch": torch.__version__}
+    info = {
+        "config": dataclasses.asdict(cfg),
+        "history": history,
+        "pretrain_seconds": seconds,
+        "weights_sha256": weights_hash(model),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "torch": torch.__version__,
+    }
     return model, tokenizer, info
 
 

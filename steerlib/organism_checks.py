@@ -9,7 +9,8 @@
   the first token (the mode gap comes from the task: both modes are always correct in the corpus);
 - ``median_resid_norm`` (last layer, every position of teacher-forced prompt + worked solution) and
   ``decision_resid_norm`` (last layer, last prompt position): the final norm divides a last-layer
-  vector by these, so they decide its leverage (ORGANISM-NOTES.md failure mode 3);
+  vector by these, so they decide its leverage (in a prototype a residual 3.5x the median at the decision position
+  made any vector that flips the opener corrupt the solution);
 - leverage: a last-layer ``resid_post`` vector of norm r x the median norm whose direction maximises
   log P(" Step") at the first generated token (Adam on training prompts), then applied at *all*
   positions, for r in ``leverage_ratios`` (at most 0.5): ``leverage_curve`` holds P(" Step" first)
@@ -125,9 +126,16 @@ def measure_organism(
         s = opener_direction(model, tok, train_probs, ratio * median_norm, seed=seed)
         vec = SteeringVector(s, parts.n_layers - 1)
         lev = evaluate(model, tok, prompts, answers, vectors=[vec], **kw)
-        curve.append({"ratio": ratio, "norm": ratio * median_norm, "p_opener": opener_probability(model, tok, test, vec),
-                      "pass_at_1": lev.pass_at_1, "opener_share": lev.first_token_share(WORKED_OPENER),
-                      "accuracy_when_worked": lev.conditional_accuracy(WORKED_OPENER)})
+        curve.append(
+            {
+                "ratio": ratio,
+                "norm": ratio * median_norm,
+                "p_opener": opener_probability(model, tok, test, vec),
+                "pass_at_1": lev.pass_at_1,
+                "opener_share": lev.first_token_share(WORKED_OPENER),
+                "accuracy_when_worked": lev.conditional_accuracy(WORKED_OPENER),
+            }
+        )
     chosen = next((c for c in curve if c["p_opener"] >= 0.9), curve[-1])
     return {
         "organism": org.name,
@@ -156,7 +164,6 @@ def measure_organism(
         "leverage_accuracy_when_worked": chosen["accuracy_when_worked"],
         "leverage_curve": curve,
     }
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,17 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 __all__ = [
-    "pretraining_curve", "training_curves", "first_token_bars", "layer_curve", "mode_shares", "leverage",
-    "heatmaps", "scatter", "bars", "position_curve", "curves",
+    "pretraining_curve",
+    "training_curves",
+    "first_token_bars",
+    "layer_curve",
+    "mode_shares",
+    "leverage",
+    "heatmaps",
+    "scatter",
+    "bars",
+    "position_curve",
+    "curves",
 ]
 
 sns.set_theme(context="notebook", style="whitegrid")
@@ -28,8 +37,9 @@ def pretraining_curve(history: dict[str, list], title: str = "Pretraining the or
     ax[0].plot(history["step"], history["loss"], color="C0")
     ax[0].set(xlabel="step", ylabel="loss (completion tokens)", yscale="log", title="training loss")
     ax[1].plot(history["eval_step"], history["greedy_worked_accuracy"], marker="o", color="C2")
-    ax[1].set(xlabel="step", ylabel="accuracy", ylim=(-0.02, 1.02),
-              title='greedy accuracy, " Step" forced (validation)')
+    ax[1].set(
+        xlabel="step", ylabel="accuracy", ylim=(-0.02, 1.02), title='greedy accuracy, " Step" forced (validation)'
+    )
     fig.suptitle(title)
     fig.tight_layout()
     plt.close(fig)  # shown once, by the cell that returns it
@@ -71,8 +81,9 @@ def first_token_bars(shares: dict[str, dict[str, float]], title: str = "First ge
     return fig
 
 
-def mode_shares(labels: Sequence[str], pass_at_1: Sequence[float], errors: Sequence[float],
-                title: str = "pass@1 by answer mode") -> Any:
+def mode_shares(
+    labels: Sequence[str], pass_at_1: Sequence[float], errors: Sequence[float], title: str = "pass@1 by answer mode"
+) -> Any:
     """Bars with error bars, one per condition (e.g. base / forced worked / forced direct)."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.bar(labels, pass_at_1, yerr=errors, capsize=4, color=[f"C{i}" for i in range(len(labels))])
@@ -82,9 +93,15 @@ def mode_shares(labels: Sequence[str], pass_at_1: Sequence[float], errors: Seque
     return fig
 
 
-def layer_curve(per_layer: dict[int, float], errors: dict[int, float], baselines: dict[str, float],
-                title: str = "Single-layer steering vectors", *, label: str = "single-layer vector",
-                others: dict[str, tuple[dict[int, float], dict[int, float]]] | None = None) -> Any:
+def layer_curve(
+    per_layer: dict[int, float],
+    errors: dict[int, float],
+    baselines: dict[str, float],
+    title: str = "Single-layer steering vectors",
+    *,
+    label: str = "single-layer vector",
+    others: dict[str, tuple[dict[int, float], dict[int, float]]] | None = None,
+) -> Any:
     """pass@1 of a vector per layer (error bars) with horizontal baselines (the paper's Figure 1).
 
     ``others``: more per-layer series, name -> (values, errors).
@@ -94,8 +111,15 @@ def layer_curve(per_layer: dict[int, float], errors: dict[int, float], baselines
     series = {label: (per_layer, errors), **(others or {})}
     for i, (name, (vals, errs)) in enumerate(series.items()):
         ls = sorted(vals)
-        ax.errorbar(ls, [vals[l] for l in ls], yerr=[errs.get(l, 0) for l in ls], marker="os^D"[i % 4], capsize=3,
-                    label=name, color=f"C{0 if i == 0 else 5 + i}")
+        ax.errorbar(
+            ls,
+            [vals[l] for l in ls],
+            yerr=[errs.get(l, 0) for l in ls],
+            marker="os^D"[i % 4],
+            capsize=3,
+            label=name,
+            color=f"C{0 if i == 0 else 5 + i}",
+        )
     styles = ["--", ":", "-.", (0, (5, 1)), (0, (1, 1))]
     for i, (name, value) in enumerate(baselines.items()):
         ax.axhline(value, ls=styles[i % len(styles)], color=f"C{i + 1}", label=name)
@@ -106,8 +130,9 @@ def layer_curve(per_layer: dict[int, float], errors: dict[int, float], baselines
     return fig
 
 
-def leverage(curve: Sequence[dict[str, float]], forced: float, base: float,
-             title: str = "Leverage of a last-layer opener bias") -> Any:
+def leverage(
+    curve: Sequence[dict[str, float]], forced: float, base: float, title: str = "Leverage of a last-layer opener bias"
+) -> Any:
     """P(opener first) and pass@1 against the vector's norm (as a fraction of the median residual norm)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     r = [c["ratio"] for c in curve]
@@ -115,17 +140,26 @@ def leverage(curve: Sequence[dict[str, float]], forced: float, base: float,
     ax.plot(r, [c["pass_at_1"] for c in curve], marker="s", label="pass@1 with the vector")
     ax.axhline(forced, ls="--", color="C2", label='pass@1, " Step" forced')
     ax.axhline(base, ls=":", color="C3", label="pass@1, base")
-    ax.set(xlabel="|s| / median last-layer residual norm", ylabel="probability / pass@1", ylim=(0, 1.02),
-           title=title)
+    ax.set(xlabel="|s| / median last-layer residual norm", ylabel="probability / pass@1", ylim=(0, 1.02), title=title)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     plt.close(fig)  # shown once, by the cell that returns it
     return fig
 
 
-def heatmaps(mats: dict[str, Any], title: str, *, xlabel: str, ylabel: str, xticks: Sequence[Any] | None = None,
-             yticks: Sequence[Any] | None = None, vmin: float | None = None, vmax: float | None = None,
-             cmap: str = "vlag", fmt: str = ".2f") -> Any:
+def heatmaps(
+    mats: dict[str, Any],
+    title: str,
+    *,
+    xlabel: str,
+    ylabel: str,
+    xticks: Sequence[Any] | None = None,
+    yticks: Sequence[Any] | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: str = "vlag",
+    fmt: str = ".2f",
+) -> Any:
     """Annotated heatmaps side by side (NaN cells left blank); one colour scale for all panels."""
     import numpy as np
 
@@ -134,8 +168,20 @@ def heatmaps(mats: dict[str, Any], title: str, *, xlabel: str, ylabel: str, xtic
         m = np.asarray(m, dtype=float)
         xl = list(xticks) if xticks is not None else list(range(m.shape[1]))
         yl = list(yticks) if yticks is not None else list(range(m.shape[0]))
-        sns.heatmap(m, annot=True, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax, center=0 if cmap == "vlag" else None,
-                    xticklabels=xl, yticklabels=yl, ax=ax, cbar=ax is axes[0][-1], annot_kws={"size": 8})
+        sns.heatmap(
+            m,
+            annot=True,
+            fmt=fmt,
+            cmap=cmap,
+            vmin=vmin,
+            vmax=vmax,
+            center=0 if cmap == "vlag" else None,
+            xticklabels=xl,
+            yticklabels=yl,
+            ax=ax,
+            cbar=ax is axes[0][-1],
+            annot_kws={"size": 8},
+        )
         ax.tick_params(axis="y", rotation=0)
         ax.set(xlabel=xlabel, ylabel=ylabel, title=name)
     fig.suptitle(title)
@@ -144,8 +190,9 @@ def heatmaps(mats: dict[str, Any], title: str, *, xlabel: str, ylabel: str, xtic
     return fig
 
 
-def scatter(rows: Sequence[dict[str, float]], x: str, ys: dict[str, str], title: str, *, xlabel: str,
-            ylabel: str) -> Any:
+def scatter(
+    rows: Sequence[dict[str, float]], x: str, ys: dict[str, str], title: str, *, xlabel: str, ylabel: str
+) -> Any:
     """One marker series per ``ys`` entry (column -> legend label) against column ``x``."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for i, (col, label) in enumerate(ys.items()):
@@ -158,14 +205,20 @@ def scatter(rows: Sequence[dict[str, float]], x: str, ys: dict[str, str], title:
     return fig
 
 
-def bars(values: dict[str, float], title: str, *, ylabel: str, errors: dict[str, float] | None = None,
-         lines: dict[str, float] | None = None, ylim: tuple[float, float] | None = (0, 1.02),
-         rotate: bool = False) -> Any:
+def bars(
+    values: dict[str, float],
+    title: str,
+    *,
+    ylabel: str,
+    errors: dict[str, float] | None = None,
+    lines: dict[str, float] | None = None,
+    ylim: tuple[float, float] | None = (0, 1.02),
+    rotate: bool = False,
+) -> Any:
     """Bars (optional error bars) with labelled horizontal reference lines."""
     names = list(values)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(names) + 2.5), 3.8))
-    ax.bar(names, [values[n] for n in names], yerr=[(errors or {}).get(n, 0) for n in names], capsize=3,
-           color="C0")
+    ax.bar(names, [values[n] for n in names], yerr=[(errors or {}).get(n, 0) for n in names], capsize=3, color="C0")
     styles = ["--", ":", "-.", (0, (5, 1)), (0, (1, 1))]
     for i, (name, v) in enumerate((lines or {}).items()):
         ax.axhline(v, ls=styles[i % len(styles)], color=f"C{i + 1}", label=name)
@@ -184,16 +237,29 @@ def position_curve(curves: dict[str, Sequence[float]], title: str, *, ylabel: st
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for i, (name, ys) in enumerate(curves.items()):
         ax.plot(range(len(ys)), ys, marker="o", ms=3, label=name, color=f"C{i}")
-    ax.set(xlabel="completion position (0 = first generated token)", ylabel=ylabel, title=title,
-           yscale="log" if log else "linear")
+    ax.set(
+        xlabel="completion position (0 = first generated token)",
+        ylabel=ylabel,
+        title=title,
+        yscale="log" if log else "linear",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     plt.close(fig)  # shown once, by the cell that returns it
     return fig
 
 
-def curves(x: Sequence[float], ys: dict[str, Sequence[float]], title: str, *, xlabel: str, ylabel: str,
-           lines: dict[str, float] | None = None, symlog: bool = False, ylim: tuple[float, float] | None = (0, 1.02)) -> Any:
+def curves(
+    x: Sequence[float],
+    ys: dict[str, Sequence[float]],
+    title: str,
+    *,
+    xlabel: str,
+    ylabel: str,
+    lines: dict[str, float] | None = None,
+    symlog: bool = False,
+    ylim: tuple[float, float] | None = (0, 1.02),
+) -> Any:
     """One line per ``ys`` entry against ``x``, with labelled horizontal reference lines."""
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     for i, (name, y) in enumerate(ys.items()):

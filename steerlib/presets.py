@@ -2,7 +2,7 @@
 
 - ``organism``: the CPU default (the embedded model organism; minutes on 2 cores).
 - ``qwen2.5-math-1.5b``: Qwen2.5-Math-1.5B on a Colab A100 40 GB, sized to about an hour per layer.
-- ``qwen2.5-math-7b`` / ``llama3.1-8b-instruct``: the paper's setting (PAPER.md §1): 128 prompts x 16
+- ``qwen2.5-math-7b`` / ``llama3.1-8b-instruct``: the paper's setting (its training setup): 128 prompts x 16
   completions, 314 steps (one epoch of DeepScaleR), per-layer learning rates from the authors'
   plotting script (§1d), checkpoints at steps 106/159/212/265/314, τ = 1, the qwen_math template, six
   benchmarks with 32 samples for AIME24/AIME25/AMC23 and one for the others.
@@ -28,15 +28,31 @@ def _table(spec: dict[tuple[int, ...] | range, float]) -> dict[int, float]:
     return {layer: lr for layers, lr in spec.items() for layer in layers}
 
 
-# Single-layer learning rates recovered from the authors' plotting script (PAPER.md §1d).
-QWEN7B_LAYER_LR = _table({
-    (0,): 3e-3, (1,): 7e-3, (2,): 5e-3, range(3, 8): 7e-3, range(8, 18): 1e-2, (18,): 3e-2,
-    (19, 20): 5e-2, (21, 22): 1e-1, (23, 24): 1e-2, range(25, 28): 1e-1,
-})
-LLAMA8B_LAYER_LR = _table({
-    range(0, 4): 5e-4, range(4, 8): 7e-4, (8, 9, 10, 12, 14): 1e-3, (11, 13, *range(15, 25)): 2e-3,
-    (25, 26, 27, 28, 31): 5e-3, (29, 30): 7e-3,
-})
+# Single-layer learning rates recovered from the authors' plotting script (see the book's notes on the authors' code).
+QWEN7B_LAYER_LR = _table(
+    {
+        (0,): 3e-3,
+        (1,): 7e-3,
+        (2,): 5e-3,
+        range(3, 8): 7e-3,
+        range(8, 18): 1e-2,
+        (18,): 3e-2,
+        (19, 20): 5e-2,
+        (21, 22): 1e-1,
+        (23, 24): 1e-2,
+        range(25, 28): 1e-1,
+    }
+)
+LLAMA8B_LAYER_LR = _table(
+    {
+        range(0, 4): 5e-4,
+        range(4, 8): 7e-4,
+        (8, 9, 10, 12, 14): 1e-3,
+        (11, 13, *range(15, 25)): 2e-3,
+        (25, 26, 27, 28, 31): 5e-3,
+        (29, 30): 7e-3,
+    }
+)
 PAPER_BENCHMARKS = {"aime24": 32, "aime25": 32, "amc23": 32, "math500": 1, "minerva": 1, "olympiad": 1}
 
 
@@ -78,39 +94,103 @@ class Preset:
     def check_layer(self, layer: int) -> None:
         """One clear line if ``layer`` does not exist in this preset's model."""
         if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
-            raise ValueError(f"layer {layer!r} is out of range for {self.name} "
-                             f"({self.n_layers} layers: 0..{self.n_layers - 1})")
+            raise ValueError(
+                f"layer {layer!r} is out of range for {self.name} ({self.n_layers} layers: 0..{self.n_layers - 1})"
+            )
+
+    def parse_layers(self, text: str) -> list[int]:
+        """Layers from a chapter parameter: ``"all"`` or comma-separated indices, each checked.
+
+        Example:
+            >>> resolve_preset("organism").parse_layers("5,1,5")
+            [1, 5]
+        """
+        if text.strip() == "all":
+            return list(range(self.n_layers))
+        try:
+            layers = sorted({int(x) for x in text.split(",") if x.strip()})
+        except ValueError:
+            raise ValueError(f"layers must be 'all' or comma-separated integers, not {text!r}") from None
+        if not layers:
+            raise ValueError("name at least one layer")
+        for layer in layers:
+            self.check_layer(layer)
+        return layers
 
     @property
     def default_layer(self) -> int:
         return self.n_layers - 1 if self.layer is None else self.layer
 
 
-_PAPER = dict(train_source="deepscaler", eval_benchmarks=PAPER_BENCHMARKS, eval_problems=None,
-              prompts_per_step=128, completions_per_prompt=16, steps=314,
-              checkpoints=(106, 159, 212, 265, 314), max_new_tokens=3072, template="qwen_math")
+_PAPER = dict(
+    train_source="deepscaler",
+    eval_benchmarks=PAPER_BENCHMARKS,
+    eval_problems=None,
+    prompts_per_step=128,
+    completions_per_prompt=16,
+    steps=314,
+    checkpoints=(106, 159, 212, 265, 314),
+    max_new_tokens=3072,
+    template="qwen_math",
+)
 PRESETS: dict[str, Preset] = {
     "organism": Preset(
-        name="organism", model="main", n_layers=6, hidden_size=96, template="organism",
-        train_source="organism", eval_benchmarks={"organism": 1}, eval_problems=1000,
-        prompts_per_step=32, completions_per_prompt=8, steps=60, checkpoints=(20, 30, 40, 50, 60),
-        max_new_tokens=64, lr=5e-2, all_layer_lr=2e-2, lora_rank=4, lora_lr=1e-2, full_ft_lr=3e-4,
+        name="organism",
+        model="main",
+        n_layers=6,
+        hidden_size=96,
+        template="organism",
+        train_source="organism",
+        eval_benchmarks={"organism": 1},
+        eval_problems=1000,
+        prompts_per_step=32,
+        completions_per_prompt=8,
+        steps=60,
+        checkpoints=(20, 30, 40, 50, 60),
+        max_new_tokens=64,
+        lr=5e-2,
+        all_layer_lr=2e-2,
+        lora_rank=4,
+        lora_lr=1e-2,
+        full_ft_lr=3e-4,
         dtype="float32",
     ),
     "qwen2.5-math-1.5b": Preset(
-        name="qwen2.5-math-1.5b", model="Qwen/Qwen2.5-Math-1.5B", n_layers=28, hidden_size=1536,
-        layer_lr=QWEN7B_LAYER_LR, lr=1e-2, full_ft_lr=2e-6, **{**_PAPER, "prompts_per_step": 32,
-        "completions_per_prompt": 8, "steps": 100, "checkpoints": (34, 50, 67, 84, 100),
-        "max_new_tokens": 1024, "eval_problems": 200,
-        "eval_benchmarks": {"aime24": 8, "amc23": 8, "math500": 1, "minerva": 1, "olympiad": 1}},
+        name="qwen2.5-math-1.5b",
+        model="Qwen/Qwen2.5-Math-1.5B",
+        n_layers=28,
+        hidden_size=1536,
+        layer_lr=QWEN7B_LAYER_LR,
+        lr=1e-2,
+        full_ft_lr=2e-6,
+        **{
+            **_PAPER,
+            "prompts_per_step": 32,
+            "completions_per_prompt": 8,
+            "steps": 100,
+            "checkpoints": (34, 50, 67, 84, 100),
+            "max_new_tokens": 1024,
+            "eval_problems": 200,
+            "eval_benchmarks": {"aime24": 8, "amc23": 8, "math500": 1, "minerva": 1, "olympiad": 1},
+        },
     ),
     "qwen2.5-math-7b": Preset(
-        name="qwen2.5-math-7b", model="Qwen/Qwen2.5-Math-7B", n_layers=28, hidden_size=3584,
-        layer_lr=QWEN7B_LAYER_LR, lr=1e-2, **_PAPER,
+        name="qwen2.5-math-7b",
+        model="Qwen/Qwen2.5-Math-7B",
+        n_layers=28,
+        hidden_size=3584,
+        layer_lr=QWEN7B_LAYER_LR,
+        lr=1e-2,
+        **_PAPER,
     ),
     "llama3.1-8b-instruct": Preset(
-        name="llama3.1-8b-instruct", model="meta-llama/Llama-3.1-8B-Instruct", n_layers=32,
-        hidden_size=4096, layer_lr=LLAMA8B_LAYER_LR, lr=2e-3, **_PAPER,
+        name="llama3.1-8b-instruct",
+        model="meta-llama/Llama-3.1-8B-Instruct",
+        n_layers=32,
+        hidden_size=4096,
+        layer_lr=LLAMA8B_LAYER_LR,
+        lr=2e-3,
+        **_PAPER,
     ),
 }
 
@@ -127,8 +207,9 @@ def resolve_preset(name: str, **overrides: Any) -> Preset:
     fields = {f.name for f in dataclasses.fields(Preset)} - {"name"}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for preset {name}; "
-                         f"valid: {', '.join(sorted(fields))}")
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for preset {name}; valid: {', '.join(sorted(fields))}"
+        )
     given = {k: v for k, v in overrides.items() if v is not None}
     if "steps" in given and "checkpoints" not in given:  # keep five snapshots spread like the paper's
         n = given["steps"]
@@ -170,8 +251,9 @@ def load_model(preset: Preset, *, device: str | None = None) -> Any:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForCausalLM.from_pretrained(preset.model, dtype=getattr(torch, preset.dtype),
-                                                 trust_remote_code=False).to(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        preset.model, dtype=getattr(torch, preset.dtype), trust_remote_code=False
+    ).to(device)
     model.eval()
     model.requires_grad_(False)
     tok = AutoTokenizer.from_pretrained(preset.model, trust_remote_code=False)

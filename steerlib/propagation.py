@@ -1,6 +1,6 @@
 """How a vector injected at layer ``i`` shows up at later layers, and how vectors combine.
 
-Definitions follow the authors' persistence script (PAPER.md 5.2, 5.8):
+Definitions follow the authors' persistence script (the paper's Section 5, Figures 2 and 13):
 
 - For each prompt, one completion is sampled with only ``s_i`` active; prompt + completion is then
   teacher-forced with and without ``s_i`` and every decoder layer's output recorded:
@@ -34,7 +34,17 @@ from steerlib.evaluate import EvalResult, evaluate_routed, generate
 from steerlib.steering import SteeringVector
 from steerlib.traces import encode_pairs, paired
 
-__all__ = ["Persistence", "persistence", "pair_configs", "normalized_pair_accuracy", "pair_grid", "evaluate_pairs"]
+__all__ = [
+    "Persistence",
+    "persistence",
+    "pair_configs",
+    "normalized_pair_accuracy",
+    "pair_grid",
+    "evaluate_pairs",
+    "orthogonal_runs",
+    "PairStudy",
+    "pair_study",
+]
 
 
 @dataclass
@@ -48,12 +58,39 @@ class Persistence:
     final_shift: dict[int, torch.Tensor] = field(default_factory=dict)  # i -> mean Δ at the last layer
     n_tokens: dict[int, int] = field(default_factory=dict)
 
+    def summary(self) -> dict[str, Any]:
+        """The matrices and their means (minimum for Diff-Diff) above the diagonal."""
+        upper = np.triu(np.ones(self.diff_vector.shape, dtype=bool), 1)
+        return {
+            "diff_vector": self.diff_vector,
+            "diff_diff": self.diff_diff,
+            "layer_cos": self.layer_cos,
+            "mean_offdiag_diff_vector": float(np.nanmean(self.diff_vector[upper])),
+            "mean_offdiag_diff_diff": float(np.nanmean(self.diff_diff[upper])),
+            "min_offdiag_diff_diff": float(np.nanmin(self.diff_diff[upper])),
+        }
+
+    def growth(self, vectors: dict[int, SteeringVector]) -> np.ndarray:
+        """Mean |Δ_j| relative to the injected vector's norm |s_i| (rows i, columns j)."""
+        norms = np.array([float(vectors[i].vector.norm()) for i in range(self.delta_norm.shape[0])])
+        return self.delta_norm / norms[:, None]
+
     def by_distance(self) -> list[dict[str, float]]:
         """Rows (i, j, normalised distance |i-j|/(L-1), the three cosines) for j >= i."""
         n = self.diff_vector.shape[0]
-        return [{"i": i, "j": j, "distance": (j - i) / max(1, n - 1), "diff_vector": float(self.diff_vector[i, j]),
-                 "diff_diff": float(self.diff_diff[i, j]), "layer_cos": float(self.layer_cos[i, j])}
-                for i in range(n) for j in range(i, n) if not np.isnan(self.diff_diff[i, j])]
+        return [
+            {
+                "i": i,
+                "j": j,
+                "distance": (j - i) / max(1, n - 1),
+                "diff_vector": float(self.diff_vector[i, j]),
+                "diff_diff": float(self.diff_diff[i, j]),
+                "layer_cos": float(self.layer_cos[i, j]),
+            }
+            for i in range(n)
+            for j in range(i, n)
+            if not np.isnan(self.diff_diff[i, j])
+        ]
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -113,8 +150,9 @@ def persistence(
     return out
 
 
-def pair_configs(vectors: dict[int, SteeringVector], *, scale: float = 1.0, tag: str = "",
-                 singles: bool = True) -> dict[str, list[SteeringVector]]:
+def pair_configs(
+    vectors: dict[int, SteeringVector], *, scale: float = 1.0, tag: str = "", singles: bool = True
+) -> dict[str, list[SteeringVector]]:
     """Every single vector and every unordered pair, named ``"i"`` and ``"i+j{tag}"`` (plus ``"base"``).
 
     Args:
@@ -126,8 +164,10 @@ def pair_configs(vectors: dict[int, SteeringVector], *, scale: float = 1.0, tag:
     if singles:
         configs.update({str(l): [v] for l, v in sorted(vectors.items())})
     for a, b in itertools.combinations(sorted(vectors), 2):
-        configs[f"{a}+{b}{tag}"] = [replace(vectors[a], scale=vectors[a].scale * scale),
-                                    replace(vectors[b], scale=vectors[b].scale * scale)]
+        configs[f"{a}+{b}{tag}"] = [
+            replace(vectors[a], scale=vectors[a].scale * scale),
+            replace(vectors[b], scale=vectors[b].scale * scale),
+        ]
     return configs
 
 
@@ -154,13 +194,143 @@ def pair_grid(results: dict[str, EvalResult], layers: Sequence[int], acc_all: fl
                 ij = results[f"{a}+{b}"].pass_at_1
                 acc[x][y] = acc[y][x] = ij
                 norm[x][y] = norm[y][x] = normalized_pair_accuracy(
-                    ij, results[str(a)].pass_at_1, results[str(b)].pass_at_1, acc_all)
+                    ij, results[str(a)].pass_at_1, results[str(b)].pass_at_1, acc_all
+                )
     return {"layers": list(layers), "accuracy": acc, "normalized": norm}
 
 
-def evaluate_pairs(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str],
-                   vectors: dict[int, SteeringVector], extra: dict[str, list[SteeringVector]] | None = None,
-                   **kwargs: Any) -> dict[str, EvalResult]:
+def evaluate_pairs(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    vectors: dict[int, SteeringVector],
+    extra: dict[str, list[SteeringVector]] | None = None,
+    **kwargs: Any,
+) -> dict[str, EvalResult]:
     """Base, each vector, each pair (and ``extra`` configurations) in one routed evaluation."""
     return evaluate_routed(model, tokenizer, prompts, answers, {**pair_configs(vectors), **(extra or {})}, **kwargs)
 
+
+def orthogonal_runs(
+    org: Any, preset: Any, vector: SteeringVector, run_dir: Any, n: int, *, val_problems: int = 200
+) -> dict[str, SteeringVector]:
+    """Retrain at ``vector``'s layer ``n`` times, each run orthogonal to the original and every
+    earlier one (its component in their span removed in every forward pass); each run's best snapshot
+    on validation. Returns ``{"orthogonal 1": v1, ...}``.
+
+    Example:
+        >>> orth = orthogonal_runs(org, preset, vecs[5], Path("runs/organism"), 2)  # doctest: +SKIP
+    """
+    from pathlib import Path
+
+    from steerlib.selection import vector_run
+
+    basis, out = [vector.vector.detach()], {}
+    for k in range(1, n + 1):
+        run = vector_run(
+            org,
+            preset,
+            [vector.layer],
+            Path(run_dir) / f"orthogonal-{vector.layer}-{k}",
+            orthogonal_to=torch.stack(basis),
+            val_problems=val_problems,
+        )
+        out[f"orthogonal {k}"] = run.vectors[0]
+        basis.append(out[f"orthogonal {k}"].vector.detach())
+    return out
+
+
+@dataclass
+class PairStudy:
+    """Every pair of single-layer vectors applied together (sum) and at half strength (mean)."""
+
+    layers: list[int]
+    results: dict[str, EvalResult]
+    acc_all: float
+    grid: dict[str, Any]  # pair_grid: accuracy and normalised accuracy
+    half: list[list[float]]
+
+    def rows(self, pers: Persistence | None = None) -> list[dict[str, float]]:
+        """One row per pair i < j: normalised accuracy, sum, half, better single, distance (and cosines)."""
+        n, out = len(self.layers), []
+        for x, i in enumerate(self.layers):
+            for y, j in enumerate(self.layers):
+                if j <= i:
+                    continue
+                acc = self.grid["accuracy"]
+                row = {
+                    "i": i,
+                    "j": j,
+                    "normalized": self.grid["normalized"][x][y],
+                    "distance": (j - i) / max(1, n - 1),
+                    "half": self.half[x][y],
+                    "sum": acc[x][y],
+                    "best_single": max(acc[x][x], acc[y][y]),
+                }
+                if pers is not None:
+                    row.update(diff_diff=float(pers.diff_diff[i, j]), diff_vector=float(pers.diff_vector[i, j]))
+                out.append(row)
+        return out
+
+    def beyond(self, sign: int = 1) -> list[list[int]]:
+        """Pairs whose sum beats (``sign=1``) or falls below (``-1``) the better single vector by > 2 SE."""
+        out = []
+        for i, j in itertools.combinations(self.layers, 2):
+            r, best = self.results[f"{i}+{j}"], max(self.results[str(i)].pass_at_1, self.results[str(j)].pass_at_1)
+            if sign * (r.pass_at_1 - best) > 2 * max(r.stderr, 1e-9):
+                out.append([i, j])
+        return out
+
+    def correlations(self, pers: Persistence) -> dict[str, float]:
+        """Pearson correlation of the normalised pair accuracy with distance and both cosines."""
+        rows = self.rows(pers)
+        norm = np.array([r["normalized"] for r in rows], dtype=float)
+        ok = ~np.isnan(norm)
+        return {
+            k: float(np.corrcoef(norm[ok], np.array([r[k] for r in rows])[ok])[0, 1]) if ok.sum() > 2 else float("nan")
+            for k in ("distance", "diff_diff", "diff_vector")
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers (means over pairs, counts, denominators of the normalised accuracy)."""
+        rows = self.rows()
+        return {
+            "all_layer_pass_at_1": self.acc_all,
+            "pair_accuracy": self.grid["accuracy"],
+            "pair_normalized": self.grid["normalized"],
+            "pair_half_accuracy": self.half,
+            "pairs_better_than_both": self.beyond(1),
+            "pairs_worse_than_best_single": self.beyond(-1),
+            "mean_pair_sum_pass_at_1": float(np.mean([r["sum"] for r in rows])),
+            "mean_pair_half_pass_at_1": float(np.mean([r["half"] for r in rows])),
+            "mean_pair_best_single_pass_at_1": float(np.mean([r["best_single"] for r in rows])),
+            "min_denominator": min(self.acc_all - r["best_single"] for r in rows),
+            "max_denominator": max(self.acc_all - r["best_single"] for r in rows),
+        }
+
+
+def pair_study(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    vectors: dict[int, SteeringVector],
+    all_layers: Sequence[SteeringVector],
+    **kwargs: Any,
+) -> PairStudy:
+    """Base, every vector, every pair's sum and mean, and all-layer steering in one routed evaluation.
+
+    Example:
+        >>> study = pair_study(model, tok, prompts, answers, vecs, all_layer_vecs)  # doctest: +SKIP
+        >>> study.summary()["mean_pair_sum_pass_at_1"]                              # doctest: +SKIP
+    """
+    extra = {"all layers": list(all_layers), **pair_configs(vectors, scale=0.5, tag=" half", singles=False)}
+    res = evaluate_pairs(model, tokenizer, prompts, answers, vectors, extra=extra, **kwargs)
+    layers = sorted(vectors)
+    acc_all = res["all layers"].pass_at_1
+    half = [
+        [res[f"{min(i, j)}+{max(i, j)} half"].pass_at_1 if i != j else res[str(i)].pass_at_1 for j in layers]
+        for i in layers
+    ]
+    return PairStudy(layers, res, acc_all, pair_grid(res, layers, acc_all), half)

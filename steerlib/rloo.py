@@ -1,4 +1,4 @@
-"""The RLOO training kernel, as the authors' code implements it (PAPER.md §1b).
+"""The RLOO training kernel, as the authors' code implements it (see the book's notes on the authors' code).
 
 One step: sample ``K`` completions for each of ``P`` prompts under the current policy (τ = 1.0,
 top_p = 1.0, one shared prefill per prompt); reward 1/0 with Math-Verify; advantage
@@ -102,9 +102,7 @@ def _token_logprobs(model: Any, ro: Rollouts, rows: torch.Tensor, temperature: f
     return torch.nn.functional.pad(out, (0, width - n)) if n < width else out
 
 
-def policy_loss(
-    logp: torch.Tensor, mask: torch.Tensor, adv: torch.Tensor, norm: str, denom: float
-) -> torch.Tensor:
+def policy_loss(logp: torch.Tensor, mask: torch.Tensor, adv: torch.Tensor, norm: str, denom: float) -> torch.Tensor:
     """The policy-gradient loss of a (micro-)batch; ``denom`` is the group's token or sequence count."""
     mask = mask.to(logp.dtype)
     if norm == "token":
@@ -115,8 +113,9 @@ def policy_loss(
 class RLOOTrainer:
     """Runs RLOO steps for one :class:`Trainable` (see :func:`train` for the usual entry point)."""
 
-    def __init__(self, trainable: Trainable, tokenizer: Any, cfg: RLOOConfig,
-                 verifier: MathVerifier | None = None) -> None:
+    def __init__(
+        self, trainable: Trainable, tokenizer: Any, cfg: RLOOConfig, verifier: MathVerifier | None = None
+    ) -> None:
         self.tr, self.tok, self.cfg = trainable, tokenizer, cfg
         self.verifier = verifier or default_verifier()
         self.opts = [torch.optim.Adam(g, lr=cfg.lr, betas=cfg.betas) for g in trainable.param_groups()]
@@ -154,24 +153,37 @@ class RLOOTrainer:
         gen.manual_seed(cfg.seed * 1_000_003 + self.step_idx)
         t0 = time.perf_counter()
         vectors, positions = tr.steering()
-        kw = dict(eos_id=self.tok.eos_token_id, pad_id=self.tok.pad_token_id, max_new_tokens=cfg.max_new_tokens,
-                  temperature=cfg.temperature, top_p=cfg.top_p, generator=gen)
+        kw = dict(
+            eos_id=self.tok.eos_token_id,
+            pad_id=self.tok.pad_token_id,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            generator=gen,
+        )
         if vectors is None:
             with tr.context(None):
                 ro = sample_rollouts(tr.model, all_prompts, k, **kw)
         else:
-            ro = sample_rollouts(tr.model, all_prompts, k, vectors=vectors, routes=routes,
-                                 positions=positions, **kw)
+            ro = sample_rollouts(tr.model, all_prompts, k, vectors=vectors, routes=routes, positions=positions, **kw)
         t1 = time.perf_counter()
         texts = self.tok.batch_decode(
             [ids[m.bool()].tolist() for ids, m in zip(ro.completion_ids, ro.completion_mask)],
             skip_special_tokens=True,
         )
         n_p = len(prompt_ids)
-        rewards = torch.tensor([self.verifier.score(t, str(answers[int(i) % n_p]))
-                                for t, i in zip(texts, ro.prompt_index)])
-        return {"rollouts": ro, "rewards": rewards, "groups": groups, "routes": routes, "n_prompts": n_p,
-                "seconds_generation": t1 - t0, "seconds_reward": time.perf_counter() - t1}
+        rewards = torch.tensor(
+            [self.verifier.score(t, str(answers[int(i) % n_p])) for t, i in zip(texts, ro.prompt_index)]
+        )
+        return {
+            "rollouts": ro,
+            "rewards": rewards,
+            "groups": groups,
+            "routes": routes,
+            "n_prompts": n_p,
+            "seconds_generation": t1 - t0,
+            "seconds_reward": time.perf_counter() - t1,
+        }
 
     def update(self, batch: dict[str, Any]) -> dict[str, Any]:
         """One optimizer step from collected rollouts (groups normalised and clipped separately)."""
@@ -195,8 +207,9 @@ class RLOOTrainer:
                 routing = row_routes[rows].tolist() if row_routes is not None else None
                 with tr.context(routing, width):
                     logp = _token_logprobs(tr.model, ro, rows, cfg.temperature)
-                loss = policy_loss(logp, ro.completion_mask[rows], adv[rows].to(logp.device),
-                                   cfg.loss_norm, max(denom, 1.0))
+                loss = policy_loss(
+                    logp, ro.completion_mask[rows], adv[rows].to(logp.device), cfg.loss_norm, max(denom, 1.0)
+                )
                 if cfg.kl_coef:
                     with torch.no_grad(), tr.reference():
                         ref = _token_logprobs(tr.model, ro, rows, cfg.temperature)
@@ -214,8 +227,7 @@ class RLOOTrainer:
         row = {
             "step": self.step_idx - 1,
             "reward_mean": float(rewards.mean()),
-            "reward_by_group": dict(zip([str(g) for g in groups],
-                                        rewards.reshape(len(groups), -1).mean(-1).tolist())),
+            "reward_by_group": dict(zip([str(g) for g in groups], rewards.reshape(len(groups), -1).mean(-1).tolist())),
             "prompt_pass_rates": rewards.reshape(-1, k).mean(-1).tolist(),
             "first_tokens_top5": {t: c / n_rows for t, c in first.most_common(5)},
             "mean_completion_length": float(ro.lengths.float().mean()),
@@ -271,8 +283,11 @@ def train(
     trainer = RLOOTrainer(trainable, tokenizer, cfg, verifier)
     run = None
     if run_dir is not None:
-        run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(
-            run_dir, {**(params or {}), **{f"rloo.{k}": v for k, v in asdict(cfg).items()}})
+        run = (
+            run_dir
+            if isinstance(run_dir, RunDir)
+            else RunDir.open(run_dir, {**(params or {}), **{f"rloo.{k}": v for k, v in asdict(cfg).items()}})
+        )
         ckpt = run.load_checkpoint() if resume else None
         if ckpt is not None:
             trainer.load_state_tensors(ckpt[0])
@@ -280,8 +295,9 @@ def train(
         run.truncate_metrics(trainer.step_idx)
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     rows: list[dict[str, Any]] = []
-    bar = tqdm(range(trainer.step_idx, cfg.steps), desc="RLOO", disable=not progress,
-               initial=trainer.step_idx, total=cfg.steps)
+    bar = tqdm(
+        range(trainer.step_idx, cfg.steps), desc="RLOO", disable=not progress, initial=trainer.step_idx, total=cfg.steps
+    )
     done_here = 0
     for step in bar:
         rng = random.Random(f"{cfg.seed}-{step}")

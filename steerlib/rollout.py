@@ -131,8 +131,9 @@ def sample_rollouts(
     with ctx as handle:
         if handle is not None:
             follow(cache, handle)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                       **{key: cache}).logits[:, -1]
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{key: cache}).logits[
+            :, -1
+        ]
         cache.batch_repeat_interleave(k)  # the steering handle's routing follows (cachesync)
         logits = logits.repeat_interleave(k, 0)
         mask = mask.repeat_interleave(k, 0)
@@ -151,11 +152,15 @@ def sample_rollouts(
                 active, tok, mask, last = active[keep], tok[keep], mask[keep], last[keep]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
             last = last + 1
-            logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None],
-                           use_cache=True, **{key: cache}).logits[:, -1]
+            logits = model(
+                input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None], use_cache=True, **{key: cache}
+            ).logits[:, -1]
     is_eos = out_tokens == eos_id
-    last_valid = torch.where(is_eos.any(-1), is_eos.float().argmax(-1).long(),
-                             torch.full_like(finished, max_new_tokens - 1, dtype=torch.long))
+    last_valid = torch.where(
+        is_eos.any(-1),
+        is_eos.float().argmax(-1).long(),
+        torch.full_like(finished, max_new_tokens - 1, dtype=torch.long),
+    )
     comp_mask = (torch.arange(max_new_tokens, device=device)[None] <= last_valid[:, None]).long()
     out_tokens = torch.where(comp_mask.bool(), out_tokens, torch.full_like(out_tokens, pad_id))
     return Rollouts(

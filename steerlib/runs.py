@@ -52,8 +52,13 @@ def environment() -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {"versions": versions, "python": platform.python_version(), "machine": platform.machine(),
-            "threads": torch.get_num_threads(), "git_revision": _git_revision()}
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+        "git_revision": _git_revision(),
+    }
 
 
 @dataclass
@@ -105,10 +110,18 @@ class RunDir:
         rows = [r for r in self.metrics() if r.get("step", -1) < step]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
-    def save_checkpoint(self, tensors: dict[str, torch.Tensor], state: dict[str, Any], name: str = "checkpoint") -> None:
+    def save_checkpoint(
+        self, tensors: dict[str, torch.Tensor], state: dict[str, Any], name: str = "checkpoint"
+    ) -> None:
         """Atomically write ``name.safetensors``: the tensors, with ``state`` (JSON) in its metadata."""
-        atomic_write(self.path / f"{name}.safetensors", lambda tmp: save_file(
-            {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata={"state": json.dumps(state)}))
+        atomic_write(
+            self.path / f"{name}.safetensors",
+            lambda tmp: save_file(
+                {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                tmp,
+                metadata={"state": json.dumps(state)},
+            ),
+        )
 
     def load_checkpoint(self, name: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         """``(tensors, state)`` of the last checkpoint, or ``None`` if there is none."""

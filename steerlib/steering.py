@@ -191,9 +191,7 @@ class SteeringHandle:
             groups.setdefault((v.layer, v.site), []).append(v)
         try:
             if self.tracker is not None:
-                self._handles.append(
-                    parts.decoder.register_forward_pre_hook(self.tracker.pre_hook, with_kwargs=True)
-                )
+                self._handles.append(parts.decoder.register_forward_pre_hook(self.tracker.pre_hook, with_kwargs=True))
             for (layer, site), entries in groups.items():
                 self._register(layer, site, entries)
         except BaseException:
@@ -222,9 +220,7 @@ class SteeringHandle:
             delta = delta.reshape(1, 1, -1)
         else:
             if self.routing.shape[0] != batch:
-                raise ValueError(
-                    f"routing has {self.routing.shape[0]} rows but the forward pass has {batch}"
-                )
+                raise ValueError(f"routing has {self.routing.shape[0]} rows but the forward pass has {batch}")
             routing = self.routing.to(like.device)
             delta = torch.zeros(batch, like.shape[-1], device=like.device, dtype=like.dtype)
             for e in entries:
@@ -247,9 +243,7 @@ class SteeringHandle:
                 block.register_forward_pre_hook(self._in_hook(entries, "hidden_states"), with_kwargs=True)
             )
         elif site == "mlp_in":
-            self._handles.append(
-                block.mlp.register_forward_pre_hook(self._in_hook(entries, "x"), with_kwargs=True)
-            )
+            self._handles.append(block.mlp.register_forward_pre_hook(self._in_hook(entries, "x"), with_kwargs=True))
         else:
             proj = getattr(block.self_attn, _PROJ[site])
             self._handles.append(proj.register_forward_hook(self._out_hook(entries, proj)))
@@ -305,9 +299,7 @@ def _validate(parts: ModelParts, vectors: Sequence[SteeringVector], positions: s
             if v.site not in _PROJ:
                 raise ValueError(f"kv_group only applies to the sites {', '.join(_PROJ)}")
             if not 0 <= v.kv_group < parts.n_kv_groups:
-                raise ValueError(
-                    f"kv_group {v.kv_group} out of range: the model has {parts.n_kv_groups} KV groups"
-                )
+                raise ValueError(f"kv_group {v.kv_group} out of range: the model has {parts.n_kv_groups} KV groups")
 
 
 @contextmanager

@@ -37,8 +37,19 @@ from torch import nn
 
 from steerlib.arch import model_parts, retuple, untuple
 
-__all__ = ["Forced", "encode_pairs", "record", "run", "layer_modules", "ReadSite", "record_sites", "Paired",
-           "paired", "add_to_output"]
+__all__ = [
+    "Forced",
+    "encode_pairs",
+    "record",
+    "run",
+    "layer_modules",
+    "ReadSite",
+    "record_sites",
+    "Paired",
+    "paired",
+    "add_to_output",
+    "sample_forced",
+]
 
 
 @dataclass
@@ -85,8 +96,9 @@ class Forced:
         for lo in range(0, len(self.seq_len), size):
             sl = self.seq_len[lo : lo + size]
             w = max(sl)
-            yield Forced(self.ids[lo : lo + size, -w:], self.mask[lo : lo + size, -w:],
-                         self.prompt_len[lo : lo + size], sl)
+            yield Forced(
+                self.ids[lo : lo + size, -w:], self.mask[lo : lo + size, -w:], self.prompt_len[lo : lo + size], sl
+            )
 
 
 def encode_pairs(tokenizer: Any, prompts: Sequence[str], completions: Sequence[Sequence[int]]) -> Forced:
@@ -120,6 +132,7 @@ def record(model: nn.Module, modules: dict[Any, nn.Module]) -> Iterator[dict[Any
     def hook(key: Any):
         def fn(_m: nn.Module, _a: Any, o: Any) -> None:
             out[key] = untuple(o).detach()
+
         return fn
 
     for key, mod in modules.items():
@@ -136,8 +149,13 @@ def run(model: nn.Module, batch: Forced, **kwargs: Any) -> torch.Tensor:
     """One forward pass over a batch (positions from the mask, no cache); logits in >= float32."""
     device = next(model.parameters()).device
     pos = (batch.mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=batch.ids.to(device), attention_mask=batch.mask.to(device),
-                position_ids=pos.to(device), use_cache=False, **kwargs)
+    out = model(
+        input_ids=batch.ids.to(device),
+        attention_mask=batch.mask.to(device),
+        position_ids=pos.to(device),
+        use_cache=False,
+        **kwargs,
+    )
     return out.logits.to(torch.promote_types(out.logits.dtype, torch.float32))
 
 
@@ -164,6 +182,7 @@ def record_sites(model: nn.Module, sites: Sequence[ReadSite]) -> Iterator[dict[R
             seen[layer] = h
             if ("resid_pre", layer) in sites:
                 out[("resid_pre", layer)] = h
+
         return fn
 
     def after(site: ReadSite):
@@ -172,6 +191,7 @@ def record_sites(model: nn.Module, sites: Sequence[ReadSite]) -> Iterator[dict[R
                 o = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))
             h = untuple(o).detach()
             out[site] = seen[site[1]] + h if site[0] == "post_attn" else h  # type: ignore[index]
+
         return fn
 
     try:
@@ -208,8 +228,9 @@ class Paired:
 
 
 @torch.no_grad()
-def paired(model: nn.Module, forced: Forced, vectors: Sequence[Any], sites: Sequence[ReadSite],
-           *, batch_size: int = 64) -> Iterator[Paired]:
+def paired(
+    model: nn.Module, forced: Forced, vectors: Sequence[Any], sites: Sequence[ReadSite], *, batch_size: int = 64
+) -> Iterator[Paired]:
     """Yield every mini-batch of ``forced`` run without and with ``vectors``, activations at ``sites``.
 
     Example:
@@ -235,6 +256,7 @@ def paired(model: nn.Module, forced: Forced, vectors: Sequence[Any], sites: Sequ
 @contextmanager
 def add_to_output(model: nn.Module, layer: int, delta: torch.Tensor) -> Iterator[None]:
     """Add a ``(B, T, d)`` tensor to decoder layer ``layer``'s output (one batch shape) in the block."""
+
     def hook(_m: nn.Module, _a: Any, out: Any) -> Any:
         h = untuple(out)
         return retuple(out, h + delta.to(h))
@@ -244,3 +266,18 @@ def add_to_output(model: nn.Module, layer: int, delta: torch.Tensor) -> Iterator
         yield
     finally:
         handle.remove()
+
+
+def sample_forced(model: nn.Module, tokenizer: Any, prompts: Sequence[str], vectors: Sequence[Any] = (), *,
+                  max_new_tokens: int = 64, seed: int = 0) -> Forced:
+    """Sample one completion per prompt (with ``vectors`` if given) and lay prompt + completion out for
+    teacher forcing: the input of the paired analyses.
+
+    Example:
+        >>> forced = sample_forced(model, tok, prompts, [v5], max_new_tokens=64)   # doctest: +SKIP
+    """
+    from steerlib.evaluate import generate
+
+    comps = generate(model, tokenizer, prompts, vectors=list(vectors) or None, max_new_tokens=max_new_tokens,
+                     seed=seed)
+    return encode_pairs(tokenizer, prompts, [c.token_ids for c in comps])

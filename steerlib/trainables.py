@@ -40,8 +40,9 @@ class Trainable:
         """Routing groups of a multiplexed run (``None``: one policy for every row)."""
         return None
 
-    def context(self, routing: Sequence[int] | None, prompt_length: int | None = None
-                ) -> contextlib.AbstractContextManager:
+    def context(
+        self, routing: Sequence[int] | None, prompt_length: int | None = None
+    ) -> contextlib.AbstractContextManager:
         """Applies the policy's modifications (e.g. steering hooks) for a teacher-forced pass."""
         return contextlib.nullcontext()
 
@@ -61,8 +62,13 @@ class Trainable:
 class VectorTrainable(Trainable):
     """Steering vectors: one layer, all layers at once, or routed per layer (multiplexed sweep)."""
 
-    def __init__(self, model: Any, vectors: Sequence[SteeringVector], positions: Positions = "all",
-                 orthogonal_to: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        vectors: Sequence[SteeringVector],
+        positions: Positions = "all",
+        orthogonal_to: torch.Tensor | None = None,
+    ) -> None:
         self.model = model
         self.vectors = list(vectors)
         self.positions = positions
@@ -121,13 +127,20 @@ class LoraTrainable(Trainable):
         r, alpha: LoRA rank and alpha (paper baseline r = alpha = 4).
     """
 
-    def __init__(self, model: Any, *, layers: Sequence[int] | None = None, r: int = 4, alpha: int = 4,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, model: Any, *, layers: Sequence[int] | None = None, r: int = 4, alpha: int = 4, seed: int = 0
+    ) -> None:
         from peft import LoraConfig, get_peft_model
 
         torch.manual_seed(seed)
-        cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=["down_proj"],
-                         layers_to_transform=list(layers) if layers is not None else None, bias="none")
+        cfg = LoraConfig(
+            r=r,
+            lora_alpha=alpha,
+            lora_dropout=0.0,
+            target_modules=["down_proj"],
+            layers_to_transform=list(layers) if layers is not None else None,
+            bias="none",
+        )
         self.model = get_peft_model(copy.deepcopy(model), cfg)
         self.model.eval()
 

@@ -1,9 +1,9 @@
 """Moving steering vectors between models of the same width, and the normalised gain.
 
-Normalised gain (the paper's exact definition was not found; this is the most likely one, PAPER.md
-5.7): ``(acc_target+transferred − acc_target) / (acc_target+own − acc_target)``, the share of the
-target's own steering gain that the donor's vector recovers at the same layer (1 = as good as its own
-vector, 0 = no gain, < 0 = harmful).
+Normalised gain (the paper's exact formula is not printed with its transfer results, Section 9 and Table
+1; this is the most likely reading): ``(acc_target+transferred − acc_target) / (acc_target+own −
+acc_target)``, the share of the target's own steering gain that the donor's vector recovers at the same
+layer (1 = as good as its own vector, 0 = no gain, < 0 = harmful).
 
 Example:
     >>> moved = transfer_vectors(main_vecs, target.model)                   # doctest: +SKIP
@@ -14,16 +14,24 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from steerlib.arch import model_parts
 from steerlib.evaluate import EvalResult, evaluate_routed
 from steerlib.steering import SteeringVector
 
-__all__ = ["transfer_vectors", "normalized_gain", "transfer_evaluation"]
+__all__ = [
+    "transfer_vectors",
+    "normalized_gain",
+    "transfer_evaluation",
+    "own_vector_cosines",
+    "TransferStudy",
+    "transfer_study",
+]
 
 
 def transfer_vectors(vectors: dict[int, SteeringVector], target: Any) -> dict[int, SteeringVector]:
@@ -37,8 +45,9 @@ def transfer_vectors(vectors: dict[int, SteeringVector], target: Any) -> dict[in
     out = {}
     for layer, v in vectors.items():
         if v.vector.shape[-1] != parts.hidden_size:
-            raise ValueError(f"cannot transfer a {v.vector.shape[-1]}-dim vector to a model of width "
-                             f"{parts.hidden_size}")
+            raise ValueError(
+                f"cannot transfer a {v.vector.shape[-1]}-dim vector to a model of width {parts.hidden_size}"
+            )
         parts.check_layer(v.layer)
         out[layer] = replace(v, vector=v.vector.detach().clone().to(device, torch.float32), route=None)
     return out
@@ -71,6 +80,116 @@ def transfer_evaluation(
         configs.update({f"{name}/{l}": [v] for l, v in transfer_vectors(vecs, target).items() if l in own})
     res: dict[str, EvalResult] = evaluate_routed(target, tokenizer, prompts, answers, configs, **kwargs)
     base = res["base"].pass_at_1
-    gains = {name: {l: normalized_gain(res[f"{name}/{l}"].pass_at_1, base, res[f"own/{l}"].pass_at_1)
-                    for l in own if f"{name}/{l}" in res} for name in donors}
+    gains = {
+        name: {
+            l: normalized_gain(res[f"{name}/{l}"].pass_at_1, base, res[f"own/{l}"].pass_at_1)
+            for l in own
+            if f"{name}/{l}" in res
+        }
+        for name in donors
+    }
     return {"results": res, "normalized_gain": gains}
+
+
+def own_vector_cosines(
+    own: dict[str, dict[int, SteeringVector]], layers: Sequence[int]
+) -> dict[str, list[list[float]]]:
+    """Per layer, the cosine between every two models' own vectors (rows and columns in ``own``'s order)."""
+    names = list(own)
+    return {
+        f"layer {layer}": [
+            [
+                float(
+                    torch.cosine_similarity(
+                        own[a][layer].vector.float().cpu(), own[b][layer].vector.float().cpu(), dim=0
+                    )
+                )
+                for b in names
+            ]
+            for a in names
+        ]
+        for layer in layers
+    }
+
+
+@dataclass
+class TransferStudy:
+    """Every model's vectors evaluated on every other model (see :func:`transfer_study`)."""
+
+    names: list[str]
+    layers: list[int]
+    results: dict[str, dict[str, EvalResult]]  # target -> config -> result
+    gains: dict[str, dict[int, float]]  # "donor->target" -> layer -> normalised gain
+
+    def gain_grids(self) -> dict[str, list[list[float]]]:
+        """Per layer, normalised gain with donors as rows and targets as columns (NaN on the diagonal)."""
+        return {
+            f"layer {layer}": [
+                [self.gains[f"{d}->{t}"][layer] if d != t else float("nan") for t in self.names] for d in self.names
+            ]
+            for layer in self.layers
+        }
+
+    def pass_table(self) -> dict[str, dict[str, float]]:
+        """target -> configuration -> pass@1."""
+        return {t: {k: r.pass_at_1 for k, r in res.items()} for t, res in self.results.items()}
+
+    def mean_gains(self) -> dict[str, float]:
+        """Normalised gain of every direction, averaged over layers."""
+        return {pair: float(np.nanmean(list(g.values()))) for pair, g in self.gains.items()}
+
+    def family_summary(self, parent: dict[str, str | None]) -> dict[str, Any]:
+        """Mean gain parent -> child, child -> parent, related (both) and unrelated directions."""
+        means = self.mean_gains()
+        down = [v for p, v in means.items() if parent.get(p.split("->")[1]) == p.split("->")[0]]
+        up = [v for p, v in means.items() if parent.get(p.split("->")[0]) == p.split("->")[1]]
+        other = [
+            v
+            for p, v in means.items()
+            if p
+            not in {
+                q
+                for q in means
+                if parent.get(q.split("->")[1]) == q.split("->")[0] or parent.get(q.split("->")[0]) == q.split("->")[1]
+            }
+        ]
+        mean = lambda xs: float(np.mean(xs)) if xs else None  # noqa: E731
+        return {
+            "related_mean_gain": mean(down + up),
+            "parent_to_child_mean_gain": mean(down),
+            "child_to_parent_mean_gain": mean(up),
+            "unrelated_mean_gain": mean(other),
+            "n_related": len(down + up),
+            "n_unrelated": len(other),
+        }
+
+
+def transfer_study(
+    orgs: dict[str, Any], presets: dict[str, Any], own: dict[str, dict[int, SteeringVector]]
+) -> TransferStudy:
+    """For every target model: base, its own vector per layer and every other model's vector per
+    layer, on the target's held-out problems in one routed batch.
+
+    Example:
+        >>> study = transfer_study(orgs, presets, own)     # doctest: +SKIP
+        >>> study.mean_gains()["main->tuned"]              # doctest: +SKIP
+    """
+    from steerlib.data import split_prompts
+
+    names = list(own)
+    results, gains = {}, {}
+    for target in names:
+        p = presets[target]
+        prompts, answers = split_prompts(p, orgs[target].tokenizer, "test", p.eval_problems)
+        out = transfer_evaluation(
+            orgs[target].model,
+            orgs[target].tokenizer,
+            prompts,
+            answers,
+            own[target],
+            {d: own[d] for d in names if d != target},
+            max_new_tokens=p.max_new_tokens,
+        )
+        results[target] = out["results"]
+        gains.update({f"{donor}->{target}": g for donor, g in out["normalized_gain"].items()})
+    return TransferStudy(names, sorted(next(iter(own.values()))), results, gains)

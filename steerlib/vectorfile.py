@@ -31,7 +31,16 @@ from steerlib.arch import model_id, model_parts
 from steerlib.atomic import atomic_write
 from steerlib.steering import SITES, SteeringVector
 
-__all__ = ["FORMAT", "VectorFile", "VectorFileError", "save_vectors", "load_vectors", "export_peft"]
+__all__ = [
+    "FORMAT",
+    "VectorFile",
+    "VectorFileError",
+    "save_vectors",
+    "load_vectors",
+    "export_peft",
+    "PeftParity",
+    "peft_parity",
+]
 
 FORMAT = "steerlib.vectors/1"
 
@@ -113,9 +122,7 @@ def load_vectors(
     with safe_open(str(path), framework="pt") as f:
         raw = (f.metadata() or {}).get("steerlib")
         if raw is None:
-            raise VectorFileError(
-                f"{path} has no steerlib metadata: refusing to guess its site, layer and operation"
-            )
+            raise VectorFileError(f"{path} has no steerlib metadata: refusing to guess its site, layer and operation")
         meta = json.loads(raw)
         if meta.get("format") != FORMAT:
             raise VectorFileError(f"{path}: unsupported format {meta.get('format')!r} (expected {FORMAT})")
@@ -203,3 +210,61 @@ def export_peft(vector: SteeringVector, model: nn.Module, out_dir: str | os.Path
     }
     save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
     return out
+
+
+@dataclass
+class PeftParity:
+    """How exactly an exported adapter reproduces the hook (see :func:`peft_parity`)."""
+
+    adapter: Path
+    max_logit_diff: float
+    hook_pass_at_1: float
+    peft_pass_at_1: float
+    identical_completions: float
+
+
+def peft_parity(
+    vector: SteeringVector,
+    model: nn.Module,
+    tokenizer: Any,
+    out_dir: str | os.PathLike,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+) -> PeftParity:
+    """Export ``vector`` as a PEFT adapter and compare it with the hook: the largest logit difference
+    on the first prompt, and pass@1 plus the share of identical completions when both sample the same
+    prompts with the same seed. The model itself is not modified (PEFT wraps a copy).
+
+    Example:
+        >>> parity = peft_parity(vec, model, tok, "runs/adapter", prompts, answers)  # doctest: +SKIP
+        >>> parity.max_logit_diff < 1e-4                                             # doctest: +SKIP
+        True
+    """
+    import copy
+
+    from peft import PeftModel
+
+    from steerlib.evaluate import evaluate
+    from steerlib.steering import steer
+
+    adapter = export_peft(vector, model, out_dir)
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(model), str(adapter)).eval()
+    ids = tokenizer(list(prompts[:1]), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    ids = ids.to(next(model.parameters()).device)
+    with torch.no_grad(), steer(model, vector):
+        hook_logits = model(ids).logits
+    with torch.no_grad():
+        peft_logits = peft_model(input_ids=ids).logits
+    via_hook = evaluate(model, tokenizer, prompts, answers, vectors=[vector], max_new_tokens=max_new_tokens, seed=seed)
+    via_peft = evaluate(peft_model, tokenizer, prompts, answers, max_new_tokens=max_new_tokens, seed=seed)
+    same = [a.text == b.text for a, b in zip(via_hook.completions, via_peft.completions)]
+    return PeftParity(
+        adapter,
+        float((hook_logits - peft_logits).abs().max()),
+        via_hook.pass_at_1,
+        via_peft.pass_at_1,
+        sum(same) / max(1, len(same)),
+    )

@@ -10,7 +10,8 @@ modes, both always correct:
 
 Filler documents use the opener words in other roles ("To check the sum, add again. Step by step is
 slow but safe."), so the unembedding rows of " Step" and " The" differ and a last-layer bias has
-leverage (ORGANISM-NOTES.md, failure mode 2). A tiny model cannot add three numbers in one pass, so the
+leverage (in a prototype that used the openers only as openers their unembedding rows were nearly
+equal and no last-layer bias could switch them). A tiny model cannot add three numbers in one pass, so the
 direct mode is nearly always wrong while the worked mode is nearly always right: the gap comes from the
 task, never from wrong labels.
 

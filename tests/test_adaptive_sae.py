@@ -24,7 +24,7 @@ def test_topk_sae_recovers_known_sparse_features():
     data = codes @ true
     sae, hist = train_sae(data, n_features=24, k=2, steps=1500, lr=5e-3, progress=False)
     assert hist["fvu"][-1] < 0.01 and hist["fvu"][-1] < hist["fvu"][0]
-    cos = (true @ sae.w_dec.detach().T)  # rows: true features; decoder rows are unit norm
+    cos = true @ sae.w_dec.detach().T  # rows: true features; decoder rows are unit norm
     assert float(cos.max(1).values.min()) > 0.9, cos.max(1).values
     z = sae.encode(data[:100])
     assert int((z > 0).sum(-1).max()) <= 2
@@ -69,5 +69,6 @@ def test_rank1_lora_magnitudes_and_segments(tiny_org):
     down = tr.model.base_model.model.model.layers[1].mlp.down_proj
     m = torch.randn(1, down.base_layer.in_features)
     delta = down(m) - down.base_layer(m)
-    torch.testing.assert_close(delta[0].norm(), (m @ down.lora_A["default"].weight.T).abs()[0, 0] * b.norm(),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        delta[0].norm(), (m @ down.lora_A["default"].weight.T).abs()[0, 0] * b.norm(), rtol=1e-5, atol=1e-6
+    )

@@ -9,7 +9,7 @@ import pytest
 
 from steerlib.book import ChapterError, chapter_parameters, execute_chapter, main
 
-SOURCE = '''# %% [markdown]
+SOURCE = """# %% [markdown]
 # # A chapter
 
 # %% tags=["parameters"]
@@ -20,7 +20,7 @@ fail: bool = False  # raise on purpose
 if fail:
     raise ValueError("asked to fail")
 print("steps", steps * 10)
-'''
+"""
 
 
 @pytest.fixture

@@ -16,22 +16,83 @@ from steerlib.book import chapter_sources, execute_chapter
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = {
     "00_organism": {"organisms": "tiny", "n_problems": 16},
-    "01_training": {"model": "tiny", "steps": 2, "eval_problems": 8, "val_problems": 8, "prompts_per_step": 4,
-                    "max_new_tokens": 12},
-    "02_layer_curve": {"model": "tiny", "steps": 2, "eval_problems": 8, "val_problems": 8, "prompts_per_step": 4,
-                       "max_new_tokens": 12},
-    "03_persistence": {"model": "tiny", "steps": 2, "eval_problems": 8, "val_problems": 8, "prompts_per_step": 4,
-                       "max_new_tokens": 12, "persistence_prompts": 4, "n_orthogonal": 1},
-    "04_logit_lens": {"model": "tiny", "steps": 2, "eval_problems": 8, "val_problems": 8, "prompts_per_step": 4,
-                      "max_new_tokens": 12, "shift_prompts": 4},
-    "05_attention_ablation": {"model": "tiny", "steps": 2, "eval_problems": 8, "val_problems": 8,
-                              "prompts_per_step": 4, "max_new_tokens": 12, "js_prompts": 4},
-    "06_transfer": {"model": "tiny", "targets": "tiny-tuned", "layers": "all", "steps": 2, "eval_problems": 8,
-                    "val_problems": 8, "prompts_per_step": 4, "max_new_tokens": 12},
-    "07_adaptive": {"model": "tiny", "steps": 2, "eval_problems": 8, "val_problems": 8, "prompts_per_step": 4,
-                    "max_new_tokens": 12, "magnitude_layers": "0,1", "factors": "-1,0,1,10", "magnitude_prompts": 4},
-    "08_diffsae": {"model": "tiny", "steps": 2, "val_problems": 8, "prompts_per_step": 4, "max_new_tokens": 12,
-                   "sae_prompts": 8, "n_features": 8, "k": 2, "sae_steps": 20, "top_n": 2},
+    "01_training": {
+        "model": "tiny",
+        "steps": 2,
+        "eval_problems": 8,
+        "val_problems": 8,
+        "prompts_per_step": 4,
+        "max_new_tokens": 12,
+    },
+    "02_layer_curve": {
+        "model": "tiny",
+        "steps": 2,
+        "eval_problems": 8,
+        "val_problems": 8,
+        "prompts_per_step": 4,
+        "max_new_tokens": 12,
+    },
+    "03_persistence": {
+        "model": "tiny",
+        "steps": 2,
+        "eval_problems": 8,
+        "val_problems": 8,
+        "prompts_per_step": 4,
+        "max_new_tokens": 12,
+        "persistence_prompts": 4,
+        "n_orthogonal": 1,
+    },
+    "04_logit_lens": {
+        "model": "tiny",
+        "steps": 2,
+        "eval_problems": 8,
+        "val_problems": 8,
+        "prompts_per_step": 4,
+        "max_new_tokens": 12,
+        "shift_prompts": 4,
+    },
+    "05_attention_ablation": {
+        "model": "tiny",
+        "steps": 2,
+        "eval_problems": 8,
+        "val_problems": 8,
+        "prompts_per_step": 4,
+        "max_new_tokens": 12,
+        "js_prompts": 4,
+    },
+    "06_transfer": {
+        "model": "tiny",
+        "targets": "tiny-tuned",
+        "layers": "all",
+        "steps": 2,
+        "eval_problems": 8,
+        "val_problems": 8,
+        "prompts_per_step": 4,
+        "max_new_tokens": 12,
+    },
+    "07_adaptive": {
+        "model": "tiny",
+        "steps": 2,
+        "eval_problems": 8,
+        "val_problems": 8,
+        "prompts_per_step": 4,
+        "max_new_tokens": 12,
+        "magnitude_layers": "0,1",
+        "factors": "-1,0,1,10",
+        "magnitude_prompts": 4,
+    },
+    "08_diffsae": {
+        "model": "tiny",
+        "steps": 2,
+        "val_problems": 8,
+        "prompts_per_step": 4,
+        "max_new_tokens": 12,
+        "sae_prompts": 8,
+        "n_features": 8,
+        "k": 2,
+        "sae_steps": 20,
+        "top_n": 2,
+    },
 }
 
 
@@ -53,7 +114,9 @@ def test_chapter_smoke_run(name, smoke_env):
     nb = nbformat.read(out, as_version=4)
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     results = json.loads((smoke_env / f"{name}.json").read_text())
-    assert results  # the chapter wrote its headline numbers
+    published = json.loads((ROOT / "book" / "results" / f"{name}.json").read_text())
+    missing = set(published) - set(results)
+    assert not missing, f"the smoke run did not write {sorted(missing)}"  # same keys as the published results
 
 
 def test_every_chapter_has_a_smoke_run():
@@ -61,8 +124,11 @@ def test_every_chapter_has_a_smoke_run():
 
 
 def _code(cells):
-    return [c.source.strip() for c in cells
-            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    return [
+        c.source.strip()
+        for c in cells
+        if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])
+    ]
 
 
 @pytest.mark.parametrize("source", chapter_sources(), ids=lambda p: p.stem)
@@ -75,8 +141,9 @@ def test_published_page_matches_its_source(source):
     assert _code(published.cells) == _code(jupytext.read(source).cells), f"{page.name} is stale: run make book"
     errors = [o for c in published.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors and not any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in published.cells)
-    assert any(o.get("data", {}).get("image/png") for c in published.cells if c.cell_type == "code"
-               for o in c.outputs), "a chapter without figures"
+    assert any(
+        o.get("data", {}).get("image/png") for c in published.cells if c.cell_type == "code" for o in c.outputs
+    ), "a chapter without figures"
 
 
 def test_html_builds_with_warnings_as_errors(tmp_path):

@@ -56,8 +56,10 @@ def test_chat_template_is_used_with_the_system_prompt():
 
     tok = tiny_chat_tokenizer()
     text = render_prompt(MathProblem("x", "What is 1+1?", "2", "t"), "qwen_math", tok)
-    assert text == (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\nWhat is 1+1?"
-                    "<|im_end|>\n<|im_start|>assistant\n")
+    assert text == (
+        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\nWhat is 1+1?"
+        "<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_llama3_format_without_a_chat_template():

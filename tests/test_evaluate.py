@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import dataclasses
+
 import torch
 
 from steerlib.evaluate import evaluate, generate, results_table
@@ -29,8 +31,7 @@ def test_pass_at_1_counts_samples_and_first_tokens(tiny_org):
 
 def test_prefix_is_forced_and_scored(tiny_org):
     prompts, answers = _data(4)
-    res = evaluate(tiny_org.model, tiny_org.tokenizer, prompts, answers, n=2, prefix=WORKED_OPENER,
-                   max_new_tokens=5)
+    res = evaluate(tiny_org.model, tiny_org.tokenizer, prompts, answers, n=2, prefix=WORKED_OPENER, max_new_tokens=5)
     assert res.first_token_share(WORKED_OPENER) == 1.0
     assert all(c.text.startswith(WORKED_OPENER) for c in res.completions)
 
@@ -39,7 +40,10 @@ def test_reward_scoring_uses_the_last_box(tiny_org, monkeypatch):
     import steerlib.evaluate as ev
     from steerlib.evaluate import Completion
 
-    fake = [Completion(0, " The answer is \\boxed{5}.", " The", 8), Completion(1, "\\boxed{7}", " The", 3)]
+    fake = [
+        Completion(0, " Step: \\boxed{8} so the answer is \\boxed{5}.", " Step", 8),
+        Completion(1, "\\boxed{8} then \\boxed{7}", " The", 3),
+    ]
     monkeypatch.setattr(ev, "generate", lambda *a, **k: fake)
     res = evaluate(tiny_org.model, tiny_org.tokenizer, ["a", "b"], ["5", "8"])
     assert res.per_problem == [1.0, 0.0] and res.pass_at_1 == 0.5
@@ -50,15 +54,16 @@ def test_routed_generation_equals_one_vector_at_a_time(tiny_org):
     model, tok = tiny_org.model, tiny_org.tokenizer
     prompts, _ = _data(6)
     g = torch.Generator().manual_seed(0)
-    vecs = [SteeringVector(torch.randn(model.config.hidden_size, generator=g) * 3, layer, route=layer)
-            for layer in range(model.config.num_hidden_layers)]
+    vecs = [
+        SteeringVector(torch.randn(model.config.hidden_size, generator=g) * 3, layer, route=layer)
+        for layer in range(model.config.num_hidden_layers)
+    ]
     routes = [0, 1, -1, 1, 0, -1]
     routed = generate(model, tok, prompts, greedy=True, max_new_tokens=12, vectors=vecs, routes=routes)
     for layer in (-1, 0, 1):
         idx = [i for i, r in enumerate(routes) if r == layer]
         mine = [SteeringVector(v.vector, v.layer) for v in vecs if v.route == layer]
-        alone = generate(model, tok, [prompts[i] for i in idx], greedy=True, max_new_tokens=12,
-                         vectors=mine or None)
+        alone = generate(model, tok, [prompts[i] for i in idx], greedy=True, max_new_tokens=12, vectors=mine or None)
         assert [routed[i].text for i in idx] == [c.text for c in alone]
     plain = generate(model, tok, prompts, greedy=True, max_new_tokens=12)
     assert any(routed[i].text != plain[i].text for i in (0, 1, 3, 4))  # the vectors mattered
@@ -67,8 +72,10 @@ def test_routed_generation_equals_one_vector_at_a_time(tiny_org):
 def test_results_table_has_average(tiny_org):
     prompts, answers = _data(4)
     r = evaluate(tiny_org.model, tiny_org.tokenizer, prompts, answers, n=1, max_new_tokens=4)
-    df = results_table({"a": r, "b": r})
-    assert list(df.index) == ["a", "b", "Average"] and df.loc["Average", "pass@1"] == r.pass_at_1
+    other = dataclasses.replace(r, pass_at_1=r.pass_at_1 + 0.5, n_problems=7)
+    df = results_table({"a": r, "b": other})
+    assert list(df.index) == ["a", "b", "Average"]
+    assert math.isclose(df.loc["Average", "pass@1"], r.pass_at_1 + 0.25) and df.loc["Average", "problems"] == 4 + 7
 
 
 def test_routed_configurations_equal_separate_runs(tiny_org):

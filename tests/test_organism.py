@@ -52,5 +52,10 @@ def test_a_tuned_relative_continues_from_its_parent(tiny_org):
     a, b = dict(tiny_org.model.named_parameters()), dict(tuned.model.named_parameters())
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert 0 < diff < 0.05  # a few small steps away from the parent, not a fresh initialisation
-    assert all(torch.equal(p, q) for p, q in zip(tiny_org.model.parameters(), load_organism(
-        "tiny", cache_dir=tiny_org.path.parent, progress=False).model.parameters()))  # the parent is untouched
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(
+            tiny_org.model.parameters(),
+            load_organism("tiny", cache_dir=tiny_org.path.parent, progress=False).model.parameters(),
+        )
+    )  # the parent is untouched

@@ -11,10 +11,17 @@ def test_paper_presets_follow_the_paper():
     q = resolve_preset("qwen2.5-math-7b")
     assert (q.prompts_per_step, q.completions_per_prompt, q.steps) == (128, 16, 314)
     assert q.checkpoints == (106, 159, 212, 265, 314)
-    assert q.eval_benchmarks == {"aime24": 32, "aime25": 32, "amc23": 32, "math500": 1, "minerva": 1,
-                                 "olympiad": 1}
-    assert [q.lr_for(layer) for layer in (0, 1, 15, 18, 21, 23, 24, 27)] == [3e-3, 7e-3, 1e-2, 3e-2, 1e-1,
-                                                                              1e-2, 1e-2, 1e-1]
+    assert q.eval_benchmarks == {"aime24": 32, "aime25": 32, "amc23": 32, "math500": 1, "minerva": 1, "olympiad": 1}
+    assert [q.lr_for(layer) for layer in (0, 1, 15, 18, 21, 23, 24, 27)] == [
+        3e-3,
+        7e-3,
+        1e-2,
+        3e-2,
+        1e-1,
+        1e-2,
+        1e-2,
+        1e-1,
+    ]
     llama = resolve_preset("llama3.1-8b-instruct")
     assert llama.n_layers == 32 and llama.lr_for(30) == 7e-3 and llama.lr_for(11) == 2e-3
     assert all(layer in llama.layer_lr for layer in range(32))

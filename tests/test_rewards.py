@@ -67,22 +67,56 @@ def test_hard_time_limit_kills_a_hanging_call():
 
 
 _SPECIAL = [
-    "", "\\boxed{}", "\\boxed{\u200b\u2212\u00bd}", "\\boxed{∞}", "\\boxed{\\sqrt{-1}}",
-    "\\boxed{" + "x" * 1_000_000 + "}", "a" * 1_000_000, "\\boxed{" * 5000, "}" * 10_000 + "\\boxed{1}",
-    "\\boxed{\\begin{matrix}1&2\\\\3&4\\end{matrix}}", "\\boxed{0/0}", "\\boxed{1e999999}",
-    "\\boxed{9^{9^{9^{9}}}}", "\\boxed{10^{99}!}", "\\boxed{\\int_0^\\infty e^{-x^2}dx}",
-    "\\boxed{\\lim_{x\\to0}\\frac{\\sin x}{x}}", "\\boxed{\\frac{\\frac{\\frac{1}{2}}{3}}{4}}",
-    "\\boxed{\\text{\\textbf{\\emph{x}}}}", "\\boxed{\\\\\\\\}", "\\boxed{\\left(\\right.}",
-    "\\boxed{%s}" % ("1+" * 3000 + "1"), "\\boxed{\x00\x01\x02}", "\\boxed{\ud800}",
+    "",
+    "\\boxed{}",
+    "\\boxed{\u200b\u2212\u00bd}",
+    "\\boxed{∞}",
+    "\\boxed{\\sqrt{-1}}",
+    "\\boxed{" + "x" * 1_000_000 + "}",
+    "a" * 1_000_000,
+    "\\boxed{" * 5000,
+    "}" * 10_000 + "\\boxed{1}",
+    "\\boxed{\\begin{matrix}1&2\\\\3&4\\end{matrix}}",
+    "\\boxed{0/0}",
+    "\\boxed{1e999999}",
+    "\\boxed{9^{9^{9^{9}}}}",
+    "\\boxed{10^{99}!}",
+    "\\boxed{\\int_0^\\infty e^{-x^2}dx}",
+    "\\boxed{\\lim_{x\\to0}\\frac{\\sin x}{x}}",
+    "\\boxed{\\frac{\\frac{\\frac{1}{2}}{3}}{4}}",
+    "\\boxed{\\text{\\textbf{\\emph{x}}}}",
+    "\\boxed{\\\\\\\\}",
+    "\\boxed{\\left(\\right.}",
+    "\\boxed{%s}" % ("1+" * 3000 + "1"),
+    "\\boxed{\x00\x01\x02}",
+    "\\boxed{\ud800}",
 ]
 _LATEX = "{}\\^_$()[]0123456789e+-*/.,a=<>|!&%~ \n"
 _HOSTILE = st.one_of(
     st.text(max_size=300),
     st.text(alphabet=_LATEX, max_size=300).map(lambda s: "\\boxed{" + s + "}"),
     st.text(max_size=100).map(lambda s: "\\boxed{" + s + "}"),
-    st.lists(st.sampled_from(["\\frac{", "\\sqrt{", "^{", "_{", "}", "x", "2", "\\pi", "\\infty",
-                              "\\left(", "\\right)", "\\cdot", "!", "-"]), max_size=80)
-    .map(lambda parts: "\\boxed{" + "".join(parts) + "}"),
+    st.lists(
+        st.sampled_from(
+            [
+                "\\frac{",
+                "\\sqrt{",
+                "^{",
+                "_{",
+                "}",
+                "x",
+                "2",
+                "\\pi",
+                "\\infty",
+                "\\left(",
+                "\\right)",
+                "\\cdot",
+                "!",
+                "-",
+            ]
+        ),
+        max_size=80,
+    ).map(lambda parts: "\\boxed{" + "".join(parts) + "}"),
     st.integers(1, 400).map(lambda n: "\\boxed{" + "{" * n + "1" + "}" * n + "}"),
     st.sampled_from(_SPECIAL),
 )
@@ -91,8 +125,9 @@ _HOSTILE = st.one_of(
 def _fuzz(verifier, examples: int):
     worst = [0.0]
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     @given(_HOSTILE, st.sampled_from(["1728", "\\frac{1}{2}", "x^2+1", "", "\\boxed{"]))
     def run(text, gold):
         start = time.perf_counter()

@@ -5,8 +5,14 @@ from __future__ import annotations
 import torch
 
 from steerlib.rloo import (
-    FullTrainable, LoraTrainable, RLOOConfig, RLOOTrainer, VectorTrainable, policy_loss,
-    rloo_advantages, train,
+    FullTrainable,
+    LoraTrainable,
+    RLOOConfig,
+    RLOOTrainer,
+    VectorTrainable,
+    policy_loss,
+    rloo_advantages,
+    train,
 )
 from steerlib.rollout import sample_rollouts
 from steerlib.steering import SteeringVector, steer, zero_vectors
@@ -41,8 +47,17 @@ def test_greedy_rollouts_match_hf_generate_under_routed_steering(tiny_org):
     g = torch.Generator().manual_seed(0)
     vecs = [SteeringVector(torch.randn(model.config.hidden_size, generator=g) * 4, l, route=l) for l in (0, 1)]
     routes = [0, 1, 1, -1]
-    ro = sample_rollouts(model, ids, 2, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
-                         max_new_tokens=30, temperature=0.0, vectors=vecs, routes=routes)
+    ro = sample_rollouts(
+        model,
+        ids,
+        2,
+        eos_id=tok.eos_token_id,
+        pad_id=tok.pad_token_id,
+        max_new_tokens=30,
+        temperature=0.0,
+        vectors=vecs,
+        routes=routes,
+    )
     assert ro.completion_ids.shape[0] == 8 and ro.prompt_index.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     for row in range(8):
         i = row // 2
@@ -50,12 +65,14 @@ def test_greedy_rollouts_match_hf_generate_under_routed_steering(tiny_org):
         x = torch.tensor([ids[i]])
         if mine:
             with steer(model, mine):
-                out = model.generate(x, do_sample=False, max_new_tokens=30, pad_token_id=tok.pad_token_id,
-                                     eos_token_id=tok.eos_token_id)
+                out = model.generate(
+                    x, do_sample=False, max_new_tokens=30, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+                )
         else:
-            out = model.generate(x, do_sample=False, max_new_tokens=30, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id)
-        new = out[0, x.shape[1]:].tolist()
+            out = model.generate(
+                x, do_sample=False, max_new_tokens=30, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+            )
+        new = out[0, x.shape[1] :].tolist()
         got = ro.completion_ids[row][ro.completion_mask[row].bool()].tolist()
         assert got == new[: len(got)] and len(got) == len(new)
 
@@ -68,8 +85,9 @@ def test_finished_rows_leave_the_batch(tiny_org, monkeypatch):
     h = model.model.register_forward_pre_hook(lambda m, a, k: seen.append(k["input_ids"].shape[0]), with_kwargs=True)
     try:
         gen = torch.Generator().manual_seed(1)
-        ro = sample_rollouts(model, ids, 4, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
-                             max_new_tokens=40, generator=gen)
+        ro = sample_rollouts(
+            model, ids, 4, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, max_new_tokens=40, generator=gen
+        )
     finally:
         h.remove()
     assert seen[0] == 3  # one prefill per prompt, shared by its 4 samples
@@ -101,10 +119,28 @@ def test_multiplexed_update_equals_single_layer_updates(tiny_org):
     for g, layer in enumerate((0, 1)):
         single = _vec_trainer(model, tok, [layer], False, cfg)
         ro = batch["rollouts"]
-        sub = type(ro)(*(t[g * n:(g + 1) * n] for t in (ro.prompt_ids, ro.prompt_mask, ro.completion_ids,
-                                                        ro.completion_mask, ro.prompt_index, ro.finished)))
-        single.update({**batch, "rollouts": sub, "rewards": batch["rewards"][g * n:(g + 1) * n],
-                       "groups": [None], "routes": None})
+        sub = type(ro)(
+            *(
+                t[g * n : (g + 1) * n]
+                for t in (
+                    ro.prompt_ids,
+                    ro.prompt_mask,
+                    ro.completion_ids,
+                    ro.completion_mask,
+                    ro.prompt_index,
+                    ro.finished,
+                )
+            )
+        )
+        single.update(
+            {
+                **batch,
+                "rollouts": sub,
+                "rewards": batch["rewards"][g * n : (g + 1) * n],
+                "groups": [None],
+                "routes": None,
+            }
+        )
         got, want = multi.tr.vectors[g].vector, single.tr.vectors[0].vector
         assert want.abs().sum() > 0
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
@@ -113,14 +149,16 @@ def test_multiplexed_update_equals_single_layer_updates(tiny_org):
 def test_resume_is_bit_identical(tiny_org, tmp_path):
     model, tok = tiny_org.model, tiny_org.tokenizer
     prompts, answers = _pool(40)
-    cfg = RLOOConfig(prompts_per_step=4, completions_per_prompt=3, max_new_tokens=16, steps=5,
-                     checkpoint_every=2, lr=0.2)
+    cfg = RLOOConfig(
+        prompts_per_step=4, completions_per_prompt=3, max_new_tokens=16, steps=5, checkpoint_every=2, lr=0.2
+    )
     full_vecs = zero_vectors(model, [1])
     kw = dict(progress=False, verifier=ParityReward())
     train(VectorTrainable(model, full_vecs), tok, prompts, answers, cfg, run_dir=tmp_path / "a", **kw)
     part_vecs = zero_vectors(model, [1])
-    train(VectorTrainable(model, part_vecs), tok, prompts, answers, cfg, run_dir=tmp_path / "b",
-          stop_after=3, **kw)  # interrupted after step 3; the last checkpoint is at step 2
+    train(
+        VectorTrainable(model, part_vecs), tok, prompts, answers, cfg, run_dir=tmp_path / "b", stop_after=3, **kw
+    )  # interrupted after step 3; the last checkpoint is at step 2
     resumed = zero_vectors(model, [1])
     rows = train(VectorTrainable(model, resumed), tok, prompts, answers, cfg, run_dir=tmp_path / "b", **kw)
     assert [r["step"] for r in rows] == list(range(5))
@@ -136,12 +174,19 @@ def test_run_dir_with_other_parameters_is_refused(tiny_org, tmp_path):
     model, tok = tiny_org.model, tiny_org.tokenizer
     prompts, answers = _pool(10)
     cfg = RLOOConfig(prompts_per_step=2, completions_per_prompt=2, max_new_tokens=4, steps=1)
-    train(VectorTrainable(model, zero_vectors(model, [0])), tok, prompts, answers, cfg,
-          run_dir=tmp_path, progress=False)
+    train(
+        VectorTrainable(model, zero_vectors(model, [0])), tok, prompts, answers, cfg, run_dir=tmp_path, progress=False
+    )
     with pytest.raises(RunMismatchError, match="lr"):
-        train(VectorTrainable(model, zero_vectors(model, [0])), tok, prompts, answers,
-              RLOOConfig(prompts_per_step=2, completions_per_prompt=2, max_new_tokens=4, steps=1, lr=1.0),
-              run_dir=tmp_path, progress=False)
+        train(
+            VectorTrainable(model, zero_vectors(model, [0])),
+            tok,
+            prompts,
+            answers,
+            RLOOConfig(prompts_per_step=2, completions_per_prompt=2, max_new_tokens=4, steps=1, lr=1.0),
+            run_dir=tmp_path,
+            progress=False,
+        )
 
 
 def test_lora_and_full_trainables_update_only_their_weights(tiny_org):
@@ -150,8 +195,11 @@ def test_lora_and_full_trainables_update_only_their_weights(tiny_org):
     ids = tok(prompts, add_special_tokens=False)["input_ids"]
     cfg = RLOOConfig(prompts_per_step=4, completions_per_prompt=2, max_new_tokens=8, lr=0.05)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    for tr in (LoraTrainable(model, r=2, alpha=2), LoraTrainable(model, layers=[1], r=1, alpha=1),
-               FullTrainable(model)):
+    for tr in (
+        LoraTrainable(model, r=2, alpha=2),
+        LoraTrainable(model, layers=[1], r=1, alpha=1),
+        FullTrainable(model),
+    ):
         trainer = RLOOTrainer(tr, tok, cfg)
         start = {k: v.detach().clone() for k, v in tr.named_tensors().items()}
         batch = trainer.collect(ids, answers)
@@ -194,14 +242,22 @@ def test_trimmed_loss_pass_equals_the_full_width_pass(tiny_org):
     model, tok = tiny_org.model, tiny_org.tokenizer
     prompts, _ = _pool(6)
     ids = tok(prompts, add_special_tokens=False)["input_ids"]
-    ro = sample_rollouts(model, ids, 3, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, max_new_tokens=20,
-                         generator=torch.Generator().manual_seed(0))
+    ro = sample_rollouts(
+        model,
+        ids,
+        3,
+        eos_id=tok.eos_token_id,
+        pad_id=tok.pad_token_id,
+        max_new_tokens=20,
+        generator=torch.Generator().manual_seed(0),
+    )
     rows = torch.arange(ro.completion_ids.shape[0])
     got = _token_logprobs(model, ro, rows, 0.7)
     full = torch.cat([ro.prompt_ids, ro.completion_ids], 1)
     mask = torch.cat([ro.prompt_mask, ro.completion_mask], 1)
-    logits = model(input_ids=full, attention_mask=mask,
-                   position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, ro.prompt_ids.shape[1] - 1 : -1]
+    logits = model(input_ids=full, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[
+        :, ro.prompt_ids.shape[1] - 1 : -1
+    ]
     ref = (logits.float() / 0.7).log_softmax(-1).gather(-1, ro.completion_ids.unsqueeze(-1)).squeeze(-1)
     m = ro.completion_mask.bool()
     assert got.shape == ref.shape

@@ -42,9 +42,7 @@ def _rand(seed: int = 3, scale: float = 1.0) -> torch.Tensor:
 
 
 def _no_hooks(model: nn.Module) -> bool:
-    return all(
-        not m._forward_hooks and not m._forward_pre_hooks for m in model.modules()
-    )
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
 def test_resid_post_last_layer_is_a_shift_before_final_norm(model, batch):
@@ -113,9 +111,7 @@ def test_v_in_adds_value_head_times_output_projection(model, batch, group):
     hd, rep = parts.head_dim, parts.heads_per_group
     wv = attn.v_proj.weight[group * hd : (group + 1) * hd]
     wo = attn.o_proj.weight
-    expected = sum(
-        (wv @ s) @ wo[:, h * hd : (h + 1) * hd].T for h in range(group * rep, (group + 1) * rep)
-    )
+    expected = sum((wv @ s) @ wo[:, h * hd : (h + 1) * hd].T for h in range(group * rep, (group + 1) * rep))
     # at every real (non-padding) position: there the attention weights sum to one
     diff = (steered.value - base.value)[mask.bool()]
     assert diff.shape[0] == int(mask.sum())
@@ -130,8 +126,14 @@ def test_kv_cache_generation_matches_full_forward(model, batch, positions, site)
     vec = SteeringVector(_rand(5, 4.0), 1, site, kv_group=1 if site == "v_in" else None)
     with steer(model, vec, positions=positions):
         gen = model.generate(
-            input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new,
-            min_new_tokens=new, output_logits=True, return_dict_in_generate=True, pad_token_id=0,
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            max_new_tokens=new,
+            min_new_tokens=new,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=0,
         )
     seq = gen.sequences
     full_mask = torch.cat([mask, torch.ones(ids.shape[0], new, dtype=mask.dtype)], 1)
@@ -149,8 +151,11 @@ def test_position_masks_select_the_right_columns(model, batch):
     seq = torch.cat([ids, torch.full((3, 3), 5)], 1)
     s = _rand(2)
     expect = {
-        "all": range(9), "prompt": range(6), "generated": range(6, 9),
-        "first_generated": [6], "last_prompt": [5],
+        "all": range(9),
+        "prompt": range(6),
+        "generated": range(6, 9),
+        "first_generated": [6],
+        "last_prompt": [5],
     }
     with Capture(parts.layers[0]) as base:
         model(seq)
@@ -164,8 +169,11 @@ def test_position_masks_select_the_right_columns(model, batch):
 
 def test_routed_batch_equals_separate_runs(model, batch):
     ids, mask = batch
-    vecs = [SteeringVector(_rand(1), 0, route=0), SteeringVector(_rand(2), 2, route=1),
-            SteeringVector(_rand(4), 1, "v_in", kv_group=0, route=1)]
+    vecs = [
+        SteeringVector(_rand(1), 0, route=0),
+        SteeringVector(_rand(2), 2, route=1),
+        SteeringVector(_rand(4), 1, "v_in", kv_group=0, route=1),
+    ]
     routing = [0, 1, -1]
     with steer(model, vecs, routing=routing):
         routed = model(ids, attention_mask=mask).logits

@@ -53,8 +53,16 @@ def test_load_rejects_mismatches(tmp_path, model):
         load_vectors(path, shallow)
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    wide = Qwen2ForCausalLM(Qwen2Config(vocab_size=48, hidden_size=32, intermediate_size=32,
-                                        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2))
+    wide = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=48,
+            hidden_size=32,
+            intermediate_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
     with pytest.raises(VectorFileError, match="hidden size 16, the model has 32"):
         load_vectors(path, wide)
 

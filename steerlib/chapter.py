@@ -1,0 +1,139 @@
+"""The chapter scaffold: one call sets a chapter up, one call publishes it.
+
+Every chapter starts from the same things (the preset with the chapter's overrides, the model and
+tokenizer, the run directory, the layer sweep's vectors, the prompts of a split) and ends the same way
+(its headline numbers written atomically to ``book/results/NN_name.json`` with NaN as ``null``, and
+glued into the page's prose). :func:`setup` reads the chapter's parameters from its namespace (the
+names papermill injects), checks them, loads what is needed and prints one line saying what runs
+where; :meth:`Chapter.publish` does the rest.
+
+Example:
+    >>> ch = setup("01_training", {"preset": "organism", "run_dir": "runs/x"}, load=False)
+    >>> ch.P.name, ch.run.name
+    ('organism', 'x')
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from steerlib.atomic import json_clean, write_json
+from steerlib.presets import Preset, load_model, resolve_preset
+
+__all__ = ["Chapter", "setup", "PRESET_PARAMETERS", "parse_names"]
+
+#: Chapter parameters that override preset fields of the same name (``None``: the preset's value).
+PRESET_PARAMETERS = ("steps", "model", "eval_problems", "seed", "prompts_per_step", "max_new_tokens", "layer")
+
+
+def _glue(name: str, value: Any) -> None:
+    try:
+        from myst_nb import glue
+    except ImportError:  # outside the book tooling: nothing to glue into
+        return
+    glue(name, value, display=False)
+
+
+@dataclass
+class Chapter:
+    """What a chapter works with (see :func:`setup`)."""
+
+    name: str
+    P: Preset
+    run: Path
+    results_path: Path
+    val_problems: int = 200
+    org: Any = None
+
+    @property
+    def model(self) -> Any:
+        return self.org.model
+
+    @property
+    def tok(self) -> Any:
+        return self.org.tokenizer
+
+    @functools.cached_property
+    def sweep(self) -> Any:
+        """Chapter 02's layer sweep in this run directory (trained or resumed if missing)."""
+        from steerlib.selection import layer_vectors
+
+        return layer_vectors(self.org, self.P, self.run, val_problems=self.val_problems)
+
+    @property
+    def vectors(self) -> dict[int, Any]:
+        """The sweep's best vector per layer."""
+        return self.sweep.vectors
+
+    def prompts(self, split: str = "test", n: int | None = None, append: str = "") -> tuple[list[str], list[str]]:
+        """``(prompts, answers)`` of a split (``n`` defaults to the preset's ``eval_problems``)."""
+        from steerlib.data import split_prompts
+
+        return split_prompts(self.P, self.tok, split, n or self.P.eval_problems, append)
+
+    def evaluate(self, configs: Mapping[str, Sequence[Any]], **kwargs: Any) -> dict[str, Any]:
+        """Steering configurations on the test split (one routed batch), see :func:`evaluate_configs`."""
+        from steerlib.selection import evaluate_configs
+
+        return evaluate_configs(self.org, self.P, dict(configs), **kwargs)
+
+    def figure(self, name: str, fig: Any) -> Any:
+        """Glue ``fig`` under ``name`` for the book and return it for display."""
+        _glue(name, fig)
+        return fig
+
+    def publish(self, results: dict[str, Any], **glue: Any) -> dict[str, Any]:
+        """Write ``results`` (plus the preset's name) to the chapter's results file and glue every
+        scalar entry and every ``glue`` keyword into the page. Returns the JSON as written."""
+        results = json_clean({"preset": self.P.name, **results})
+        write_json(self.results_path, results)
+        for key, value in {**results, **glue}.items():
+            if value is None or isinstance(value, (int, float, str)):
+                _glue(key, float("nan") if value is None else value)
+        return results
+
+
+def setup(name: str, params: Mapping[str, Any], *, load: bool = True, positive: Sequence[str] = ()) -> Chapter:
+    """Set up chapter ``name`` from its parameters (a chapter passes ``globals()``).
+
+    Reads ``preset``, ``run_dir``, ``results_path``, ``val_problems`` and the preset overrides in
+    :data:`PRESET_PARAMETERS`; checks that every name in ``positive`` is at least 1; loads the model
+    unless ``load`` is false. Raises ``ValueError`` with one line on a bad parameter, before any work.
+    """
+    for key in positive:
+        if not isinstance(params[key], int) or params[key] < 1:
+            raise ValueError(f"{key} must be an integer >= 1, not {params[key]!r}")
+    overrides = {k: params.get(k) for k in PRESET_PARAMETERS if k in params}
+    preset = resolve_preset(str(params.get("preset", "organism")), **overrides)
+    ch = Chapter(
+        name,
+        preset,
+        Path(str(params.get("run_dir", f"runs/{preset.name}"))),
+        Path(str(params.get("results_path", f"book/results/{name}.json"))),
+        int(params.get("val_problems", 200)),
+    )
+    if load:
+        ch.org = load_model(preset)
+        print(
+            f"{name}: preset {preset.name} (model {preset.model}, {preset.n_layers} layers), "
+            f"{preset.steps} RLOO steps of {preset.prompts_per_step} x {preset.completions_per_prompt}; "
+            f"runs in {ch.run}/"
+        )
+    return ch
+
+
+def parse_names(text: str, what: str = "names") -> list[str]:
+    """Comma-separated names from a chapter parameter; at least one.
+
+    Example:
+        >>> parse_names("tuned, sibling,", "targets")
+        ['tuned', 'sibling']
+    """
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ValueError(f"{what} must name at least one model, not {text!r}")
+    return names

@@ -1,0 +1,207 @@
+"""Training recipes on top of the RLOO kernel: one layer, every layer (multiplexed), all-layer
+steering, LoRA and full fine-tuning.
+
+Every run writes into its own run directory (manifest, metrics, checkpoint, snapshots at the preset's
+checkpoint steps) and is resumed from it when interrupted; calling a recipe on a finished run returns
+its record without training again. Which snapshot to use is decided in :mod:`steerlib.selection`.
+
+Example:
+    >>> preset = resolve_preset("organism")                                        # doctest: +SKIP
+    >>> res = train_vectors(org, preset, layers=[5], run_dir="runs/organism/l5")   # doctest: +SKIP
+    >>> sorted(res.snapshots)                                                       # doctest: +SKIP
+    [20, 30, 40, 50, 60]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from steerlib.data import split_prompts
+from steerlib.presets import Preset
+from steerlib.rloo import FullTrainable, LoraTrainable, RLOOConfig, Trainable, VectorTrainable, train
+from steerlib.runs import RunDir
+from steerlib.steering import Site, zero_vectors
+from steerlib.vectorfile import save_vectors
+
+__all__ = ["TrainResult", "rloo_config", "train_vectors", "train_weights"]
+
+
+@dataclass
+class TrainResult:
+    """What a training recipe returns: the run's record and its snapshots on disk."""
+
+    run_dir: Path
+    seconds: float
+    metrics: list[dict[str, Any]]
+    snapshots: dict[int, Path] = field(default_factory=dict)  # step -> vector file / tensor file
+    trainable: Trainable | None = None
+    kind: str = "vectors"  # vectors-<mode> | lora | full
+
+    @property
+    def step_seconds(self) -> list[float]:
+        """Wall seconds of each step (generation + reward + loss/backward), across resumed sessions."""
+        return [m["seconds_generation"] + m["seconds_reward"] + m["seconds_loss_backward"] for m in self.metrics]
+
+    @property
+    def train_seconds(self) -> float:
+        """Total training seconds (sum over steps)."""
+        return float(sum(self.step_seconds))
+
+    @property
+    def median_step_seconds(self) -> float:
+        """Median seconds per step: robust to a transient load on the machine."""
+        steps = sorted(self.step_seconds)
+        return float(steps[len(steps) // 2]) if steps else float("nan")
+
+
+def rloo_config(preset: Preset, lr: float, **overrides: Any) -> RLOOConfig:
+    """The kernel's configuration for a preset and learning rate.
+
+    Example:
+        >>> from steerlib.presets import resolve_preset
+        >>> rloo_config(resolve_preset("organism"), 0.05).completions_per_prompt
+        8
+    """
+    base = dict(
+        prompts_per_step=preset.prompts_per_step,
+        completions_per_prompt=preset.completions_per_prompt,
+        steps=preset.steps,
+        lr=lr,
+        max_grad_norm=preset.max_grad_norm,
+        temperature=preset.temperature,
+        top_p=preset.top_p,
+        max_new_tokens=preset.max_new_tokens,
+        seed=preset.seed,
+        checkpoint_every=min(preset.checkpoints),
+    )
+    base.update(overrides)
+    return RLOOConfig(**base)
+
+
+def _run(
+    trainable: Trainable,
+    tok: Any,
+    preset: Preset,
+    cfg: RLOOConfig,
+    run_dir: str | Path,
+    params: dict[str, Any],
+    snapshot: Callable[[Path], Any],
+    progress: bool,
+    prompt_suffix: str = "",
+) -> TrainResult:
+    prompts, answers = split_prompts(preset, tok, "train", append=prompt_suffix)
+    run = RunDir.open(run_dir, {"preset": preset.name, **params, **{f"rloo.{k}": v for k, v in cfg.__dict__.items()}})
+    start = time.perf_counter()
+
+    def on_step(step_done: int) -> None:
+        if step_done in preset.checkpoints:
+            snapshot(run.path / f"snapshot-{step_done}.safetensors")
+
+    rows = train(trainable, tok, prompts, answers, cfg, run_dir=run, progress=progress, on_step=on_step)
+    # snapshots on disk, also those written by an earlier, interrupted session of this run
+    paths = {step: run.path / f"snapshot-{step}.safetensors" for step in preset.checkpoints}
+    snaps = {step: path for step, path in paths.items() if path.exists()}
+    return TrainResult(run.path, time.perf_counter() - start, rows, snaps, trainable, str(params["kind"]))
+
+
+def train_vectors(
+    org: Any,
+    preset: Preset,
+    layers: Sequence[int],
+    run_dir: str | Path,
+    *,
+    mode: Literal["single", "multiplexed", "all_layer"] = "single",
+    lr: float | None = None,
+    site: Site = "resid_post",
+    prompt_suffix: str = "",
+    orthogonal_to: torch.Tensor | None = None,
+    progress: bool = True,
+    **cfg_overrides: Any,
+) -> TrainResult:
+    """Train steering vectors.
+
+    Args:
+        layers: one layer for ``single``; the layers of a sweep for ``multiplexed`` (each prompt group
+            routed to one layer's vector, own Adam state, same prompts for every layer); the layers
+            steered together for ``all_layer``.
+        lr: learning rate (default: the preset's per-layer table, or ``all_layer_lr``).
+        site: where the vectors are added (the paper's where-to-add runs move it).
+        prompt_suffix: text appended to every training prompt (the prefix control of chapter 04).
+        orthogonal_to: ``(k, d)`` or ``(d,)`` directions the trained vector must stay orthogonal to
+            (the vector is used and saved with its component in their span removed).
+    """
+    model, tok = org.model, org.tokenizer
+    for layer in layers:
+        preset.check_layer(layer)
+    if mode == "single" and len(layers) != 1:
+        raise ValueError("mode='single' trains exactly one layer")
+    if mode == "multiplexed":
+        lrs = {preset.lr_for(layer) for layer in layers}
+        if lr is None and len(lrs) > 1:
+            raise ValueError("a multiplexed sweep shares one learning rate; pass lr=")
+        lr = lr if lr is not None else lrs.pop()
+    elif lr is None:
+        lr = preset.all_layer_lr if mode == "all_layer" else preset.lr_for(layers[0])
+    vecs = zero_vectors(model, layers, site, routed=mode == "multiplexed")
+    cfg = rloo_config(preset, lr, **cfg_overrides)
+    params: dict[str, Any] = {"kind": f"vectors-{mode}", "layers": list(layers)}
+    if site != "resid_post":
+        params["site"] = site
+    if prompt_suffix:
+        params["prompt_suffix"] = prompt_suffix
+    if orthogonal_to is not None:
+        params["orthogonal_to_sha"] = _tensor_sha(orthogonal_to)
+    tr = VectorTrainable(model, vecs, orthogonal_to=orthogonal_to)
+
+    def snap(path: Path) -> Path:
+        return save_vectors(path, tr.effective_vectors(), model=model, training=params)
+
+    return _run(tr, tok, preset, cfg, run_dir, params, snap, progress, prompt_suffix)
+
+
+def _tensor_sha(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def train_weights(
+    org: Any,
+    preset: Preset,
+    kind: Literal["lora", "full"],
+    run_dir: str | Path,
+    *,
+    layers: Sequence[int] | None = None,
+    rank: int | None = None,
+    lr: float | None = None,
+    progress: bool = True,
+    **cfg_overrides: Any,
+) -> TrainResult:
+    """Train a PEFT LoRA on ``down_proj`` (``kind="lora"``) or every weight (``kind="full"``).
+
+    The trainable keeps its own weights (a PEFT-wrapped copy for LoRA; the model itself for a full
+    fine-tune, restored by :func:`steerlib.selection.loaded_snapshot` after each evaluation).
+    """
+    from safetensors.torch import save_file
+
+    if kind == "lora":
+        r = rank or preset.lora_rank
+        tr: Trainable = LoraTrainable(org.model, layers=layers, r=r, alpha=r, seed=preset.seed)
+        lr = lr or preset.lora_lr
+        params: dict[str, Any] = {"kind": "lora", "rank": r, "layers": list(layers) if layers else None}
+    else:
+        tr = FullTrainable(org.model)
+        lr = lr or preset.full_ft_lr
+        params = {"kind": "full"}
+    cfg = rloo_config(preset, lr, **cfg_overrides)
+
+    def snap(path: Path) -> Path:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tr.named_tensors().items()}, str(path))
+        return path
+
+    return _run(tr, org.tokenizer, preset, cfg, run_dir, params, snap, progress)

@@ -1,0 +1,426 @@
+"""Which snapshot of a run to use, and the typed result every chapter reads: :class:`RunResult`.
+
+One selection function, :func:`select`, serves vector runs and weight runs (LoRA, full fine-tune): it
+evaluates every candidate snapshot on the *validation* split (vector snapshots of several runs in one
+routed batch; weight snapshots one after another) and keeps the best step per run. Its choice is
+cached atomically in the run directory (``selection.json``) together with what it depends on
+(snapshot contents, number of problems, forced prefix, sampling settings), so a later chapter reuses
+it and a change of any of these recomputes it. The authors picked the best of five checkpoints by the
+*test* benchmarks' average (see the book's notes on the authors' code); choosing on validation keeps
+the test split untouched.
+
+Example:
+    >>> run = vector_run(org, preset, [5], "runs/organism/single-layer-5")      # doctest: +SKIP
+    >>> run.step, round(run.validation_pass_at_1, 3), run.vectors[0].layer     # doctest: +SKIP
+    (60, 0.85, 5)
+    >>> sweep = layer_vectors(org, preset, "runs/organism")                      # doctest: +SKIP
+    >>> sweep.vectors[5] is not None, sweep.choices[5].step                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from steerlib.atomic import write_json
+from steerlib.data import split_prompts
+from steerlib.evaluate import EvalResult, evaluate, evaluate_routed
+from steerlib.presets import Preset
+from steerlib.recipes import TrainResult, train_vectors, train_weights
+from steerlib.steering import Site, SteeringVector
+from steerlib.vectorfile import load_vectors, save_vectors
+
+__all__ = [
+    "Choice",
+    "RunResult",
+    "Sweep",
+    "select",
+    "loaded_snapshot",
+    "vector_run",
+    "weight_run",
+    "layer_vectors",
+    "evaluate_configs",
+    "evaluate_weights",
+    "baselines",
+    "evaluate_runs",
+]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen snapshot of one run: its step, file and validation pass@1 with standard error."""
+
+    step: int
+    path: Path
+    validation_pass_at_1: float
+    validation_stderr: float
+
+
+@dataclass
+class RunResult:
+    """A trained run and its chosen snapshot.
+
+    Attributes:
+        train: the recipe's record (metrics, timings, snapshots, the trainable).
+        choice: the best snapshot on the validation split.
+        site: where the run's vectors are added (vector runs).
+    """
+
+    train: TrainResult
+    choice: Choice
+    site: Site = "resid_post"
+
+    @property
+    def step(self) -> int:
+        return self.choice.step
+
+    @property
+    def validation_pass_at_1(self) -> float:
+        return self.choice.validation_pass_at_1
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        return self.train.metrics
+
+    @property
+    def lr(self) -> float:
+        """The run's learning rate (from its manifest)."""
+        return float(json.loads((self.train.run_dir / "manifest.json").read_text())["params"]["rloo.lr"])
+
+    @property
+    def train_seconds(self) -> float:
+        return self.train.train_seconds
+
+    @property
+    def median_step_seconds(self) -> float:
+        return self.train.median_step_seconds
+
+    def summary(self) -> dict[str, float]:
+        """learning rate, chosen step, validation pass@1, final and lowest mean training reward, seconds."""
+        rewards = [m["reward_mean"] for m in self.metrics]
+        return {
+            "lr": self.lr,
+            "best_step": self.step,
+            "validation_pass_at_1": self.validation_pass_at_1,
+            "final_reward": rewards[-1] if rewards else float("nan"),
+            "min_reward": min(rewards) if rewards else float("nan"),
+            "train_seconds": self.train_seconds,
+        }
+
+    @property
+    def vectors(self) -> list[SteeringVector]:
+        """The chosen snapshot's vectors (vector runs only)."""
+        if not self.train.kind.startswith("vectors"):
+            raise TypeError(f"a {self.train.kind} run has no vectors; use loaded_snapshot(run)")
+        return load_vectors(self.choice.path, self._model(), site=self.site).vectors
+
+    def _model(self) -> Any:
+        assert self.train.trainable is not None
+        return self.train.trainable.model
+
+    @contextlib.contextmanager
+    def loaded(self) -> Iterator[Any]:
+        """The weight run's model with the chosen snapshot loaded (restored on exit)."""
+        with loaded_snapshot(self.train, self.choice.step) as model:
+            yield model
+
+
+@dataclass
+class Sweep:
+    """The layer sweep: the best vector of every layer and the runs that trained them."""
+
+    mode: str
+    choices: dict[int, Choice]
+    vectors: dict[int, SteeringVector]
+    runs: list[TrainResult] = field(default_factory=list)
+
+    @property
+    def train_seconds(self) -> float:
+        return float(sum(r.train_seconds for r in self.runs))
+
+    @property
+    def median_step_seconds(self) -> float:
+        """Median seconds per step of the sweep (summed over runs when sequential)."""
+        return float(sum(r.median_step_seconds for r in self.runs))
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        """The multiplexed run's metrics, or the last layer's run when sequential."""
+        return self.runs[-1].metrics if self.runs else []
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def loaded_snapshot(result: TrainResult, step: int) -> Iterator[Any]:
+    """A weight run's model with snapshot ``step`` loaded; the previous weights are restored on exit."""
+    from safetensors.torch import load_file
+
+    if result.trainable is None or result.kind.startswith("vectors"):
+        raise TypeError("loaded_snapshot needs a LoRA or full fine-tune run")
+    tensors = result.trainable.named_tensors()
+    saved = load_file(str(result.snapshots[step]))
+    before = {k: t.detach().clone() for k, t in tensors.items()}
+    with torch.no_grad():
+        for k, t in tensors.items():
+            t.copy_(saved[k])
+    try:
+        yield result.trainable.model
+    finally:
+        with torch.no_grad():
+            for k, t in tensors.items():
+                t.copy_(before[k])
+
+
+def select(
+    org: Any,
+    preset: Preset,
+    runs: dict[str, TrainResult],
+    cache: str | Path,
+    *,
+    n_problems: int = 200,
+    prefix: str = "",
+    files: dict[str, dict[int, Path]] | None = None,
+    progress: bool = False,
+) -> dict[str, Choice]:
+    """The best snapshot step of every run on the validation split, cached in ``cache``.
+
+    Args:
+        runs: run name -> its record (vector runs are evaluated together in one routed batch,
+            weight runs one snapshot after another).
+        cache: the JSON file that keeps the choice (rewritten when anything it depends on changed).
+        prefix: text forced after every prompt (for vectors trained with a prompt suffix).
+        files: per-run candidate files instead of the runs' own snapshots (per-layer splits of a
+            multiplexed sweep).
+    """
+    files = files or {name: r.snapshots for name, r in runs.items()}
+    key = {
+        "n_problems": n_problems,
+        "prefix": prefix,
+        "seed": preset.seed,
+        "model": preset.model,
+        "max_new_tokens": preset.max_new_tokens,
+        "temperature": preset.temperature,
+        "files": {name: {str(s): _sha(p) for s, p in sorted(f.items())} for name, f in files.items()},
+    }
+    cache = Path(cache)
+    if cache.exists():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return {
+                name: Choice(c["step"], files[name][c["step"]], c["pass_at_1"], c["stderr"])
+                for name, c in saved["choices"].items()
+            }
+    prompts, answers = split_prompts(preset, org.tokenizer, "validation", n_problems)
+    scores: dict[tuple[str, int], EvalResult] = {}
+    vector_files = {(n, s): p for n, f in files.items() if runs[n].kind.startswith("vectors") for s, p in f.items()}
+    if vector_files:
+        configs = {k: load_vectors(p, org.model).vectors for k, p in sorted(vector_files.items())}
+        scores.update(
+            evaluate_routed(
+                org.model,
+                org.tokenizer,
+                prompts,
+                answers,
+                configs,  # type: ignore[arg-type]
+                max_new_tokens=preset.max_new_tokens,
+                prefix=prefix,
+                progress=progress,
+            )
+        )
+    for name, f in files.items():
+        if runs[name].kind.startswith("vectors"):
+            continue
+        for step in sorted(f):
+            with loaded_snapshot(runs[name], step) as model:
+                scores[(name, step)] = evaluate(
+                    model,
+                    org.tokenizer,
+                    prompts,
+                    answers,
+                    prefix=prefix,
+                    max_new_tokens=preset.max_new_tokens,
+                    progress=progress,
+                )
+    choices: dict[str, Choice] = {}
+    for (name, step), r in sorted(scores.items()):
+        if name not in choices or r.pass_at_1 > choices[name].validation_pass_at_1:
+            choices[name] = Choice(step, files[name][step], r.pass_at_1, r.stderr)
+    write_json(
+        cache,
+        {
+            "key": key,
+            "choices": {
+                n: {"step": c.step, "pass_at_1": c.validation_pass_at_1, "stderr": c.validation_stderr}
+                for n, c in choices.items()
+            },
+        },
+    )
+    return choices
+
+
+def vector_run(
+    org: Any,
+    preset: Preset,
+    layers: Sequence[int],
+    run_dir: str | Path,
+    *,
+    val_problems: int = 200,
+    prefix: str = "",
+    **train_kwargs: Any,
+) -> RunResult:
+    """Train (or resume, or read back) a vector run and choose its snapshot on validation.
+
+    ``prefix`` is both appended to the training prompts and forced during selection (the prefix
+    control of chapter 04). Other keyword arguments go to :func:`steerlib.recipes.train_vectors`.
+    """
+    res = train_vectors(org, preset, layers, run_dir, prompt_suffix=prefix, **train_kwargs)
+    choice = select(org, preset, {"run": res}, res.run_dir / "selection.json", n_problems=val_problems, prefix=prefix)[
+        "run"
+    ]
+    return RunResult(res, choice, train_kwargs.get("site", "resid_post"))
+
+
+def weight_run(
+    org: Any,
+    preset: Preset,
+    kind: Literal["lora", "full"],
+    run_dir: str | Path,
+    *,
+    val_problems: int = 200,
+    **train_kwargs: Any,
+) -> RunResult:
+    """Train (or resume) a LoRA / full fine-tune run and choose its snapshot on validation."""
+    res = train_weights(org, preset, kind, run_dir, **train_kwargs)
+    choice = select(org, preset, {"run": res}, res.run_dir / "selection.json", n_problems=val_problems)["run"]
+    return RunResult(res, choice)
+
+
+def _split_multiplexed(org: Any, res: TrainResult, layers: Sequence[int]) -> dict[str, dict[int, Path]]:
+    """One vector file per layer and snapshot of a multiplexed sweep (written once)."""
+    files: dict[str, dict[int, Path]] = {f"layer {layer}": {} for layer in layers}
+    for step, path in sorted(res.snapshots.items()):
+        for v in load_vectors(path, org.model).vectors:
+            out = res.run_dir / f"layer-{v.layer}-step-{step}.safetensors"
+            if not out.exists():
+                save_vectors(out, [v], model=org.model, training={"sweep": "multiplexed", "step": step})
+            files[f"layer {v.layer}"][step] = out
+    return files
+
+
+def layer_vectors(
+    org: Any,
+    preset: Preset,
+    run_dir: str | Path,
+    *,
+    mode: Literal["auto", "multiplexed", "sequential"] = "auto",
+    layers: Sequence[int] | None = None,
+    val_problems: int = 200,
+    progress: bool = True,
+) -> Sweep:
+    """The layer sweep's best vector for every layer (or ``layers``), as later chapters use them.
+
+    Trains (or resumes, or reads back) the sweep in ``run_dir`` (``auto``: multiplexed when every
+    layer shares one learning rate, else one run per layer), splits a multiplexed sweep's snapshots
+    into one file per layer, and chooses each layer's best snapshot on validation (all layers in one
+    routed batch; cached in the sweep's ``selection.json``).
+    """
+    run = Path(run_dir)
+    layers = list(range(preset.n_layers)) if layers is None else sorted(layers)
+    if mode == "auto":
+        mode = "multiplexed" if len({preset.lr_for(layer) for layer in layers}) == 1 else "sequential"
+    if mode not in ("multiplexed", "sequential"):
+        raise ValueError(f"sweep mode must be auto, multiplexed or sequential, not {mode!r}")
+    if mode == "multiplexed":
+        sweep = train_vectors(org, preset, layers, run / "sweep-multiplexed", mode="multiplexed", progress=progress)
+        results, files = [sweep], _split_multiplexed(org, sweep, layers)
+        runs = dict.fromkeys(files, sweep)
+        cache = sweep.run_dir / "selection.json"
+    else:
+        results = [
+            train_vectors(org, preset, [layer], run / f"single-layer-{layer}", progress=progress) for layer in layers
+        ]
+        runs = {f"layer {layer}": r for layer, r in zip(layers, results)}
+        files = {name: r.snapshots for name, r in runs.items()}
+        cache = run / "sequential-selection.json"
+    chosen = select(org, preset, runs, cache, n_problems=val_problems, files=files)
+    choices = {int(name.split()[1]): c for name, c in chosen.items()}
+    vectors = {layer: load_vectors(c.path, org.model, site="resid_post").vectors[0] for layer, c in choices.items()}
+    return Sweep(mode, choices, vectors, results)
+
+
+def evaluate_configs(
+    org: Any,
+    preset: Preset,
+    configs: dict[str, Sequence[SteeringVector]],
+    *,
+    split: str = "test",
+    n_problems: int | None = None,
+    prefix: str = "",
+    progress: bool = False,
+) -> dict[str, EvalResult]:
+    """Several steering configurations (``[]``: the unsteered model) on one split, one routed batch."""
+    prompts, answers = split_prompts(preset, org.tokenizer, split, n_problems or preset.eval_problems)
+    return evaluate_routed(
+        org.model,
+        org.tokenizer,
+        prompts,
+        answers,
+        configs,
+        max_new_tokens=preset.max_new_tokens,
+        prefix=prefix,
+        progress=progress,
+    )
+
+
+def evaluate_weights(
+    org: Any,
+    preset: Preset,
+    run: RunResult,
+    *,
+    split: str = "test",
+    n_problems: int | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """pass@1 of a weight run's chosen snapshot on a split (the model is restored afterwards)."""
+    prompts, answers = split_prompts(preset, org.tokenizer, split, n_problems or preset.eval_problems)
+    with run.loaded() as model:
+        return evaluate(model, org.tokenizer, prompts, answers, max_new_tokens=preset.max_new_tokens, progress=progress)
+
+
+def baselines(org: Any, preset: Preset, run_dir: str | Path, *, val_problems: int = 200) -> dict[str, RunResult]:
+    """The comparison runs of the layer curve: all-layer steering, LoRA and a full fine-tune, each
+    trained (or resumed) in ``run_dir`` with the preset's recipe and chosen on validation."""
+    run = Path(run_dir)
+    layers = list(range(preset.n_layers))
+    return {
+        "all layers": vector_run(org, preset, layers, run / "all-layer", mode="all_layer", val_problems=val_problems),
+        "LoRA": weight_run(org, preset, "lora", run / "lora", val_problems=val_problems),
+        "full fine-tune": weight_run(org, preset, "full", run / "full-ft", val_problems=val_problems),
+    }
+
+
+def evaluate_runs(
+    org: Any,
+    preset: Preset,
+    runs: dict[str, RunResult],
+    configs: dict[str, Sequence[SteeringVector]] | None = None,
+    **kwargs: Any,
+) -> dict[str, EvalResult]:
+    """Test pass@1 of ``configs`` and of every run: vector runs join the configurations' routed batch,
+    weight runs are evaluated one by one with their chosen snapshot loaded."""
+    vec = {name: r.vectors for name, r in runs.items() if r.train.kind.startswith("vectors")}
+    out = evaluate_configs(org, preset, {**(configs or {}), **vec}, **kwargs)
+    for name, r in runs.items():
+        if name not in vec:
+            out[name] = evaluate_weights(org, preset, r, n_problems=kwargs.get("n_problems"))
+    return out

@@ -1,0 +1,273 @@
+"""Structure: chapter shape, the run result and selection, paired traces, atomic files, plots, checks."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from steerlib.book import chapter_sources
+from tests.conftest import tiny_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- chapters hold prose, parameters and library calls --------------------------------------------
+def _shape_problems(source: str) -> list[str]:
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            problems.append(f"line {node.lineno}: defines a {type(node).__name__}")
+        if isinstance(node, (ast.For, ast.While, ast.AsyncFor)):
+            body = node.body[-1].end_lineno - node.body[0].lineno + 1  # type: ignore[operator]
+            if body > 3:
+                problems.append(f"line {node.lineno}: a loop body of {body} lines")
+    return problems
+
+
+@pytest.mark.parametrize("source", chapter_sources(), ids=lambda p: p.stem)
+def test_chapter_defines_no_functions_and_holds_no_long_loops(source):
+    assert _shape_problems(source.read_text()) == []
+
+
+def test_shape_check_catches_functions_lambdas_and_long_loops():
+    assert len(_shape_problems("def f():\n    pass\ng = lambda x: x\n")) == 2
+    long_loop = "for i in range(3):\n    a = 1\n    b = 2\n    c = 3\n    d = 4\n"
+    assert _shape_problems(long_loop) == ["line 1: a loop body of 4 lines"]
+    assert _shape_problems("for i in range(3):\n    a = 1\n") == []
+
+
+@pytest.mark.parametrize("source", chapter_sources(), ids=lambda p: p.stem)
+def test_chapter_reads_no_run_file_by_hand_and_cites_no_private_notes(source):
+    text = source.read_text()
+    assert ".read_text(" not in text and "json.loads" not in text and "sweep-best" not in text
+    assert "PAPER.md" not in text and "ORGANISM-NOTES" not in text
+
+
+@pytest.mark.parametrize("source", chapter_sources(), ids=lambda p: p.stem)
+def test_chapter_code_lines_fit_the_configured_width(source):
+    long = [i + 1 for i, line in enumerate(source.read_text().splitlines())
+            if len(line) > 120 and not line.startswith("#") and "noqa: E501" not in line]
+    assert long == [], f"code lines over 120 columns: {long}"
+
+
+def test_notebooks_stay_within_the_line_budget():
+    assert sum(len(p.read_text().splitlines()) for p in chapter_sources()) <= 1300
+
+
+def test_library_cites_no_private_notes():
+    hits = [
+        p.name
+        for p in (ROOT / "steerlib").glob("*.py")
+        if "PAPER.md" in p.read_text() or "ORGANISM-NOTES" in p.read_text()
+    ]
+    assert hits == []
+
+
+# -- atomic files ---------------------------------------------------------------------------------
+def test_write_json_is_strict_and_leaves_no_temporary(tmp_path):
+    from steerlib.atomic import write_json
+
+    out = write_json(tmp_path / "r.json", {"a": float("nan"), "b": (1, np.float32(2.5)), "c": {3: float("inf")}})
+    assert json.loads(out.read_text()) == {"a": None, "b": [1, 2.5], "c": {"3": None}}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    from steerlib.atomic import atomic_write, atomic_write_text
+
+    target = atomic_write_text(tmp_path / "f.txt", "old")
+    with pytest.raises(RuntimeError):
+        atomic_write(target, lambda tmp: (Path(tmp).write_text("half"), (_ for _ in ()).throw(RuntimeError("x"))))
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+# -- paired traces --------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_paired_sites_equal_separate_runs_and_decompose_the_block(arch):
+    from steerlib.steering import SteeringVector, steer
+    from steerlib.traces import Forced, paired, record_sites, run
+
+    model = tiny_model(arch)
+    d = model.config.hidden_size
+    forced = Forced(
+        torch.tensor([[0, 5, 6, 7], [4, 5, 6, 7]]), torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]), [1, 2], [3, 4]
+    )
+    v = SteeringVector(torch.randn(d, dtype=torch.float64), layer=0)
+    sites = [("resid_pre", 1), ("post_attn", 1), ("mlp_in", 1), ("mlp_out", 1), ("resid_post", 1), ("logits", None)]
+    (pb,) = list(paired(model, forced, [v], sites))
+    with steer(model, v), record_sites(model, sites[:-1]) as out:
+        logits = run(model, forced)
+    for site in sites[:-1]:
+        assert torch.allclose(pb.steered[site], out[site], atol=1e-12), site
+    assert torch.allclose(pb.steered[("logits", None)], logits, atol=1e-12)
+    # the block's output is its post-attention stream plus its MLP's output
+    for side in (pb.base, pb.steered):
+        assert torch.allclose(side[("resid_post", 1)], side[("post_attn", 1)] + side[("mlp_out", 1)], atol=1e-10)
+    assert pb.delta(("resid_pre", 1)).abs().max() > 1e-6  # the vector reached layer 1
+    assert (pb.base[("resid_pre", 1)] - pb.steered[("resid_pre", 1)]).abs().max() == pb.delta(
+        ("resid_pre", 1)
+    ).abs().max()
+
+
+def test_record_sites_rejects_unknown_sites():
+    from steerlib.traces import record_sites
+
+    with pytest.raises(ValueError, match="unknown read site"):
+        with record_sites(tiny_model(), [("resid_middle", 0)]):  # type: ignore[list-item]
+            pass
+
+
+# -- run results and selection --------------------------------------------------------------------
+@pytest.fixture
+def fake_eval(monkeypatch):
+    """Replace validation evaluation with scores fixed per (config name, step) and count the calls."""
+    import steerlib.selection as sel
+    from steerlib.evaluate import EvalResult
+
+    calls = []
+
+    def result(acc):
+        return EvalResult(acc, 0.01, 10, 1, [acc] * 10, {}, 3.0)
+
+    def routed(model, tok, prompts, answers, configs, **kw):
+        calls.append(("routed", sorted(configs), len(prompts), kw.get("prefix", "")))
+        return {key: result(0.1 + 0.01 * key[1] if key[1] != 2 else 0.9) for key in configs}
+
+    monkeypatch.setattr(sel, "evaluate_routed", routed)
+    return calls
+
+
+def _tiny_vector_run(tmp_path, org, layers, mode="single"):
+    from steerlib.presets import resolve_preset
+    from steerlib.recipes import train_vectors
+
+    preset = resolve_preset(
+        "organism", model="tiny", steps=3, checkpoints=(1, 2, 3), prompts_per_step=2, max_new_tokens=4
+    )
+    return preset, train_vectors(org, preset, layers, tmp_path / "run", mode=mode, progress=False)
+
+
+def test_selection_picks_the_best_step_and_caches_it(tmp_path, tiny_org, fake_eval):
+    from steerlib.selection import RunResult, select
+
+    preset, res = _tiny_vector_run(tmp_path, tiny_org, [1])
+    cache = tmp_path / "run" / "selection.json"
+    choice = select(tiny_org, preset, {"run": res}, cache, n_problems=5)["run"]
+    assert choice.step == 2 and math.isclose(choice.validation_pass_at_1, 0.9)
+    assert choice.path == res.snapshots[2] and len(fake_eval) == 1
+    assert select(tiny_org, preset, {"run": res}, cache, n_problems=5)["run"] == choice and len(fake_eval) == 1
+    select(tiny_org, preset, {"run": res}, cache, n_problems=6)  # another parameter: recomputed
+    select(tiny_org, preset, {"run": res}, cache, n_problems=6, prefix=" Step")
+    assert [c[2:] for c in fake_eval] == [(5, ""), (6, ""), (6, " Step")]
+    res.snapshots[3].write_bytes(res.snapshots[2].read_bytes())  # a snapshot changed on disk: recomputed
+    select(tiny_org, preset, {"run": res}, cache, n_problems=6, prefix=" Step")
+    assert len(fake_eval) == 4
+    run = RunResult(res, choice)
+    assert run.step == 2 and run.vectors[0].layer == 1 and run.lr == preset.lr_for(1)
+    assert run.summary()["best_step"] == 2 and len(run.metrics) == 3
+
+
+def test_layer_vectors_splits_the_multiplexed_snapshots(tmp_path, tiny_org, fake_eval):
+    from steerlib.presets import resolve_preset
+    from steerlib.selection import layer_vectors
+    from steerlib.vectorfile import load_vectors
+
+    preset = resolve_preset("organism", model="tiny", steps=2, checkpoints=(1, 2), prompts_per_step=2, max_new_tokens=4)
+    sweep = layer_vectors(tiny_org, preset, tmp_path, mode="multiplexed", val_problems=4, progress=False)
+    assert sweep.mode == "multiplexed" and sorted(sweep.vectors) == list(range(preset.n_layers))
+    whole = load_vectors(sweep.runs[0].snapshots[2], tiny_org.model).vectors
+    for v in whole:  # each per-layer file holds exactly that layer's slice of the multiplexed snapshot
+        part = load_vectors(tmp_path / "sweep-multiplexed" / f"layer-{v.layer}-step-2.safetensors", tiny_org.model)
+        assert [p.layer for p in part.vectors] == [v.layer] and torch.equal(part.vectors[0].vector, v.vector)
+    assert all(c.step == 2 for c in sweep.choices.values()) and len(fake_eval) == 1
+    again = layer_vectors(tiny_org, preset, tmp_path, mode="multiplexed", val_problems=4, progress=False)
+    assert len(fake_eval) == 1 and all(
+        torch.equal(again.vectors[l].vector, sweep.vectors[l].vector) for l in sweep.vectors
+    )
+
+
+def test_loaded_snapshot_restores_the_weights(tmp_path, tiny_org):
+    from steerlib.presets import resolve_preset
+    from steerlib.recipes import train_weights
+    from steerlib.selection import loaded_snapshot
+
+    preset = resolve_preset("organism", model="tiny", steps=2, checkpoints=(1, 2), prompts_per_step=2, max_new_tokens=4)
+    res = train_weights(tiny_org, preset, "lora", tmp_path / "lora", progress=False)
+    before = {k: t.detach().clone() for k, t in res.trainable.named_tensors().items()}
+    from safetensors.torch import load_file
+
+    snap = load_file(str(res.snapshots[1]))
+    with loaded_snapshot(res, 1):
+        assert all(torch.equal(t, snap[k]) for k, t in res.trainable.named_tensors().items())
+    assert all(torch.equal(t, before[k]) for k, t in res.trainable.named_tensors().items())
+    assert any(not torch.equal(snap[k], before[k]) for k in before)  # the snapshot differs from the final weights
+
+
+# -- organism checks ------------------------------------------------------------------------------
+def test_opener_direction_raises_the_opener_probability(tiny_org):
+    from steerlib.organism_checks import opener_direction, opener_probability, residual_norms
+    from steerlib.steering import SteeringVector
+    from steerlib.world import sample_problems
+
+    probs = sample_problems(8, "validation", 0)
+    median, decision = residual_norms(tiny_org.model, tiny_org.tokenizer, probs)
+    assert median > 0 and decision > 0
+    s = opener_direction(tiny_org.model, tiny_org.tokenizer, probs, 0.5 * median, steps=30)
+    assert math.isclose(float(s.norm()), 0.5 * median, rel_tol=1e-4)
+    last = tiny_org.model.config.num_hidden_layers - 1
+    p0 = opener_probability(tiny_org.model, tiny_org.tokenizer, probs, None)
+    p1 = opener_probability(tiny_org.model, tiny_org.tokenizer, probs, SteeringVector(s, last))
+    p_neg = opener_probability(tiny_org.model, tiny_org.tokenizer, probs, SteeringVector(-s, last))
+    assert p1 > p0 > p_neg
+
+
+# -- plots ----------------------------------------------------------------------------------------
+def _plot_calls():
+    from steerlib import plots
+
+    metrics = [
+        {
+            "step": i,
+            "reward_mean": 0.1 * i,
+            "vector_norm": i,
+            "first_token_shares": {" Step": 0.5},
+            "completion_length_mean": 5.0,
+        }
+        for i in range(3)
+    ]
+    hist = {"step": [0, 1], "loss": [2.0, 1.0], "eval_step": [0, 1], "greedy_worked_accuracy": [0.1, 0.9]}
+    grid = np.arange(9, dtype=float).reshape(3, 3)
+    return {
+        "pretraining_curve": lambda: plots.pretraining_curve(hist),
+        "training_curves": lambda: plots.training_curves(metrics, "t"),
+        "first_token_bars": lambda: plots.first_token_bars({"base": {" Step": 0.3, " The": 0.7}}),
+        "mode_shares": lambda: plots.mode_shares(["a", "b"], [0.3, 0.8], [0.01, 0.02], title="t"),
+        "layer_curve": lambda: plots.layer_curve({0: 0.5, 1: 0.6}, {0: 0.01, 1: 0.02}, {"base": 0.3}, title="t"),
+        "leverage": lambda: plots.leverage([{"ratio": 0.2, "p_opener": 0.5, "pass_at_1": 0.6}], 0.9, 0.3, title="t"),
+        "heatmaps": lambda: plots.heatmaps({"a": grid, "b": grid}, "t", xlabel="x", ylabel="y"),
+        "scatter": lambda: plots.scatter([{"x": 0.1, "y": 0.2}], "x", {"y": "y"}, "t", xlabel="x", ylabel="y"),
+        "bars": lambda: plots.bars({"a": 0.2, "b": 0.4}, "t", ylabel="y", errors={"a": 0.01, "b": 0.02}),
+        "position_curve": lambda: plots.position_curve({"l": [0.5, 0.1, 0.05]}, "t", ylabel="y"),
+        "curves": lambda: plots.curves([0, 1, 2], {"c": [0.1, 0.5, 0.4]}, "t", xlabel="x", ylabel="y"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_plot_calls()))
+def test_every_plot_renders_closes_its_figure_and_has_a_sane_size(name):
+    from steerlib import plots
+
+    plt.close("all")
+    fig = _plot_calls()[name]()
+    assert plt.get_fignums() == []  # closed: shown once, by the cell that returns it
+    w, h = fig.get_size_inches()
+    assert 2 <= w <= 16 and 1.5 <= h <= 12, (w, h)
+    fig.canvas.draw()  # renders
+    assert any(ax.get_title() or ax.get_xlabel() for ax in fig.axes)
+    assert set(_plot_calls()) == set(plots.__all__)
