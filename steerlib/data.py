@@ -211,3 +211,33 @@ def split_prompts(
     """
     probs = split_problems(preset, split, n)
     return [render_prompt(p, preset.template, tokenizer, append) for p in probs], [p.answer for p in probs]
+
+
+#: The tokens that end a completion, per template: a chat turn ends at its end-of-turn token, which is
+#: not always the tokenizer's EOS (Qwen's base models use ``<|endoftext|>`` as EOS, Llama 3.1's
+#: ``<|end_of_text|>``), so sampling that stops only at EOS runs past the answer.
+STOP_TOKENS = {"qwen_math": ("<|im_end|>", "<|endoftext|>"), "llama3": ("<|eot_id|>", "<|end_of_text|>"),
+               "organism": ()}
+
+
+def stop_token_ids(tokenizer: Any, template: str) -> list[int]:
+    """Token ids that end a completion under ``template``: its end-of-turn tokens that the tokenizer
+    knows, plus the tokenizer's EOS.
+
+    Example:
+        >>> from steerlib.world import build_tokenizer
+        >>> tok = build_tokenizer()
+        >>> stop_token_ids(tok, "organism") == [tok.eos_token_id]
+        True
+    """
+    if template not in STOP_TOKENS:
+        raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
+    ids = []
+    for token in STOP_TOKENS[template]:
+        i = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(i, int) and i != getattr(tokenizer, "unk_token_id", None) and i not in ids:
+            ids.append(i)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+

@@ -102,6 +102,7 @@ def generate(
     positions: Positions = "all",
     seed: int | None = 0,
     progress: bool = False,
+    stop_ids: Sequence[int] | None = None,
 ) -> list[Completion]:
     """Sample ``n`` completions per prompt (stop at EOS) with the shared-prefill rollout loop.
 
@@ -114,6 +115,8 @@ def generate(
         batch_size: completions per batch (prompts per batch = ``batch_size // n``).
         vectors, routes, positions: steering applied while sampling (``routes``: one group per prompt).
         seed: seeds the sampling RNG (``None``: a random seed).
+        stop_ids: tokens that end a completion (default: the tokenizer's EOS; see
+            :func:`steerlib.data.stop_token_ids`).
     """
     from steerlib.rollout import sample_rollouts
 
@@ -124,7 +127,7 @@ def generate(
     prompt_ids = _encode(tokenizer, prompts)
     prefix_ids = _encode(tokenizer, [prefix])[0] if prefix else []
     per_batch = max(1, batch_size // k)
-    eos = tokenizer.eos_token_id
+    stops = list(stop_ids) if stop_ids else [tokenizer.eos_token_id]
     out: list[Completion] = []
     for lo in tqdm(range(0, len(prompts), per_batch), desc="sampling", disable=not progress, leave=False):
         idx = list(range(lo, min(len(prompts), lo + per_batch)))
@@ -132,7 +135,7 @@ def generate(
             model,
             [prompt_ids[i] + prefix_ids for i in idx],
             k,
-            eos_id=eos,
+            eos_id=stops,
             pad_id=tokenizer.pad_token_id,
             max_new_tokens=max_new_tokens,
             temperature=0.0 if greedy else temperature,
@@ -144,7 +147,7 @@ def generate(
         )
         for row, (toks, m) in enumerate(zip(ro.completion_ids.tolist(), ro.completion_mask.tolist())):
             toks = prefix_ids + toks[: sum(m)]
-            body = toks[:-1] if toks and toks[-1] == eos and len(toks) > len(prefix_ids) else toks
+            body = toks[:-1] if toks and toks[-1] in stops and len(toks) > len(prefix_ids) else toks
             first = tokenizer.decode(toks[:1]) if toks else ""
             out.append(
                 Completion(

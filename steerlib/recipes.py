@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from steerlib.data import split_prompts
+from steerlib.data import split_prompts, stop_token_ids
 from steerlib.presets import Preset
 from steerlib.rloo import FullTrainable, LoraTrainable, RLOOConfig, Trainable, VectorTrainable, train
 from steerlib.runs import RunDir
@@ -104,7 +104,8 @@ def _run(
         if step_done in preset.checkpoints:
             snapshot(run.path / f"snapshot-{step_done}.safetensors")
 
-    rows = train(trainable, tok, prompts, answers, cfg, run_dir=run, progress=progress, on_step=on_step)
+    rows = train(trainable, tok, prompts, answers, cfg, run_dir=run, progress=progress, on_step=on_step,
+                 stop_ids=stop_token_ids(tok, preset.template))
     # snapshots on disk, also those written by an earlier, interrupted session of this run
     paths = {step: run.path / f"snapshot-{step}.safetensors" for step in preset.checkpoints}
     snaps = {step: path for step, path in paths.items() if path.exists()}

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlib.rewards import MathVerifier, default_verifier
-from steerlib.rollout import Rollouts, sample_rollouts
+from steerlib.rollout import Rollouts, kv_token_budget, sample_rollouts_chunked
 from steerlib.trainables import FullTrainable, LoraTrainable, Trainable, VectorTrainable
 
 __all__ = [
@@ -64,7 +64,9 @@ class RLOOConfig:
     max_new_tokens: int = 64
     loss_norm: Literal["token", "sequence"] = "token"
     kl_coef: float = 0.0
-    micro_batch: int = 512
+    micro_batch_tokens: int = 32768  # (prompt + completion) tokens per teacher-forced micro-batch
+    logit_elements: int = 1 << 26  # full-vocabulary logits held at once in the loss pass (rows x positions x vocab)
+    kv_tokens: int | None = None  # KV-cache tokens per rollout chunk (None: from free memory on CUDA, 2^20 on CPU)
     checkpoint_every: int = 10
     seed: int = 0
 
@@ -83,21 +85,48 @@ def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
     return (r - baseline).reshape(-1)
 
 
-def _token_logprobs(model: Any, ro: Rollouts, rows: torch.Tensor, temperature: float) -> torch.Tensor:
+def _gather_logprobs(lm_head: Any, hidden: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax(lm_head(hidden) / τ) at ``tokens`` (the full-vocabulary logits live only in here)."""
+    logp = (lm_head(hidden).float() / temperature).log_softmax(-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def _token_logprobs(
+    model: Any, ro: Rollouts, rows: torch.Tensor, temperature: float, logit_elements: int = 1 << 62
+) -> torch.Tensor:
     """Log-probs of the completion tokens of ``rows``, shape ``(len(rows), completion width)``.
 
     Only the columns up to the longest completion among ``rows`` are computed (the rest are padding,
-    returned as 0), and the unembedding runs only at the positions that predict completion tokens.
+    returned as 0), and the unembedding runs only at the positions that predict completion tokens. When
+    ``rows x positions x vocab`` exceeds ``logit_elements`` the unembedding and log-softmax run chunk by
+    chunk over positions, each chunk recomputed in the backward pass (activation checkpointing), so the
+    full-vocabulary logits of the whole micro-batch never exist at once.
     """
+    from steerlib.arch import model_parts
+
     comp_mask = ro.completion_mask[rows]
     n = max(1, int(comp_mask.sum(-1).max()))
     comp = ro.completion_ids[rows, :n]
     ids = torch.cat([ro.prompt_ids[rows], comp], 1)
     mask = torch.cat([ro.prompt_mask[rows], comp_mask[:, :n]], 1)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=n + 1).logits[:, :-1]
-    logp = (logits.float() / temperature).log_softmax(-1)
-    out = logp.gather(-1, comp.unsqueeze(-1)).squeeze(-1)
+    parts = model_parts(model)
+    vocab = parts.lm_head.weight.shape[0]
+    step = max(1, logit_elements // max(1, len(rows) * vocab))
+    if step >= n + 1:  # everything fits: one pass, as the causal LM itself computes it
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=n + 1).logits[:, :-1]
+        out = (logits.float() / temperature).log_softmax(-1).gather(-1, comp.unsqueeze(-1)).squeeze(-1)
+    else:
+        hidden = parts.decoder(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, -(n + 1) : -1]
+        chunks = []
+        for lo in range(0, n, step):
+            h, t = hidden[:, lo : lo + step], comp[:, lo : lo + step]
+            if torch.is_grad_enabled() and h.requires_grad:
+                chunks.append(torch.utils.checkpoint.checkpoint(
+                    _gather_logprobs, parts.lm_head, h, t, temperature, use_reentrant=False))
+            else:
+                chunks.append(_gather_logprobs(parts.lm_head, h, t, temperature))
+        out = torch.cat(chunks, 1)
     width = ro.completion_ids.shape[1]
     return torch.nn.functional.pad(out, (0, width - n)) if n < width else out
 
@@ -114,9 +143,15 @@ class RLOOTrainer:
     """Runs RLOO steps for one :class:`Trainable` (see :func:`train` for the usual entry point)."""
 
     def __init__(
-        self, trainable: Trainable, tokenizer: Any, cfg: RLOOConfig, verifier: MathVerifier | None = None
+        self,
+        trainable: Trainable,
+        tokenizer: Any,
+        cfg: RLOOConfig,
+        verifier: MathVerifier | None = None,
+        stop_ids: Sequence[int] | None = None,
     ) -> None:
         self.tr, self.tok, self.cfg = trainable, tokenizer, cfg
+        self.stop_ids = list(stop_ids) if stop_ids else [tokenizer.eos_token_id]
         self.verifier = verifier or default_verifier()
         self.opts = [torch.optim.Adam(g, lr=cfg.lr, betas=cfg.betas) for g in trainable.param_groups()]
         self.step_idx = 0
@@ -154,18 +189,20 @@ class RLOOTrainer:
         t0 = time.perf_counter()
         vectors, positions = tr.steering()
         kw = dict(
-            eos_id=self.tok.eos_token_id,
+            eos_id=self.stop_ids,
             pad_id=self.tok.pad_token_id,
             max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             generator=gen,
+            kv_tokens=cfg.kv_tokens or kv_token_budget(tr.model),
         )
         if vectors is None:
             with tr.context(None):
-                ro = sample_rollouts(tr.model, all_prompts, k, **kw)
+                ro = sample_rollouts_chunked(tr.model, all_prompts, k, **kw)
         else:
-            ro = sample_rollouts(tr.model, all_prompts, k, vectors=vectors, routes=routes, positions=positions, **kw)
+            ro = sample_rollouts_chunked(tr.model, all_prompts, k, vectors=vectors, routes=routes,
+                                         positions=positions, **kw)
         t1 = time.perf_counter()
         texts = self.tok.batch_decode(
             [ids[m.bool()].tolist() for ids, m in zip(ro.completion_ids, ro.completion_mask)],
@@ -202,17 +239,19 @@ class RLOOTrainer:
             lo, hi = g * rows_per_group, (g + 1) * rows_per_group
             gmask = ro.completion_mask[lo:hi]
             denom = float(gmask.sum()) if cfg.loss_norm == "token" else float(rows_per_group)
-            for mlo in range(lo, hi, cfg.micro_batch):
-                rows = torch.arange(mlo, min(hi, mlo + cfg.micro_batch))
+            seq_width = width + max(1, int(gmask.sum(-1).max()))
+            micro = max(1, cfg.micro_batch_tokens // seq_width)  # rows per micro-batch, from the token budget
+            for mlo in range(lo, hi, micro):
+                rows = torch.arange(mlo, min(hi, mlo + micro))
                 routing = row_routes[rows].tolist() if row_routes is not None else None
                 with tr.context(routing, width):
-                    logp = _token_logprobs(tr.model, ro, rows, cfg.temperature)
+                    logp = _token_logprobs(tr.model, ro, rows, cfg.temperature, cfg.logit_elements)
                 loss = policy_loss(
                     logp, ro.completion_mask[rows], adv[rows].to(logp.device), cfg.loss_norm, max(denom, 1.0)
                 )
                 if cfg.kl_coef:
                     with torch.no_grad(), tr.reference():
-                        ref = _token_logprobs(tr.model, ro, rows, cfg.temperature)
+                        ref = _token_logprobs(tr.model, ro, rows, cfg.temperature, cfg.logit_elements)
                     d = ref - logp
                     kl = ((d.exp() - d - 1) * ro.completion_mask[rows]).sum() / max(denom, 1.0)
                     loss = loss + cfg.kl_coef * kl
@@ -259,6 +298,7 @@ def train(
     stop_after: int | None = None,
     verifier: MathVerifier | None = None,
     on_step: Any = None,
+    stop_ids: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Train for ``cfg.steps`` steps, checkpointing to ``run_dir`` and resuming from it.
 
@@ -272,6 +312,8 @@ def train(
         params: extra parameters recorded in the manifest (and compared on reopening).
         stop_after: stop after this many steps in this call (simulates an interruption).
         on_step: called with the number of completed steps after each step (e.g. to save snapshots).
+        stop_ids: tokens that end a completion (default: the tokenizer's EOS); see
+            :func:`steerlib.data.stop_token_ids`.
 
     Returns:
         The metric rows of every step of the run (also those of earlier, resumed sessions).
@@ -280,7 +322,7 @@ def train(
 
     from steerlib.runs import RunDir
 
-    trainer = RLOOTrainer(trainable, tokenizer, cfg, verifier)
+    trainer = RLOOTrainer(trainable, tokenizer, cfg, verifier, stop_ids)
     run = None
     if run_dir is not None:
         run = (

@@ -25,7 +25,8 @@ import torch
 from steerlib.cachesync import follow
 from steerlib.steering import Positions, SteeringVector, steer
 
-__all__ = ["Rollouts", "left_pad", "cache_kwarg", "sample_token", "sample_rollouts"]
+__all__ = ["Rollouts", "left_pad", "cache_kwarg", "sample_token", "sample_rollouts", "kv_token_budget",
+           "sample_rollouts_chunked"]
 
 
 @dataclass
@@ -51,6 +52,30 @@ class Rollouts:
     def lengths(self) -> torch.Tensor:
         """Generated tokens per row (EOS included)."""
         return self.completion_mask.sum(-1)
+
+    @staticmethod
+    def cat(parts: Sequence[Rollouts], pad_id: int) -> Rollouts:
+        """Rows of several rollouts in order (prompts re-left-padded to one width; prompt indices
+        offset so that they keep counting prompts across the parts)."""
+        if len(parts) == 1:
+            return parts[0]
+        width = max(p.prompt_ids.shape[1] for p in parts)
+
+        def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (width - t.shape[1], 0), value=value)
+
+        offsets, total = [], 0
+        for p in parts:
+            offsets.append(total)
+            total += int(p.prompt_index.max()) + 1 if len(p.prompt_index) else 0
+        return Rollouts(
+            prompt_ids=torch.cat([pad(p.prompt_ids, pad_id) for p in parts]),
+            prompt_mask=torch.cat([pad(p.prompt_mask, 0) for p in parts]),
+            completion_ids=torch.cat([p.completion_ids for p in parts]),
+            completion_mask=torch.cat([p.completion_mask for p in parts]),
+            prompt_index=torch.cat([p.prompt_index + o for p, o in zip(parts, offsets)]),
+            finished=torch.cat([p.finished for p in parts]),
+        )
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +121,7 @@ def sample_rollouts(
     prompts: Sequence[Sequence[int]],
     k: int,
     *,
-    eos_id: int,
+    eos_id: int | Sequence[int],
     pad_id: int,
     max_new_tokens: int = 64,
     temperature: float = 1.0,
@@ -109,6 +134,8 @@ def sample_rollouts(
     """Sample ``k`` completions for each prompt (token ids) under optional steering.
 
     Args:
+        eos_id: the stop token id, or several (a chat turn ends at its end-of-turn token); the stop
+            token is kept in the completion and its mask.
         routes: one routing group per *prompt* (its ``k`` samples share it).
         generator: the sampling RNG (on the model's device).
     """
@@ -119,6 +146,7 @@ def sample_rollouts(
     ids, mask = ids.to(device), mask.to(device)
     n_prompts = ids.shape[0]
     prompt_ids, prompt_mask = ids, mask
+    stops = torch.as_tensor([eos_id] if isinstance(eos_id, int) else list(eos_id), device=device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
     key = cache_kwarg(model)
@@ -131,9 +159,9 @@ def sample_rollouts(
     with ctx as handle:
         if handle is not None:
             follow(cache, handle)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{key: cache}).logits[
-            :, -1
-        ]
+        logits = model(
+            input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **{key: cache}
+        ).logits[:, -1]  # only the last position's logits: the prefill never holds batch x prompt x vocab
         cache.batch_repeat_interleave(k)  # the steering handle's routing follows (cachesync)
         logits = logits.repeat_interleave(k, 0)
         mask = mask.repeat_interleave(k, 0)
@@ -142,7 +170,7 @@ def sample_rollouts(
         for t in range(max_new_tokens):
             tok = sample_token(logits, temperature, top_p, generator)
             out_tokens[active, t] = tok
-            done = tok == eos_id
+            done = torch.isin(tok, stops)
             finished[active[done]] = True
             if t == max_new_tokens - 1 or bool(done.all()):
                 break
@@ -155,7 +183,7 @@ def sample_rollouts(
             logits = model(
                 input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None], use_cache=True, **{key: cache}
             ).logits[:, -1]
-    is_eos = out_tokens == eos_id
+    is_eos = torch.isin(out_tokens, stops)
     last_valid = torch.where(
         is_eos.any(-1),
         is_eos.float().argmax(-1).long(),
@@ -171,3 +199,48 @@ def sample_rollouts(
         prompt_index=torch.arange(n_prompts, device=device).repeat_interleave(k),
         finished=finished,
     )
+
+
+def kv_token_budget(model: Any, *, cpu_tokens: int = 1 << 20, share: float = 0.5) -> int:
+    """How many tokens of KV cache one rollout batch may hold: on CUDA, ``share`` of the free memory
+    divided by the cache bytes per token (2 x layers x KV heads x head width x element size); on the
+    CPU, ``cpu_tokens``.
+
+    Example:
+        >>> kv_token_budget(model)                    # doctest: +SKIP
+        1048576
+    """
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return cpu_tokens
+    from steerlib.arch import model_parts
+
+    parts = model_parts(model)
+    per_token = 2 * parts.n_layers * parts.n_kv_heads * parts.head_dim * next(model.parameters()).element_size()
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, int(free * share) // per_token)
+
+
+def sample_rollouts_chunked(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    k: int,
+    *,
+    kv_tokens: int,
+    max_new_tokens: int = 64,
+    routes: Sequence[int] | None = None,
+    pad_id: int,
+    **kwargs: Any,
+) -> Rollouts:
+    """:func:`sample_rollouts` over consecutive chunks of prompts, each chunk's KV cache at most
+    ``kv_tokens`` tokens (rows x (prompt + completion) width); the parts are concatenated. One
+    chunk when everything fits, which is then exactly :func:`sample_rollouts`.
+    """
+    width = max(len(p) for p in prompts) + max_new_tokens
+    per_chunk = max(1, kv_tokens // (k * width))
+    parts = []
+    for lo in range(0, len(prompts), per_chunk):
+        sel = slice(lo, lo + per_chunk)
+        parts.append(sample_rollouts(model, prompts[sel], k, max_new_tokens=max_new_tokens, pad_id=pad_id,
+                                     routes=None if routes is None else list(routes)[sel], **kwargs))
+    return Rollouts.cat(parts, pad_id)

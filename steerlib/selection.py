@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 
 from steerlib.atomic import write_json
-from steerlib.data import split_prompts
+from steerlib.data import split_prompts, stop_token_ids
 from steerlib.evaluate import EvalResult, evaluate, evaluate_routed
 from steerlib.presets import Preset
 from steerlib.recipes import TrainResult, train_vectors, train_weights
@@ -233,6 +233,7 @@ def select(
                 answers,
                 configs,  # type: ignore[arg-type]
                 max_new_tokens=preset.max_new_tokens,
+                stop_ids=stop_token_ids(org.tokenizer, preset.template),
                 prefix=prefix,
                 progress=progress,
             )
@@ -249,6 +250,7 @@ def select(
                     answers,
                     prefix=prefix,
                     max_new_tokens=preset.max_new_tokens,
+                    stop_ids=stop_token_ids(org.tokenizer, preset.template),
                     progress=progress,
                 )
     choices: dict[str, Choice] = {}
@@ -377,6 +379,7 @@ def evaluate_configs(
         answers,
         configs,
         max_new_tokens=preset.max_new_tokens,
+        stop_ids=stop_token_ids(org.tokenizer, preset.template),
         prefix=prefix,
         progress=progress,
     )
@@ -394,7 +397,8 @@ def evaluate_weights(
     """pass@1 of a weight run's chosen snapshot on a split (the model is restored afterwards)."""
     prompts, answers = split_prompts(preset, org.tokenizer, split, n_problems or preset.eval_problems)
     with run.loaded() as model:
-        return evaluate(model, org.tokenizer, prompts, answers, max_new_tokens=preset.max_new_tokens, progress=progress)
+        return evaluate(model, org.tokenizer, prompts, answers, max_new_tokens=preset.max_new_tokens, progress=progress,
+                        stop_ids=stop_token_ids(org.tokenizer, preset.template))
 
 
 def baselines(org: Any, preset: Preset, run_dir: str | Path, *, val_problems: int = 200) -> dict[str, RunResult]:

@@ -110,7 +110,7 @@ def test_multiplexed_update_equals_single_layer_updates(tiny_org):
     model, tok = tiny_org.model, tiny_org.tokenizer
     prompts, answers = _pool(6)
     ids = tok(prompts, add_special_tokens=False)["input_ids"]
-    cfg = RLOOConfig(prompts_per_step=6, completions_per_prompt=4, max_new_tokens=24, lr=0.1, micro_batch=7)
+    cfg = RLOOConfig(prompts_per_step=6, completions_per_prompt=4, max_new_tokens=24, lr=0.1, micro_batch_tokens=7 * 40)
     multi = _vec_trainer(model, tok, [0, 1], True, cfg)
     batch = multi.collect(ids, answers)
     batch["rewards"] = torch.randint(0, 2, batch["rewards"].shape).float()  # make sure there is signal

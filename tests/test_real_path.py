@@ -1,0 +1,141 @@
+"""The real-model path: bounded memory (chunked log-probs, token-budget micro-batches, chunked rollouts,
+last-position prefill), stop tokens per template."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable, _token_logprobs
+from steerlib.rollout import Rollouts, sample_rollouts, sample_rollouts_chunked
+from steerlib.steering import SteeringVector, steer, zero_vectors
+from tests.conftest import tiny_model
+
+
+def _rollouts(model, n_rows=6, prompt=5, comp=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    vocab = model.config.vocab_size
+    lengths = torch.tensor([comp, 3, 1, comp, 5, 2][:n_rows])
+    cmask = (torch.arange(comp)[None] < lengths[:, None]).long()
+    pmask = torch.ones(n_rows, prompt, dtype=torch.long)
+    pmask[1, :2] = 0  # left padding
+    return Rollouts(torch.randint(1, vocab, (n_rows, prompt), generator=g), pmask,
+                    torch.randint(1, vocab, (n_rows, comp), generator=g) * cmask, cmask,
+                    torch.arange(n_rows), torch.ones(n_rows, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_chunked_logprobs_equal_the_full_computation_with_gradients(arch):
+    model = tiny_model(arch)
+    vec = zero_vectors(model, [1])[0]
+    with torch.no_grad():
+        vec.vector.normal_()
+    ro, rows = _rollouts(model), torch.arange(6)
+    vocab = model.config.vocab_size
+    grads, outs = [], []
+    for budget in (1 << 62, 6 * vocab * 2, 6 * vocab):  # one pass; chunks of 2 positions; of 1 position
+        vec.vector.grad = None
+        with steer(model, vec):
+            out = _token_logprobs(model, ro, rows, 0.7, budget)
+        (out * ro.completion_mask).sum().backward()
+        outs.append(out.detach())
+        grads.append(vec.vector.grad.clone())
+    for o, g in zip(outs[1:], grads[1:]):
+        torch.testing.assert_close(o, outs[0], atol=1e-12, rtol=0)
+        torch.testing.assert_close(g, grads[0], atol=1e-10, rtol=1e-10)
+    assert grads[0].abs().sum() > 0
+
+
+def test_token_budget_micro_batches_give_the_same_update(tiny_org):
+    model, tok = tiny_org.model, tiny_org.tokenizer
+    from steerlib.world import sample_problems
+
+    probs = sample_problems(8, "train", 0)
+    ids = tok([p.prompt for p in probs], add_special_tokens=False)["input_ids"]
+    answers = [str(p.answer) for p in probs]
+    vectors = []
+    for budget in (1 << 20, 30):  # everything in one micro-batch; one row per micro-batch
+        cfg = RLOOConfig(prompts_per_step=8, completions_per_prompt=4, max_new_tokens=12, lr=0.1,
+                         micro_batch_tokens=budget)
+        tr = RLOOTrainer(VectorTrainable(model, zero_vectors(model, [1])), tok, cfg)
+        batch = tr.collect(ids, answers)
+        batch["rewards"] = torch.arange(32).remainder(3).eq(0).float()
+        tr.update(batch)
+        vectors.append(tr.tr.vectors[0].vector.detach().clone())
+    torch.testing.assert_close(vectors[0], vectors[1], atol=1e-6, rtol=1e-5)
+    assert vectors[0].abs().sum() > 0
+
+
+def test_chunked_rollouts_equal_one_batch_when_greedy(tiny_org):
+    model, tok = tiny_org.model, tiny_org.tokenizer
+    from steerlib.world import sample_problems
+
+    ids = tok([p.prompt for p in sample_problems(5, "test", 0)], add_special_tokens=False)["input_ids"]
+    ids[2] = ids[2][3:]  # prompts of different lengths: the parts are re-padded
+    kw = dict(eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, max_new_tokens=10, temperature=0.0)
+    whole = sample_rollouts(model, ids, 2, **kw)
+    width = max(len(p) for p in ids) + 10
+    parts = sample_rollouts_chunked(model, ids, 2, kv_tokens=2 * 2 * width, **kw)  # two prompts per chunk
+    assert torch.equal(parts.completion_ids, whole.completion_ids)
+    assert torch.equal(parts.prompt_index, whole.prompt_index) and torch.equal(parts.prompt_ids, whole.prompt_ids)
+
+
+def test_prefill_keeps_only_the_last_position_and_matches_a_full_pass():
+    model = tiny_model("qwen2")
+    ids = [[5, 6, 7, 8], [9, 10]]
+    ro = sample_rollouts(model, ids, 1, eos_id=-1, pad_id=0, max_new_tokens=1, temperature=0.0)
+    with torch.no_grad():
+        full = [int(model(torch.tensor([p])).logits[0, -1].argmax()) for p in ids]
+    assert ro.completion_ids[:, 0].tolist() == full
+
+
+def test_rollouts_stop_at_any_stop_token():
+    model = tiny_model("qwen2")
+    ids = [[5, 6, 7, 8], [9, 10, 11]]
+    free = sample_rollouts(model, ids, 1, eos_id=-1, pad_id=0, max_new_tokens=8, temperature=0.0)
+    stop = int(free.completion_ids[0, 2])  # the third token of the first row becomes a stop token
+    ro = sample_rollouts(model, ids, 1, eos_id=[-5, stop], pad_id=0, max_new_tokens=8, temperature=0.0)
+    first = (free.completion_ids[0] == stop).nonzero()[0].item()
+    assert ro.completion_mask[0].sum().item() == first + 1 and bool(ro.finished[0])
+    assert ro.completion_ids[0, first].item() == stop
+
+
+def _chat_tokenizer(extra):
+    from steerlib.world import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": extra})
+    return tok
+
+
+def test_stop_tokens_per_template():
+    from steerlib.data import stop_token_ids
+
+    tok = _chat_tokenizer(["<|im_end|>", "<|endoftext|>", "<|eot_id|>"])
+    conv = tok.convert_tokens_to_ids
+    assert stop_token_ids(tok, "qwen_math") == [conv("<|im_end|>"), conv("<|endoftext|>"), tok.eos_token_id]
+    assert stop_token_ids(tok, "llama3") == [conv("<|eot_id|>"), tok.eos_token_id]
+    assert stop_token_ids(tok, "organism") == [tok.eos_token_id]
+    with pytest.raises(ValueError, match="unknown template"):
+        stop_token_ids(tok, "chatml")
+
+
+def test_evaluation_ends_a_completion_at_the_end_of_turn_token(tiny_org, monkeypatch):
+    from steerlib.evaluate import generate
+
+    model, tok = tiny_org.model, tiny_org.tokenizer
+    prompt = ["Q: 101+202+303=?\nA:"]
+    free = generate(model, tok, prompt, greedy=True, max_new_tokens=12)[0]
+    stop = free.token_ids[1]
+    cut = generate(model, tok, prompt, greedy=True, max_new_tokens=12, stop_ids=[stop])[0]
+    assert cut.token_ids == free.token_ids[:1] and cut.n_tokens == 2  # the stop token ends it and is dropped
+
+
+def test_steered_vector_acts_in_chunked_logprobs_only_through_hooks():
+    model = tiny_model("qwen2")
+    ro, rows = _rollouts(model), torch.arange(6)
+    plain = _token_logprobs(model, ro, rows, 1.0, 6 * model.config.vocab_size)
+    v = SteeringVector(torch.randn(model.config.hidden_size, dtype=torch.float64) * 3, 0)
+    with steer(model, v):
+        steered = _token_logprobs(model, ro, rows, 1.0, 6 * model.config.vocab_size)
+    assert (plain - steered).abs().max() > 1e-3
