@@ -153,12 +153,13 @@ class RLOOTrainer:
         self.tr, self.tok, self.cfg = trainable, tokenizer, cfg
         self.stop_ids = list(stop_ids) if stop_ids else [tokenizer.eos_token_id]
         self.verifier = verifier or default_verifier()
-        self.opts = [torch.optim.Adam(g, lr=cfg.lr, betas=cfg.betas) for g in trainable.param_groups()]
+        self.opts = [torch.optim.Adam(g, lr=cfg.lr, betas=cfg.betas) for g in trainable.optimizer_groups()]
         self.step_idx = 0
 
     # -- state --------------------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {f"param.{k}": v for k, v in self.tr.named_tensors().items()}
+        out.update({f"master.{k}": v for k, v in self.tr.master_tensors().items()})
         for o, opt in enumerate(self.opts):
             for i, p in enumerate(opt.param_groups[0]["params"]):
                 for key, val in opt.state.get(p, {}).items():
@@ -169,6 +170,8 @@ class RLOOTrainer:
         with torch.no_grad():
             for k, p in self.tr.named_tensors().items():
                 p.copy_(tensors[f"param.{k}"])
+            for k, p in self.tr.master_tensors().items():
+                p.copy_(tensors[f"master.{k}"])
         for o, opt in enumerate(self.opts):
             for i, p in enumerate(opt.param_groups[0]["params"]):
                 keys = [k for k in tensors if k.startswith(f"adam.{o}.{i}.")]
@@ -257,10 +260,12 @@ class RLOOTrainer:
                     loss = loss + cfg.kl_coef * kl
                 loss.backward()
         grad_norms = []
+        tr.before_step()
         for opt in self.opts:
             params = opt.param_groups[0]["params"]
             grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)))
             opt.step()
+        tr.after_step()
         self.step_idx += 1
         first = Counter(self.tok.decode([int(x)]) for x in ro.completion_ids[:, 0])
         row = {

@@ -58,6 +58,21 @@ class Trainable:
         """Vectors and positions used during rollouts (``None`` for weight-based policies)."""
         return None, "all"
 
+    def optimizer_groups(self) -> list[list[torch.Tensor]]:
+        """What the optimizers update (default: :meth:`param_groups`; fp32 master copies when the
+        model's weights are in half precision, see :class:`FullTrainable`)."""
+        return self.param_groups()
+
+    def before_step(self) -> None:
+        """Called after the backward pass, before clipping and the optimizer step."""
+
+    def after_step(self) -> None:
+        """Called after the optimizer step."""
+
+    def master_tensors(self) -> dict[str, torch.Tensor]:
+        """Optimizer-side copies to checkpoint for an exact resume (none by default)."""
+        return {}
+
 
 class VectorTrainable(Trainable):
     """Steering vectors: one layer, all layers at once, or routed per layer (multiplexed sweep)."""
@@ -155,15 +170,45 @@ class LoraTrainable(Trainable):
 
 
 class FullTrainable(Trainable):
-    """All weights of a copy of the model (the full fine-tune baseline)."""
+    """All weights of a copy of the model (the full fine-tune baseline).
+
+    When the weights are in half precision (bf16/fp16), Adam updates fp32 *master* copies and the
+    model's weights are rounded from them after every step: at the paper's learning rates (1e-6, 2e-6)
+    an update applied to bf16 weights directly is mostly below half a unit in the last place and
+    rounds to nothing. Float32 models are updated in place, as before.
+    """
 
     def __init__(self, model: Any) -> None:
         self.model = copy.deepcopy(model)
         self.model.requires_grad_(True)
         self.model.eval()  # no dropout: the organism has none, real models are sampled in eval mode
+        params = list(self.model.parameters())
+        half = any(p.dtype in (torch.bfloat16, torch.float16) for p in params)
+        self.master = [p.detach().float().clone().requires_grad_(True) for p in params] if half else None
 
     def param_groups(self):
         return [list(self.model.parameters())]
+
+    def optimizer_groups(self):
+        return [self.master] if self.master is not None else self.param_groups()
+
+    def before_step(self) -> None:
+        if self.master is None:
+            return
+        for m, p in zip(self.master, self.model.parameters()):
+            m.grad = None if p.grad is None else p.grad.float()
+            p.grad = None
+
+    def after_step(self) -> None:
+        if self.master is None:
+            return
+        with torch.no_grad():
+            for m, p in zip(self.master, self.model.parameters()):
+                p.copy_(m)
+
+    def master_tensors(self) -> dict[str, torch.Tensor]:
+        names = [n for n, _ in self.model.named_parameters()]
+        return dict(zip(names, self.master)) if self.master is not None else {}
 
     def named_tensors(self):
         return dict(self.model.named_parameters())
