@@ -8,11 +8,11 @@
 # trains one such vector (by default at the last layer), follows reward, $|s|$, the first generated
 # token and completion length over the steps, and compares held-out pass@1 before and after.
 #
-# The recipe is the authors' ({doc}`notes on their code <../appendix_authors_code>`; the paper's training setup): $K$ samples per prompt at $\tau = 1$, reward 1/0,
-# advantage $A_i = r_i - \frac{1}{K-1}\sum_{j \neq i} r_j$, loss $-\sum_i A_i \sum_t \log \pi(y_t)$
-# divided by the batch's completion-token count, Adam, gradient-norm clip 2. The paper picks the best of
-# five checkpoints by the *test* benchmarks; here the best snapshot is chosen on a **validation split
-# disjoint from the test problems**.
+# The recipe is the authors' ({doc}`notes on their code <../appendix_authors_code>`): $K$ samples per
+# prompt at $\tau = 1$, reward 1/0, advantage $A_i = r_i - \frac{1}{K-1}\sum_{j \neq i} r_j$, loss
+# $-\sum_i A_i \sum_t \log \pi(y_t)$ over the batch's completion-token count, Adam, gradient clip 2.
+# They pick the best of five checkpoints by the *test* benchmarks; here a **validation split disjoint
+# from the test problems** decides (parameter `select_on`).
 
 # %% tags=["remove-cell"]
 import subprocess, sys  # noqa: E401 - Colab only: install steerlib, keep Colab's own torch
@@ -30,6 +30,7 @@ lr: Optional[float] = None  # learning rate - None: the preset's per-layer table
 model: Optional[str] = None  # organism name or HF id - None: the preset's
 eval_problems: Optional[int] = None  # held-out problems - None: the preset's
 val_problems: int = 200  # validation problems for choosing the best snapshot
+select_on: str = "validation"  # validation | test - test: the authors' protocol (best checkpoint by the test Average)
 prompts_per_step: Optional[int] = None  # prompts per RLOO step - None: the preset's
 max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
 results_path: str = "book/results/01_training.json"  # headline numbers - JSON
@@ -47,11 +48,12 @@ LAYER = ch.P.default_layer
 # %% [markdown]
 # ## Training
 # The run is checkpointed in the run directory and resumed if it was interrupted; snapshots of the
-# vector are kept at the preset's checkpoint steps, and the best of them on the validation split is
-# the one used below.
+# vector are kept at the preset's checkpoint steps, and the best of them on the split named by
+# `select_on` (validation by default; `test` reproduces the authors' protocol) is the one used below.
 
 # %%
-run = vector_run(ch.org, ch.P, [LAYER], ch.run / f"single-layer-{LAYER}", lr=lr, val_problems=val_problems)
+run = vector_run(ch.org, ch.P, [LAYER], ch.run / f"single-layer-{LAYER}", lr=lr, val_problems=val_problems,
+                 select_on=select_on)
 vec = run.vectors[0]
 ch.figure("fig_training", plots.training_curves(run.metrics, f"RLOO on a layer-{LAYER} vector ({ch.P.name})"))
 
@@ -94,7 +96,7 @@ results = ch.publish({
     "validation_pass_at_1": run.validation_pass_at_1, "base_opener_share": base.first_token_share(opener),
     "steered_opener_share": steered.first_token_share(opener), "vector_norm": float(vec.vector.norm()),
     "train_seconds": run.train_seconds, "median_step_seconds": run.median_step_seconds, "steps": ch.P.steps,
-    "n_test_samples": len(base.completions), "peft_max_logit_diff": parity.max_logit_diff,
+    "select_on": select_on, "n_test_samples": len(base.completions), "peft_max_logit_diff": parity.max_logit_diff,
     "hook_pass_at_1": parity.hook_pass_at_1, "peft_pass_at_1": parity.peft_pass_at_1,
     "peft_identical_completions": parity.identical_completions,
 })
@@ -107,9 +109,10 @@ results = ch.publish({
 # {glue:text}`base_pass_at_1:.3f` ± {glue:text}`base_stderr:.3f` to {glue:text}`steered_pass_at_1:.3f`
 # ± {glue:text}`steered_stderr:.3f` ({glue:text}`gain:+.3f`); the share of samples opening with the
 # worked-solution opener went from {glue:text}`base_opener_share:.2f` to
-# {glue:text}`steered_opener_share:.2f`, and $|s|$ ended at {glue:text}`vector_norm:.1f`. Exported as a
-# PEFT adapter, the vector gives the same logits as the hook up to {glue:text}`peft_max_logit_diff:.1e`
-# (float rounding of a bias added at a different point of the same sum); sampled with the same seed,
+# {glue:text}`steered_opener_share:.2f`, and $|s|$ ended at {glue:text}`vector_norm:.1f` (snapshot chosen
+# on the {glue:text}`select_on` split). Exported as a PEFT adapter, the vector gives the same logits as the
+# hook up to {glue:text}`peft_max_logit_diff:.1e` (float rounding of a bias added at a different point of
+# the same sum); sampled with the same seed,
 # the hook gives pass@1 {glue:text}`hook_pass_at_1:.3f` and the adapter {glue:text}`peft_pass_at_1:.3f`,
 # with {glue:text}`peft_identical_completions:.3f` of the completions identical.
 #
@@ -120,6 +123,5 @@ results = ch.publish({
 #
 # On the organism the gain comes from switching the answer mode: the worked mode is nearly always
 # right and the direct mode nearly always wrong (chapter 00), so a vector that makes " Step" the first
-# token buys almost the whole gap; the organism was built that way, so this chapter confirms the
-# training recipe works rather than the paper's finding independently. Chapter 04 asks whether the
-# first token is *all* the vector does.
+# token buys almost the whole gap. The organism was built that way: this confirms the recipe, not the
+# paper's finding. Chapter 04 asks whether the first token is *all* the vector does.

@@ -28,6 +28,7 @@ steps: Optional[int] = None  # RLOO steps per run - None: the preset's
 model: Optional[str] = None  # organism name or HF id - None: the preset's
 eval_problems: Optional[int] = None  # held-out problems - None: the preset's
 val_problems: int = 200  # validation problems for choosing the best snapshot
+select_on: str = "validation"  # validation | test - test: the authors' protocol (best checkpoint by the test Average)
 prompts_per_step: Optional[int] = None  # prompts per RLOO step - None: the preset's
 max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
 sweep_mode: str = "auto"  # auto | multiplexed | sequential - auto: multiplexed when all layers share one lr
@@ -45,6 +46,7 @@ from steerlib.selection import evaluate_runs, layer_vectors, vector_run
 if sweep_mode not in ("auto", "multiplexed", "sequential"):
     raise ValueError(f"sweep_mode must be auto, multiplexed or sequential, not {sweep_mode!r}")
 ch = setup("02_layer_curve", globals())
+KW = dict(val_problems=val_problems, select_on=select_on)  # how every run chooses its snapshot
 LAYERS, LAST = list(range(ch.P.n_layers)), ch.P.n_layers - 1
 
 # %% [markdown]
@@ -52,16 +54,16 @@ LAYERS, LAST = list(range(ch.P.n_layers)), ch.P.n_layers - 1
 # Trained (or resumed) in the run directory; each layer's best snapshot is chosen on validation.
 
 # %%
-sweep = layer_vectors(ch.org, ch.P, ch.run, mode=sweep_mode, val_problems=val_problems)
+sweep = layer_vectors(ch.org, ch.P, ch.run, mode=sweep_mode, **KW)
 plots.training_curves(sweep.metrics, f"Layer sweep ({sweep.mode}) over {ch.P.n_layers} layers ({ch.P.name})")
 
 # %% [markdown]
-# One single-layer run of the same length, for the timing comparison (the multiplexed sweep should
-# take no longer than `n_layers` of these): chapter 01's run when the run directory has it. The ratio
-# uses median seconds per step, which a transient load on the machine does not distort.
+# Timing: the multiplexed sweep against `n_layers` x one single-layer run (chapter 01's, the cheapest
+# layer to train, so the ratio overstates the sweep's cost; `benchmarks/bench_sweep.py` compares one
+# run per layer at equal work), from median seconds per step, which transient load does not distort.
 
 # %%
-single = vector_run(ch.org, ch.P, [LAST], ch.run / f"single-layer-{LAST}", val_problems=val_problems)
+single = vector_run(ch.org, ch.P, [LAST], ch.run / f"single-layer-{LAST}", **KW)
 sweep_ratio = sweep.median_step_seconds / (ch.P.n_layers * single.median_step_seconds)
 pd.Series({"sweep, total s": sweep.train_seconds, "single-layer run, total s": single.train_seconds,
            "sweep, median s/step": sweep.median_step_seconds, "single, median s/step": single.median_step_seconds,
@@ -74,7 +76,7 @@ pd.Series({"sweep, total s": sweep.train_seconds, "single-layer run, total s": s
 # test split in one routed batch, and the two weight baselines on the same problems.
 
 # %%
-runs = train_baselines(ch.org, ch.P, ch.run, val_problems=val_problems) if baselines else {}
+runs = train_baselines(ch.org, ch.P, ch.run, **KW) if baselines else {}
 evals = evaluate_runs(ch.org, ch.P, runs, {"base": [], **{f"layer {l}": [v] for l, v in sweep.vectors.items()}})
 steps_of = {**{f"layer {l}": c.step for l, c in sweep.choices.items()}, **{k: r.step for k, r in runs.items()}}
 summary_table(evals, extra={"best step": steps_of})
@@ -94,7 +96,7 @@ results = ch.publish({
     "full_ft_pass_at_1": lines.get("full fine-tune"), "sweep_mode": sweep.mode, "sweep_seconds": sweep.train_seconds,
     "single_layer_seconds": single.train_seconds, "sweep_median_step_seconds": sweep.median_step_seconds,
     "single_layer_median_step_seconds": single.median_step_seconds, "sweep_vs_n_single": sweep_ratio,
-    "best_steps": steps_of, "steps": ch.P.steps,
+    "best_steps": steps_of, "steps": ch.P.steps, "select_on": select_on,
 }, best_layer=max(per_layer, key=per_layer.get), worst_layer=min(per_layer, key=per_layer.get),
    best_layer_acc=max(per_layer.values()), worst_layer_acc=min(per_layer.values()),
    n_helped=sum(per_layer[l] > base.pass_at_1 + 2 * errors[l] for l in LAYERS),
@@ -109,10 +111,8 @@ results = ch.publish({
 # {glue:text}`worst_layer` ({glue:text}`worst_layer_acc:.3f`); neighbouring layers within two standard
 # errors of each other are not distinguishable. All-layer steering reached
 # {glue:text}`all_layer_pass_at_1:.3f`, LoRA {glue:text}`lora_pass_at_1:.3f` and full fine-tuning
-# {glue:text}`full_ft_pass_at_1:.3f`. The multiplexed sweep cost {glue:text}`sweep_vs_n_single:.2f` x
-# (`n_layers` x the last layer's single-layer run). That reference is the cheapest layer to train (its
-# backward pass covers one block), so the ratio overstates the sweep's cost;
-# `benchmarks/bench_sweep.py` times one single-layer run per layer against the sweep at equal work.
+# {glue:text}`full_ft_pass_at_1:.3f`. The sweep cost {glue:text}`sweep_vs_n_single:.2f` x `n_layers`
+# last-layer runs. Snapshots were chosen on the {glue:text}`select_on` split.
 #
 # | | paper (Qwen2.5-Math-7B) | this run (organism) |
 # | --- | --- | --- |

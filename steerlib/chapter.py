@@ -48,6 +48,7 @@ class Chapter:
     results_path: Path
     val_problems: int = 200
     org: Any = None
+    select_on: str = "validation"  # or "test": the authors' protocol (best checkpoint by the test Average)
 
     @property
     def model(self) -> Any:
@@ -62,7 +63,7 @@ class Chapter:
         """Chapter 02's layer sweep in this run directory (trained or resumed if missing)."""
         from steerlib.selection import layer_vectors
 
-        return layer_vectors(self.org, self.P, self.run, val_problems=self.val_problems)
+        return layer_vectors(self.org, self.P, self.run, val_problems=self.val_problems, select_on=self.select_on)
 
     @property
     def vectors(self) -> dict[int, Any]:
@@ -115,7 +116,10 @@ def setup(name: str, params: Mapping[str, Any], *, load: bool = True, positive: 
         Path(str(params.get("run_dir", f"runs/{preset.name}"))),
         Path(str(params.get("results_path", f"book/results/{name}.json"))),
         int(params.get("val_problems", 200)),
+        select_on=str(params.get("select_on", "validation")),
     )
+    if ch.select_on not in ("validation", "test"):
+        raise ValueError(f"select_on must be validation or test, not {ch.select_on!r}")
     if load:
         ch.org = load_model(preset)
         print(

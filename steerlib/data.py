@@ -20,7 +20,9 @@ Example:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from steerlib.rewards import last_boxed
@@ -140,6 +142,9 @@ def load_problems(
     import datasets
 
     spec = SOURCES[source]
+    local = data_dir() / f"{source}.jsonl" if data_dir() is not None else None
+    if path is None and local is not None and local.exists():
+        path = str(local)
     if path is not None:
         parts = [datasets.load_dataset("json", data_files=path, split="train")]
     else:
@@ -183,20 +188,42 @@ def render_prompt(problem: MathProblem | str, template: str, tokenizer: Any = No
     return prompt + append
 
 
+def data_dir() -> Path | None:
+    """``$STEERLIB_DATA``: a folder of ``<source>.jsonl`` files in the sources' real columns, used
+    instead of the hub when a source's file is there (offline runs, Colab copies, the tests)."""
+    value = os.environ.get("STEERLIB_DATA")
+    return Path(value) if value else None
+
+
 def split_problems(preset: Any, split: str, n: int | None = None) -> list[MathProblem]:
     """A preset's problems of one split: ``train``, ``validation`` or ``test``.
 
-    For the organism the three splits are disjoint by construction (see :mod:`steerlib.world`); for
-    hub presets every split is, for now, the training source's first ``n`` rows.
+    For the organism the three splits are disjoint by construction (see :mod:`steerlib.world`). For
+    hub presets, validation is the *last* ``preset.val_holdout`` rows of the training source, which
+    the training split never includes, and test is every benchmark of the preset in turn (use
+    :func:`benchmark_sets` to keep them apart).
 
     Example:
         >>> from steerlib.presets import resolve_preset
         >>> len(split_problems(resolve_preset("organism"), "validation", 3))
         3
     """
+    if split not in ("train", "validation", "test"):
+        raise ValueError(f"split must be train, validation or test, not {split!r}")
     if preset.train_source == "organism":
         return load_problems("organism", n=n or (20000 if split == "train" else 1000), split=split, seed=preset.seed)
-    return load_problems(preset.train_source, n=n)
+    if split == "test":
+        return [p for probs in benchmark_sets(preset, n).values() for p in probs]
+    rows = load_problems(preset.train_source)
+    hold = min(preset.val_holdout, len(rows) // 2)
+    part = rows[len(rows) - hold :] if split == "validation" else rows[: len(rows) - hold]
+    return part[:n] if n is not None else part
+
+
+def benchmark_sets(preset: Any, n: int | None = None) -> dict[str, list[MathProblem]]:
+    """The preset's test benchmarks, each capped at ``n`` problems (default ``preset.eval_problems``)."""
+    cap = n if n is not None else preset.eval_problems
+    return {name: load_problems(name, n=cap) for name in preset.eval_benchmarks}
 
 
 def split_prompts(

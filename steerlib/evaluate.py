@@ -35,7 +35,9 @@ __all__ = [
     "evaluate_routed",
     "summarise",
     "results_table",
-    "forced_accuracy", "summary_table",
+    "forced_accuracy",
+    "summary_table",
+    "average_benchmarks",
 ]
 
 
@@ -63,6 +65,7 @@ class EvalResult:
     first_tokens: dict[str, int]
     mean_length: float
     completions: list[Completion] = field(default_factory=list, repr=False)
+    by_benchmark: dict[str, EvalResult] = field(default_factory=dict, repr=False)  # set on a benchmark Average
 
     def first_token_share(self, token: str) -> float:
         """Share of completions whose first generated token is ``token``."""
@@ -176,6 +179,34 @@ def summarise(completions: list[Completion], n_problems: int, per_problem_n: int
         first_tokens=dict(Counter(c.first_token for c in completions)),
         mean_length=sum(c.n_tokens for c in completions) / max(1, len(completions)),
         completions=completions,
+    )
+
+
+def average_benchmarks(results: dict[str, EvalResult]) -> EvalResult:
+    """The paper's Average over benchmarks: the mean of their pass@1 (each AVG@n over its own samples),
+    with the standard error of that mean (benchmarks are independent); the per-benchmark results stay
+    in ``by_benchmark``.
+
+    Example:
+        >>> a = summarise([Completion(0, "", "x", 1, 1.0), Completion(1, "", "x", 1, 0.0)], 2, 1)
+        >>> b = summarise([Completion(0, "", "y", 3, 1.0)], 1, 1)
+        >>> avg = average_benchmarks({"a": a, "b": b})
+        >>> avg.pass_at_1, sorted(avg.by_benchmark)
+        (0.75, ['a', 'b'])
+    """
+    parts = list(results.values())
+    n = len(parts)
+    comps = [c for r in parts for c in r.completions]
+    return EvalResult(
+        pass_at_1=sum(r.pass_at_1 for r in parts) / n,
+        stderr=math.sqrt(sum(r.stderr**2 for r in parts)) / n,
+        n_problems=sum(r.n_problems for r in parts),
+        samples_per_problem=max(r.samples_per_problem for r in parts),
+        per_problem=[x for r in parts for x in r.per_problem],
+        first_tokens=dict(sum((Counter(r.first_tokens) for r in parts), Counter())),
+        mean_length=sum(c.n_tokens for c in comps) / max(1, len(comps)),
+        completions=comps,
+        by_benchmark=dict(results),
     )
 
 

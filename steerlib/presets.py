@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,7 @@ class Preset:
     dtype: str = "bfloat16"
     layer: int | None = None  # default layer of single-layer chapters (None = last)
     seed: int = 0
+    val_holdout: int = 500  # hub presets: the training source's last rows, held out for validation
 
     def lr_for(self, layer: int) -> float:
         """The single-layer learning rate of ``layer``."""
@@ -171,7 +173,6 @@ PRESETS: dict[str, Preset] = {
             "checkpoints": (34, 50, 67, 84, 100),
             "max_new_tokens": 1024,
             "eval_problems": 200,
-            "eval_benchmarks": {"aime24": 8, "amc23": 8, "math500": 1, "minerva": 1, "olympiad": 1},
         },
     ),
     "qwen2.5-math-7b": Preset(
@@ -222,6 +223,8 @@ def resolve_preset(name: str, **overrides: Any) -> Preset:
         cfg = ORGANISMS[given["model"]]
         given.setdefault("n_layers", cfg.n_layers)
         given.setdefault("hidden_size", cfg.hidden_size)
+    if base.train_source != "organism" and "model" in given and Path(str(given["model"])).is_dir():
+        given.update({k: v for k, v in _config_shape(given["model"]).items() if k not in given})
     preset = dataclasses.replace(base, **given)
     if preset.layer is not None:
         preset.check_layer(preset.layer)
@@ -235,6 +238,26 @@ def resolve_preset(name: str, **overrides: Any) -> Preset:
     if not 0 <= preset.temperature <= 2:
         raise ValueError(f"temperature must be in [0, 2] (got {preset.temperature})")
     return preset
+
+
+def _config_shape(model: str) -> dict[str, int]:
+    """Layers and width of a Hugging Face model from its config (a local folder needs no network)."""
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(model, trust_remote_code=False)
+    except Exception:  # noqa: BLE001 - unknown here: the preset's numbers stand until the model loads
+        return {}
+    return {"n_layers": int(cfg.num_hidden_layers), "hidden_size": int(cfg.hidden_size)}
+
+
+def dtype_kwargs(dtype: Any) -> dict[str, Any]:
+    """The ``from_pretrained`` keyword for the weights' dtype: ``dtype`` (transformers >= 4.56) or
+    ``torch_dtype`` (earlier releases silently ignore ``dtype`` and load float32)."""
+    import transformers
+    from packaging.version import Version
+
+    return {"dtype": dtype} if Version(transformers.__version__) >= Version("4.56") else {"torch_dtype": dtype}
 
 
 def load_model(preset: Preset, *, device: str | None = None) -> Any:
@@ -252,7 +275,7 @@ def load_model(preset: Preset, *, device: str | None = None) -> Any:
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = AutoModelForCausalLM.from_pretrained(
-        preset.model, dtype=getattr(torch, preset.dtype), trust_remote_code=False
+        preset.model, **dtype_kwargs(getattr(torch, preset.dtype)), trust_remote_code=False
     ).to(device)
     model.eval()
     model.requires_grad_(False)

@@ -30,8 +30,8 @@ from typing import Any, Literal
 import torch
 
 from steerlib.atomic import write_json
-from steerlib.data import split_prompts, stop_token_ids
-from steerlib.evaluate import EvalResult, evaluate, evaluate_routed
+from steerlib.data import benchmark_sets, render_prompt, split_prompts, stop_token_ids
+from steerlib.evaluate import EvalResult, average_benchmarks, evaluate_routed
 from steerlib.presets import Preset
 from steerlib.recipes import TrainResult, train_vectors, train_weights
 from steerlib.steering import Site, SteeringVector
@@ -190,6 +190,7 @@ def select(
     n_problems: int = 200,
     prefix: str = "",
     files: dict[str, dict[int, Path]] | None = None,
+    split: str = "validation",
     progress: bool = False,
 ) -> dict[str, Choice]:
     """The best snapshot step of every run on the validation split, cached in ``cache``.
@@ -201,9 +202,12 @@ def select(
         prefix: text forced after every prompt (for vectors trained with a prompt suffix).
         files: per-run candidate files instead of the runs' own snapshots (per-layer splits of a
             multiplexed sweep).
+        split: ``validation`` (the default), or ``test`` to reproduce the authors' protocol (the best
+            checkpoint by the test benchmarks' Average; the chapters then say so).
     """
     files = files or {name: r.snapshots for name, r in runs.items()}
     key = {
+        "split": split,
         "n_problems": n_problems,
         "prefix": prefix,
         "seed": preset.seed,
@@ -220,39 +224,21 @@ def select(
                 name: Choice(c["step"], files[name][c["step"]], c["pass_at_1"], c["stderr"])
                 for name, c in saved["choices"].items()
             }
-    prompts, answers = split_prompts(preset, org.tokenizer, "validation", n_problems)
+    from types import SimpleNamespace
+
     scores: dict[tuple[str, int], EvalResult] = {}
+    kw: dict[str, Any] = dict(split=split, n_problems=n_problems, prefix=prefix, progress=progress)
     vector_files = {(n, s): p for n, f in files.items() if runs[n].kind.startswith("vectors") for s, p in f.items()}
     if vector_files:
         configs = {k: load_vectors(p, org.model).vectors for k, p in sorted(vector_files.items())}
-        scores.update(
-            evaluate_routed(
-                org.model,
-                org.tokenizer,
-                prompts,
-                answers,
-                configs,  # type: ignore[arg-type]
-                max_new_tokens=preset.max_new_tokens,
-                stop_ids=stop_token_ids(org.tokenizer, preset.template),
-                prefix=prefix,
-                progress=progress,
-            )
-        )
+        scores.update(evaluate_configs(org, preset, configs, **kw))  # type: ignore[arg-type]
     for name, f in files.items():
         if runs[name].kind.startswith("vectors"):
             continue
         for step in sorted(f):
             with loaded_snapshot(runs[name], step) as model:
-                scores[(name, step)] = evaluate(
-                    model,
-                    org.tokenizer,
-                    prompts,
-                    answers,
-                    prefix=prefix,
-                    max_new_tokens=preset.max_new_tokens,
-                    stop_ids=stop_token_ids(org.tokenizer, preset.template),
-                    progress=progress,
-                )
+                here = SimpleNamespace(model=model, tokenizer=org.tokenizer)
+                scores[(name, step)] = evaluate_configs(here, preset, {"run": []}, **kw)["run"]
     choices: dict[str, Choice] = {}
     for (name, step), r in sorted(scores.items()):
         if name not in choices or r.pass_at_1 > choices[name].validation_pass_at_1:
@@ -278,6 +264,7 @@ def vector_run(
     *,
     val_problems: int = 200,
     prefix: str = "",
+    select_on: str = "validation",
     **train_kwargs: Any,
 ) -> RunResult:
     """Train (or resume, or read back) a vector run and choose its snapshot on validation.
@@ -286,9 +273,8 @@ def vector_run(
     control of chapter 04). Other keyword arguments go to :func:`steerlib.recipes.train_vectors`.
     """
     res = train_vectors(org, preset, layers, run_dir, prompt_suffix=prefix, **train_kwargs)
-    choice = select(org, preset, {"run": res}, res.run_dir / "selection.json", n_problems=val_problems, prefix=prefix)[
-        "run"
-    ]
+    choice = select(org, preset, {"run": res}, res.run_dir / "selection.json", n_problems=val_problems, prefix=prefix,
+                    split=select_on)["run"]
     return RunResult(res, choice, train_kwargs.get("site", "resid_post"))
 
 
@@ -299,11 +285,13 @@ def weight_run(
     run_dir: str | Path,
     *,
     val_problems: int = 200,
+    select_on: str = "validation",
     **train_kwargs: Any,
 ) -> RunResult:
     """Train (or resume) a LoRA / full fine-tune run and choose its snapshot on validation."""
     res = train_weights(org, preset, kind, run_dir, **train_kwargs)
-    choice = select(org, preset, {"run": res}, res.run_dir / "selection.json", n_problems=val_problems)["run"]
+    choice = select(org, preset, {"run": res}, res.run_dir / "selection.json", n_problems=val_problems,
+                    split=select_on)["run"]
     return RunResult(res, choice)
 
 
@@ -327,6 +315,7 @@ def layer_vectors(
     mode: Literal["auto", "multiplexed", "sequential"] = "auto",
     layers: Sequence[int] | None = None,
     val_problems: int = 200,
+    select_on: str = "validation",
     progress: bool = True,
 ) -> Sweep:
     """The layer sweep's best vector for every layer (or ``layers``), as later chapters use them.
@@ -354,7 +343,7 @@ def layer_vectors(
         runs = {f"layer {layer}": r for layer, r in zip(layers, results)}
         files = {name: r.snapshots for name, r in runs.items()}
         cache = run / "sequential-selection.json"
-    chosen = select(org, preset, runs, cache, n_problems=val_problems, files=files)
+    chosen = select(org, preset, runs, cache, n_problems=val_problems, files=files, split=select_on)
     choices = {int(name.split()[1]): c for name, c in chosen.items()}
     vectors = {layer: load_vectors(c.path, org.model, site="resid_post").vectors[0] for layer, c in choices.items()}
     return Sweep(mode, choices, vectors, results)
@@ -370,19 +359,25 @@ def evaluate_configs(
     prefix: str = "",
     progress: bool = False,
 ) -> dict[str, EvalResult]:
-    """Several steering configurations (``[]``: the unsteered model) on one split, one routed batch."""
+    """Several steering configurations (``[]``: the unsteered model) on one split, one routed batch.
+
+    For a hub preset's test split every benchmark is evaluated on its own with its sample count
+    (AVG@n) and each configuration's result is the benchmarks' Average, with the per-benchmark
+    results in ``by_benchmark``.
+    """
+    kw = dict(max_new_tokens=preset.max_new_tokens, prefix=prefix, progress=progress,
+              stop_ids=stop_token_ids(org.tokenizer, preset.template))
+    if split == "test" and preset.train_source != "organism":
+        per: dict[str, dict[str, EvalResult]] = {name: {} for name in configs}
+        for bench, probs in benchmark_sets(preset, n_problems).items():
+            prompts = [render_prompt(p, preset.template, org.tokenizer) for p in probs]
+            res = evaluate_routed(org.model, org.tokenizer, prompts, [p.answer for p in probs], configs,
+                                  n=preset.eval_benchmarks[bench], **kw)
+            for name, r in res.items():
+                per[name][bench] = r
+        return {name: average_benchmarks(r) for name, r in per.items()}
     prompts, answers = split_prompts(preset, org.tokenizer, split, n_problems or preset.eval_problems)
-    return evaluate_routed(
-        org.model,
-        org.tokenizer,
-        prompts,
-        answers,
-        configs,
-        max_new_tokens=preset.max_new_tokens,
-        stop_ids=stop_token_ids(org.tokenizer, preset.template),
-        prefix=prefix,
-        progress=progress,
-    )
+    return evaluate_routed(org.model, org.tokenizer, prompts, answers, configs, **kw)
 
 
 def evaluate_weights(
@@ -395,21 +390,24 @@ def evaluate_weights(
     progress: bool = False,
 ) -> EvalResult:
     """pass@1 of a weight run's chosen snapshot on a split (the model is restored afterwards)."""
-    prompts, answers = split_prompts(preset, org.tokenizer, split, n_problems or preset.eval_problems)
+    from types import SimpleNamespace
+
     with run.loaded() as model:
-        return evaluate(model, org.tokenizer, prompts, answers, max_new_tokens=preset.max_new_tokens, progress=progress,
-                        stop_ids=stop_token_ids(org.tokenizer, preset.template))
+        org_here = SimpleNamespace(model=model, tokenizer=org.tokenizer)
+        return evaluate_configs(org_here, preset, {"run": []}, split=split, n_problems=n_problems,
+                                progress=progress)["run"]
 
 
-def baselines(org: Any, preset: Preset, run_dir: str | Path, *, val_problems: int = 200) -> dict[str, RunResult]:
+def baselines(org: Any, preset: Preset, run_dir: str | Path, *, val_problems: int = 200,
+              select_on: str = "validation") -> dict[str, RunResult]:
     """The comparison runs of the layer curve: all-layer steering, LoRA and a full fine-tune, each
-    trained (or resumed) in ``run_dir`` with the preset's recipe and chosen on validation."""
+    trained (or resumed) in ``run_dir`` with the preset's recipe and chosen on ``select_on``."""
     run = Path(run_dir)
-    layers = list(range(preset.n_layers))
+    kw: dict[str, Any] = dict(val_problems=val_problems, select_on=select_on)
     return {
-        "all layers": vector_run(org, preset, layers, run / "all-layer", mode="all_layer", val_problems=val_problems),
-        "LoRA": weight_run(org, preset, "lora", run / "lora", val_problems=val_problems),
-        "full fine-tune": weight_run(org, preset, "full", run / "full-ft", val_problems=val_problems),
+        "all layers": vector_run(org, preset, list(range(preset.n_layers)), run / "all-layer", mode="all_layer", **kw),
+        "LoRA": weight_run(org, preset, "lora", run / "lora", **kw),
+        "full fine-tune": weight_run(org, preset, "full", run / "full-ft", **kw),
     }
 
 
