@@ -28,7 +28,7 @@ import pandas as pd
 from steerlib import plots
 from steerlib.chapter import setup
 from steerlib.organism import ORGANISMS, load_organism
-from steerlib.organism_checks import measure_organism
+from steerlib.organism_checks import ACCEPTANCE_COLUMNS, measure_organism
 from steerlib.world import Problem
 
 ch = setup("00_organism", globals(), load=False, positive=("n_problems",))
@@ -68,10 +68,7 @@ ch.figure("fig_pretraining", plots.pretraining_curve(orgs[names[0]].info["histor
 
 # %%
 figures = {n: measure_organism(o, n_problems=n_problems, seed=seed) for n, o in orgs.items()}
-cols = ["n_params", "pretrain_seconds", "base_pass_at_1", "worked_opener_share", "forced_worked_pass_at_1",
-        "forced_direct_pass_at_1", "median_resid_norm", "decision_resid_norm", "leverage_p_opener",
-        "leverage_pass_at_1"]
-pd.DataFrame({n: {c: f[c] for c in cols} for n, f in figures.items()}).round(3)
+pd.DataFrame({n: {c: f[c] for c in ACCEPTANCE_COLUMNS} for n, f in figures.items()}).round(3)
 
 # %%
 m = figures[names[0]]

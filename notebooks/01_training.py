@@ -39,6 +39,7 @@ results_path: str = "book/results/01_training.json"  # headline numbers - JSON
 import pandas as pd
 from steerlib import plots
 from steerlib.chapter import setup
+from steerlib.evaluate import per_benchmark
 from steerlib.selection import vector_run
 from steerlib.vectorfile import peft_parity
 
@@ -98,7 +99,7 @@ results = ch.publish({
     "train_seconds": run.train_seconds, "median_step_seconds": run.median_step_seconds, "steps": ch.P.steps,
     "select_on": select_on, "n_test_samples": len(base.completions), "peft_max_logit_diff": parity.max_logit_diff,
     "hook_pass_at_1": parity.hook_pass_at_1, "peft_pass_at_1": parity.peft_pass_at_1,
-    "peft_identical_completions": parity.identical_completions,
+    "peft_identical_completions": parity.identical_completions, "per_benchmark": per_benchmark(evals),
 })
 
 # %% [markdown]

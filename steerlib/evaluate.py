@@ -38,6 +38,7 @@ __all__ = [
     "forced_accuracy",
     "summary_table",
     "average_benchmarks",
+    "per_benchmark",
 ]
 
 
@@ -208,6 +209,18 @@ def average_benchmarks(results: dict[str, EvalResult]) -> EvalResult:
         completions=comps,
         by_benchmark=dict(results),
     )
+
+
+def per_benchmark(results: dict[str, EvalResult]) -> dict[str, dict[str, dict[str, float]]]:
+    """configuration -> benchmark -> pass@1, standard error and samples per problem, for results that
+    are a benchmark Average (empty for the organism's single test split).
+
+    Example:
+        >>> per_benchmark({"base": summarise([], 0, 1)})
+        {}
+    """
+    return {name: {b: {"pass_at_1": x.pass_at_1, "stderr": x.stderr, "samples_per_problem": x.samples_per_problem}
+                   for b, x in r.by_benchmark.items()} for name, r in results.items() if r.by_benchmark}
 
 
 def evaluate(

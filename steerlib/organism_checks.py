@@ -36,7 +36,12 @@ from steerlib.atomic import write_json
 from steerlib.steering import SteeringVector, steer
 from steerlib.world import DIRECT_OPENER, WORKED_OPENER, sample_problems
 
-__all__ = ["residual_norms", "opener_direction", "opener_probability", "measure_organism", "main"]
+__all__ = ["residual_norms", "opener_direction", "opener_probability", "measure_organism", "ACCEPTANCE_COLUMNS", "main"]
+
+#: The figures chapter 00 tabulates per organism.
+ACCEPTANCE_COLUMNS = ("n_params", "pretrain_seconds", "base_pass_at_1", "worked_opener_share",
+                      "forced_worked_pass_at_1", "forced_direct_pass_at_1", "median_resid_norm",
+                      "decision_resid_norm", "leverage_p_opener", "leverage_pass_at_1")
 
 
 def _batch(tokenizer: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -180,3 +180,121 @@ def test_float32_full_fine_tune_has_no_masters():
     model = tiny_model("qwen2", dtype=torch.float32)
     tr, _, moved, total = _full_ft_steps(model, 1e-3)
     assert tr.master is None and moved > 0.5 * total
+
+
+# -- the hub path end to end --------------------------------------------------------------------
+QWEN_VOCAB, QWEN_SPECIAL = 151936, {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
+
+
+def hub_shaped_model(folder, *, hidden=64, layers=2):
+    """A config-built Qwen2 at the real vocabulary size with a tokenizer that carries Qwen's special
+    tokens at their real ids and a chat template, saved as a local Hugging Face folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    from tests.conftest import QWEN_CHAT_TEMPLATE
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=QWEN_VOCAB, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=False, eos_token_id=QWEN_SPECIAL["<|endoftext|>"],
+                      bos_token_id=QWEN_SPECIAL["<|endoftext|>"])
+    Qwen2ForCausalLM(cfg).save_pretrained(folder)
+    vocab = {f"w{i}": i for i in range(QWEN_VOCAB) if i not in QWEN_SPECIAL.values()}
+    vocab.update(QWEN_SPECIAL)
+    vocab["[UNK]"] = vocab.pop("w0")
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>", additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tok.chat_template = QWEN_CHAT_TEMPLATE
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_hub_shaped_tokenizer_keeps_the_real_special_ids(tmp_path):
+    from transformers import AutoTokenizer
+
+    from steerlib.data import stop_token_ids
+
+    tok = AutoTokenizer.from_pretrained(hub_shaped_model(tmp_path / "m"))
+    assert [tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL] == list(QWEN_SPECIAL.values())
+    assert stop_token_ids(tok, "qwen_math") == [151645, 151643]
+
+
+def test_load_model_reads_the_intended_dtype_and_shape(tmp_path):
+    from steerlib.presets import load_model, resolve_preset
+
+    folder = hub_shaped_model(tmp_path / "m", hidden=32, layers=3)
+    preset = resolve_preset("qwen2.5-math-1.5b", model=str(folder))
+    assert (preset.n_layers, preset.hidden_size) == (3, 32)  # read from the local config
+    org = load_model(preset)
+    assert next(org.model.parameters()).dtype == torch.bfloat16 and org.tokenizer.padding_side == "left"
+
+
+def test_hub_splits_hold_out_validation_and_test_on_the_benchmarks(monkeypatch):
+    from pathlib import Path
+
+    from steerlib.data import benchmark_sets, split_problems
+    from steerlib.presets import PAPER_BENCHMARKS, PRESETS, resolve_preset
+
+    monkeypatch.setenv("STEERLIB_DATA", str(Path(__file__).parent / "fixtures"))
+    preset = resolve_preset("qwen2.5-math-1.5b")
+    train, val = split_problems(preset, "train"), split_problems(preset, "validation")
+    assert train and val and not {p.id for p in train} & {p.id for p in val}
+    assert all(p.source == "deepscaler" for p in train + val)
+    sets = benchmark_sets(preset)
+    assert list(sets) == list(PAPER_BENCHMARKS) and all(sets.values())
+    assert {p.source for p in split_problems(preset, "test")} == set(PAPER_BENCHMARKS)
+    for name, p in PRESETS.items():  # every hub preset evaluates all six, with the authors' AVG@32 counts
+        if p.train_source != "organism":
+            assert set(p.eval_benchmarks) == set(PAPER_BENCHMARKS), name
+            assert all(p.eval_benchmarks[b] == 32 for b in ("aime24", "aime25", "amc23")), name
+
+
+def test_benchmark_average_counts_samples_per_problem(monkeypatch, tmp_path):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from steerlib.presets import resolve_preset
+    from steerlib.selection import evaluate_configs
+
+    monkeypatch.setenv("STEERLIB_DATA", str(Path(__file__).parent / "fixtures"))
+    folder = hub_shaped_model(tmp_path / "m", hidden=16)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.padding_side = "left"
+    org = SimpleNamespace(model=AutoModelForCausalLM.from_pretrained(folder).eval(), tokenizer=tok)
+    preset = resolve_preset("qwen2.5-math-1.5b", model=str(folder), max_new_tokens=2, eval_problems=1)
+    res = evaluate_configs(org, preset, {"base": []})["base"]
+    assert set(res.by_benchmark) == set(preset.eval_benchmarks)
+    for name, r in res.by_benchmark.items():
+        assert r.samples_per_problem == preset.eval_benchmarks[name] and r.n_problems == 1
+        assert len(r.completions) == preset.eval_benchmarks[name]
+    assert res.pass_at_1 == pytest.approx(sum(r.pass_at_1 for r in res.by_benchmark.values()) / 6)
+
+
+def test_chapter_01_runs_end_to_end_on_a_hub_shaped_model(tmp_path, monkeypatch):
+    """papermill executes chapter 01 with the qwen2.5-math-1.5b preset pointed at a hub-shaped model
+    and the fixture data: two RLOO steps, selection on validation, evaluation per benchmark."""
+    import json
+    from pathlib import Path
+
+    from steerlib.book import execute_chapter
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("STEERLIB_DATA", str(root / "tests" / "fixtures"))
+    folder = hub_shaped_model(tmp_path / "model")
+    params = {"preset": "qwen2.5-math-1.5b", "model": str(folder), "steps": 2, "prompts_per_step": 1,
+              "max_new_tokens": 4, "eval_problems": 1, "val_problems": 1, "run_dir": str(tmp_path / "runs"),
+              "results_path": str(tmp_path / "01.json")}
+    execute_chapter(root / "notebooks" / "01_training.py", tmp_path / "01.ipynb", params)
+    results = json.loads((tmp_path / "01.json").read_text())
+    assert results["preset"] == "qwen2.5-math-1.5b" and results["steps"] == 2
+    per = results["per_benchmark"]
+    assert set(per) == {"base", "vector at layer 1 (step %d)" % results["best_step"]}
+    assert all(set(v) == {"aime24", "aime25", "amc23", "math500", "minerva", "olympiad"} for v in per.values())
+    assert per["base"]["aime24"]["samples_per_problem"] == 32
+    metrics = [json.loads(x) for x in (tmp_path / "runs" / "single-layer-1" / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 2
