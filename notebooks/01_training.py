@@ -23,7 +23,7 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
 seed: int = 0  # seeds sampling and prompt order
-run_dir: str = "runs/organism"  # where runs, vectors and evaluations are kept - resumed if present
+run_dir: Optional[str] = None  # where runs are kept, resumed if present - None: runs/<preset>
 layer: Optional[int] = None  # layer to steer - None: the last layer
 steps: Optional[int] = None  # RLOO steps - None: the preset's
 lr: Optional[float] = None  # learning rate - None: the preset's per-layer table
@@ -33,6 +33,7 @@ val_problems: int = 200  # validation problems for choosing the best snapshot
 select_on: str = "validation"  # validation | test - test: the authors' protocol (best checkpoint by the test Average)
 prompts_per_step: Optional[int] = None  # prompts per RLOO step - None: the preset's
 max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
+max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/01_training.json"  # headline numbers - JSON
 
 # %%

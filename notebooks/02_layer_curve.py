@@ -23,7 +23,7 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
 seed: int = 0  # seeds sampling and prompt order
-run_dir: str = "runs/organism"  # where runs, vectors and evaluations are kept - resumed if present
+run_dir: Optional[str] = None  # where runs are kept, resumed if present - None: runs/<preset>
 steps: Optional[int] = None  # RLOO steps per run - None: the preset's
 model: Optional[str] = None  # organism name or HF id - None: the preset's
 eval_problems: Optional[int] = None  # held-out problems - None: the preset's
@@ -31,8 +31,10 @@ val_problems: int = 200  # validation problems for choosing the best snapshot
 select_on: str = "validation"  # validation | test - test: the authors' protocol (best checkpoint by the test Average)
 prompts_per_step: Optional[int] = None  # prompts per RLOO step - None: the preset's
 max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
+layers: str = "all"  # comma-separated layers of the sweep - all: every layer
 sweep_mode: str = "auto"  # auto | multiplexed | sequential - auto: multiplexed when all layers share one lr
 baselines: bool = True  # also train all-layer steering, LoRA and full fine-tuning
+max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/02_layer_curve.json"  # headline numbers - JSON
 
 # %%
@@ -43,28 +45,27 @@ from steerlib.evaluate import summary_table
 from steerlib.selection import baselines as train_baselines
 from steerlib.selection import evaluate_runs, layer_vectors, vector_run
 
-if sweep_mode not in ("auto", "multiplexed", "sequential"):
-    raise ValueError(f"sweep_mode must be auto, multiplexed or sequential, not {sweep_mode!r}")
-ch = setup("02_layer_curve", globals())
+ch = setup("02_layer_curve", globals(), choices={"sweep_mode": ("auto", "multiplexed", "sequential")},
+           plan_kwargs={"layers": layers})
 KW = dict(val_problems=val_problems, select_on=select_on)  # how every run chooses its snapshot
-LAYERS, LAST = list(range(ch.P.n_layers)), ch.P.n_layers - 1
+LAYERS, LAST = ch.P.parse_layers(layers), ch.P.n_layers - 1
 
 # %% [markdown]
 # ## The sweep
 # Trained (or resumed) in the run directory; each layer's best snapshot is chosen on validation.
 
 # %%
-sweep = layer_vectors(ch.org, ch.P, ch.run, mode=sweep_mode, **KW)
+sweep = layer_vectors(ch.org, ch.P, ch.run, mode=sweep_mode, layers=LAYERS, **KW)
 plots.training_curves(sweep.metrics, f"Layer sweep ({sweep.mode}) over {ch.P.n_layers} layers ({ch.P.name})")
 
 # %% [markdown]
-# Timing: the multiplexed sweep against `n_layers` x one single-layer run (chapter 01's, the cheapest
+# Timing: the multiplexed sweep against (layers swept) x one single-layer run (chapter 01's, the cheapest
 # layer to train, so the ratio overstates the sweep's cost; `benchmarks/bench_sweep.py` compares one
 # run per layer at equal work), from median seconds per step, which transient load does not distort.
 
 # %%
 single = vector_run(ch.org, ch.P, [LAST], ch.run / f"single-layer-{LAST}", **KW)
-sweep_ratio = sweep.median_step_seconds / (ch.P.n_layers * single.median_step_seconds)
+sweep_ratio = sweep.median_step_seconds / (len(LAYERS) * single.median_step_seconds)
 pd.Series({"sweep, total s": sweep.train_seconds, "single-layer run, total s": single.train_seconds,
            "sweep, median s/step": sweep.median_step_seconds, "single, median s/step": single.median_step_seconds,
            "sweep / (n_layers x single)": sweep_ratio}).round(2).to_frame("value")
@@ -100,23 +101,23 @@ results = ch.publish({
 }, best_layer=max(per_layer, key=per_layer.get), worst_layer=min(per_layer, key=per_layer.get),
    best_layer_acc=max(per_layer.values()), worst_layer_acc=min(per_layer.values()),
    n_helped=sum(per_layer[l] > base.pass_at_1 + 2 * errors[l] for l in LAYERS),
-   n_not_helped=sum(per_layer[l] <= base.pass_at_1 + 2 * errors[l] for l in LAYERS))
+   n_not_helped=sum(per_layer[l] <= base.pass_at_1 + 2 * errors[l] for l in LAYERS), n_swept=len(LAYERS))
 
 # %% [markdown]
 # ## What we found
 #
-# {glue:text}`n_helped` of {glue:text}`n_layers` single-layer vectors beat the base model
+# {glue:text}`n_helped` of {glue:text}`n_swept` single-layer vectors beat the base model
 # ({glue:text}`base_pass_at_1:.3f`) by more than two standard errors. The highest is layer
 # {glue:text}`best_layer` ({glue:text}`best_layer_acc:.3f`), the lowest layer
 # {glue:text}`worst_layer` ({glue:text}`worst_layer_acc:.3f`); neighbouring layers within two standard
 # errors of each other are not distinguishable. All-layer steering reached
 # {glue:text}`all_layer_pass_at_1:.3f`, LoRA {glue:text}`lora_pass_at_1:.3f` and full fine-tuning
-# {glue:text}`full_ft_pass_at_1:.3f`. The sweep cost {glue:text}`sweep_vs_n_single:.2f` x `n_layers`
-# last-layer runs. Snapshots were chosen on the {glue:text}`select_on` split.
+# {glue:text}`full_ft_pass_at_1:.3f`. The sweep cost {glue:text}`sweep_vs_n_single:.2f` x (layers swept) x
+# the last-layer run. Snapshots were chosen on the {glue:text}`select_on` split.
 #
 # | | paper (Qwen2.5-Math-7B) | this run (organism) |
 # | --- | --- | --- |
-# | single-layer vectors help | all but 2 of 28 layers | {glue:text}`n_helped` of {glue:text}`n_layers` |
+# | single-layer vectors help | all but 2 of 28 layers | {glue:text}`n_helped` of {glue:text}`n_swept` |
 # | where the gain is largest | late layers (last, penultimate) | layer {glue:text}`best_layer` ({glue:text}`best_layer_acc:.3f`) |
-# | layers that fail | 23, 24 (next norm shrinks the vector) | {glue:text}`n_not_helped` of {glue:text}`n_layers` do not beat the base; see chapter 05's norm attenuation |
+# | layers that fail | 23, 24 (next norm shrinks the vector) | {glue:text}`n_not_helped` of {glue:text}`n_swept` do not beat the base; see chapter 05's norm attenuation |
 # | all-layer steering vs full fine-tune | close ("explains a large portion") | {glue:text}`all_layer_pass_at_1:.3f` vs {glue:text}`full_ft_pass_at_1:.3f` |

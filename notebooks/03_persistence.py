@@ -26,7 +26,7 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
 seed: int = 0  # seeds sampling and prompt order
-run_dir: str = "runs/organism"  # run directory shared with chapters 01-02 - sweep vectors are reused
+run_dir: Optional[str] = None  # shared with chapters 01-02 (sweep vectors reused) - None: runs/<preset>
 steps: Optional[int] = None  # RLOO steps per run - None: the preset's
 model: Optional[str] = None  # organism name or HF id - None: the preset's
 eval_problems: Optional[int] = None  # held-out problems - None: the preset's
@@ -36,6 +36,7 @@ max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
 persistence_prompts: int = 64  # prompts for the propagated shifts
 orthogonal_layer: Optional[int] = None  # layer of the orthogonal-vector test - None: the last layer
 n_orthogonal: int = 2  # orthogonal vectors trained one after another
+max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/03_persistence.json"  # headline numbers - JSON
 
 # %%
@@ -160,15 +161,13 @@ results = ch.publish({
 # by more than two standard errors and {glue:text}`n_harmful` fell below it (all-layer steering:
 # {glue:text}`all_layer_pass_at_1:.3f`). Averaged over pairs: the sum $s_i + s_j$ reaches
 # {glue:text}`mean_pair_sum_pass_at_1:.3f`, the mean $(s_i + s_j)/2$ {glue:text}`mean_pair_half_pass_at_1:.3f`,
-# the better single vector {glue:text}`mean_pair_best_single_pass_at_1:.3f`. Where the sum collapses and
-# the mean does not, the two vectors push along much the same direction (high Diff-Vector cosine) and
-# their sum overshoots; that the means also fall short of the better single vector says the vectors
-# interfere beyond overshooting, so "one shared mechanism" is at most part of the story. The normalised
-# pair accuracy divides by $acc_{all} - \max(acc_i, acc_j)$, which ranges from
-# {glue:text}`min_denominator:.3f` to {glue:text}`max_denominator:.3f` here; where it is small the
-# normalised value is a large negative number, and such pairs dominate its correlation with layer
-# distance ({glue:text}`corr_distance:.2f`), with the Diff-Diff cosine ({glue:text}`corr_diff_diff:.2f`)
-# and with the Diff-Vector cosine ({glue:text}`corr_diff_vector:.2f`), so we do not read much into them.
+# the better single vector {glue:text}`mean_pair_best_single_pass_at_1:.3f`. Where the sum collapses
+# and the mean does not, the vectors push along one direction and their sum overshoots; where the mean
+# also falls short of the better single vector, they interfere beyond overshooting. The normalised pair
+# accuracy divides by $acc_{all} - \max(acc_i, acc_j)$ ({glue:text}`min_denominator:.3f` to
+# {glue:text}`max_denominator:.3f` here); small denominators give large negative values that dominate
+# its correlations with distance ({glue:text}`corr_distance:.2f`), Diff-Diff ({glue:text}`corr_diff_diff:.2f`)
+# and Diff-Vector ({glue:text}`corr_diff_vector:.2f`), so we do not read much into them.
 #
 # | | paper (Qwen2.5-Math-7B / Llama-3.1-8B) | this run (organism) |
 # | --- | --- | --- |

@@ -26,7 +26,7 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
 seed: int = 0  # seeds sampling and prompt order
-run_dir: str = "runs/organism"  # run directory shared with chapters 01-03 - sweep vectors are reused
+run_dir: Optional[str] = None  # shared with chapters 01-03 (sweep vectors reused) - None: runs/<preset>
 steps: Optional[int] = None  # RLOO steps per run - None: the preset's
 model: Optional[str] = None  # organism name or HF id - None: the preset's
 eval_problems: Optional[int] = None  # held-out problems - None: the preset's
@@ -36,6 +36,7 @@ max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
 shift_prompts: int = 128  # prompts for the per-position shift
 lens_k: int = 6  # tokens listed per vector
 retrain_with_prefix: bool = True  # retrain the last-layer vector with the prefix in the prompt
+max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/04_logit_lens.json"  # headline numbers - JSON
 
 # %%
@@ -136,9 +137,8 @@ results = ch.publish({
 # Through the lens the last-layer vector's top token is {glue:text}`top_last`. The token most pushed
 # down (lowest cosine) is {glue:text}`bottom_common` for {glue:text}`n_bottom_common` of the
 # {glue:text}`n_layers` vectors: {glue:text}`bottom_note`. The token whose probability as the first
-# generated token rises most is {glue:text}`prefix_repr`. Of the KL the last-layer vector causes along
-# its completions, a share of {glue:text}`first_token_shift_share:.2f` falls on the first generated
-# token (the table gives every layer's share).
+# generated token rises most is {glue:text}`prefix_repr`. A share {glue:text}`first_token_shift_share:.2f`
+# of the KL the last-layer vector causes along its completions falls on the first generated token.
 #
 # Prefix test: base {glue:text}`base_pass_at_1:.3f`, vector {glue:text}`steered_pass_at_1:.3f`, prefix
 # alone {glue:text}`prefix_pass_at_1:.3f`, so the prefix recovers {glue:text}`prefix_gain_share:.2f` of

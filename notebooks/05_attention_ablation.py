@@ -26,7 +26,7 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
 seed: int = 0  # seeds sampling and prompt order
-run_dir: str = "runs/organism"  # run directory shared with chapters 01-04 - sweep vectors are reused
+run_dir: Optional[str] = None  # shared with chapters 01-04 (sweep vectors reused) - None: runs/<preset>
 steps: Optional[int] = None  # RLOO steps per run - None: the preset's
 model: Optional[str] = None  # organism name or HF id - None: the preset's
 eval_problems: Optional[int] = None  # held-out problems - None: the preset's
@@ -36,6 +36,7 @@ max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
 layer: Optional[int] = None  # the vector studied - None: the penultimate layer
 js_prompts: int = 64  # prompts for the attention-pattern change
 where_to_add: bool = True  # retrain the weakest layer's vector after its attention instead
+max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/05_attention_ablation.json"  # headline numbers - JSON
 
 # %%
@@ -171,23 +172,20 @@ results = ch.publish({
 # ## What we found
 #
 # The vector of layer {glue:text}`layer` lifts pass@1 from {glue:text}`base_pass_at_1:.3f` to
-# {glue:text}`in_place_pass_at_1:.3f`. Skip-Attn keeps a share of {glue:text}`skip_attn_gain_share:.2f`
-# of that gain, Skip-Layer {glue:text}`skip_layer_gain_share:.2f`; the attention path alone (every head
-# of block {glue:text}`patched_block` steered, the vector kept out of the residual stream) keeps
-# {glue:text}`attn_only_share:.2f`. No single head, group or projection recovers a gain distinguishable
-# from zero unless its pass@1 exceeds the base by two standard errors; the largest share,
-# {glue:text}`best_single_head_gain_share:.2f` ({glue:text}`best_single_head`), is within noise of the
-# others. The mean JS divergence of attention patterns under the trained vector is
-# {glue:text}`js_mean:.4f` nats, against {glue:text}`js_rand_mean:.4f` for a random direction of the same
-# norm. The next norm scales the vectors' relative size by {glue:text}`ratio_min:.2f`-{glue:text}`ratio_max:.2f`
-# across layers (weakest layer {glue:text}`weakest_layer`: {glue:text}`weak_ratio:.2f`). Where to add, at
-# layer {glue:text}`weakest_layer` (in place {glue:text}`in_place_weak:.3f`): {glue:text}`where_note`. The
-# residual stream there has mean norm {glue:text}`norm_post_attn:.1f` after the attention and
-# {glue:text}`norm_resid_post:.1f` after the block.
+# {glue:text}`in_place_pass_at_1:.3f`. Skip-Attn keeps {glue:text}`skip_attn_gain_share:.2f` of that gain,
+# Skip-Layer {glue:text}`skip_layer_gain_share:.2f`; the attention path alone (block
+# {glue:text}`patched_block`'s heads steered, the stream not) {glue:text}`attn_only_share:.2f`. The largest
+# share of one head, group or projection is {glue:text}`best_single_head_gain_share:.2f`
+# ({glue:text}`best_single_head`; compare its pass@1 with the base's in the table before reading it as a
+# gain). Attention JS divergence: {glue:text}`js_mean:.4f` nats, random direction {glue:text}`js_rand_mean:.4f`.
+# The next norm scales the vectors by {glue:text}`ratio_min:.2f`-{glue:text}`ratio_max:.2f` (weakest
+# layer {glue:text}`weakest_layer`: {glue:text}`weak_ratio:.2f`). Where to add there (in place
+# {glue:text}`in_place_weak:.3f`): {glue:text}`where_note`; mean residual norm {glue:text}`norm_post_attn:.1f`
+# after the attention, {glue:text}`norm_resid_post:.1f` after the block.
 #
 # | | paper (Qwen2.5-Math-7B / Llama-3.1-8B) | this run (organism) |
 # | --- | --- | --- |
 # | Skip-Attn keeps of the gain | more than half | {glue:text}`skip_attn_gain_share:.2f` |
 # | attention patterns | largely unchanged | JS {glue:text}`js_mean:.4f` vs random {glue:text}`js_rand_mean:.4f` |
-# | one value group recovers the gain | yes in Qwen ("V1"); no single head in Llama | not reproduced: the attention path alone keeps {glue:text}`attn_only_share:.2f` |
+# | one value group recovers the gain | yes in Qwen ("V1"); no single head in Llama | attention path alone {glue:text}`attn_only_share:.2f`, best single {glue:text}`best_single_head_gain_share:.2f` |
 # | failing layers | 23, 24: the next norm shrinks the vector | attenuation ratios {glue:text}`ratio_min:.2f`-{glue:text}`ratio_max:.2f` |

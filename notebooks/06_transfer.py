@@ -24,7 +24,7 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
 seed: int = 0  # seeds sampling and prompt order
-run_dir: str = "runs/organism"  # run directory shared with chapters 01-05 - the donor's sweep is reused
+run_dir: Optional[str] = None  # shared with chapters 01-05 (sweep vectors reused) - None: runs/<preset>
 targets: str = "tuned,sibling,llama"  # comma-separated models of the same width - organism names or HF ids
 layers: str = "1,5"  # comma-separated layers compared - all: every layer
 steps: Optional[int] = None  # RLOO steps per run - None: the preset's
@@ -33,6 +33,7 @@ eval_problems: Optional[int] = None  # held-out problems - None: the preset's
 val_problems: int = 200  # validation problems for choosing snapshots
 prompts_per_step: Optional[int] = None  # prompts per RLOO step - None: the preset's
 max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
+max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/06_transfer.json"  # headline numbers - JSON
 
 # %%

@@ -23,7 +23,7 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
 seed: int = 0  # seeds sampling and prompt order
-run_dir: str = "runs/organism"  # run directory shared with chapters 01-06 - sweep vectors are reused
+run_dir: Optional[str] = None  # shared with chapters 01-06 (sweep vectors reused) - None: runs/<preset>
 steps: Optional[int] = None  # RLOO steps per run - None: the preset's
 model: Optional[str] = None  # organism name or HF id - None: the preset's
 eval_problems: Optional[int] = None  # held-out problems - None: the preset's
@@ -35,6 +35,7 @@ adaptive_lr: Optional[float] = None  # learning rate of the rank-1 LoRA - None: 
 magnitude_layers: str = "2,5"  # comma-separated layers whose vector is rescaled
 factors: str = "-1,-0.5,0,0.1,0.5,0.75,0.9,0.95,0.98,1,1.05,1.1,1.2,1.5,2,3,4,5,7,10"  # rescaling factors
 magnitude_prompts: int = 64  # prompts for the per-token magnitudes
+max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/07_adaptive.json"  # headline numbers - JSON
 
 # %%

@@ -26,7 +26,7 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
 seed: int = 0  # seeds sampling, the SAE and prompt order
-run_dir: str = "runs/organism"  # run directory shared with chapters 01-07 - sweep vectors are reused
+run_dir: Optional[str] = None  # shared with chapters 01-07 (sweep vectors reused) - None: runs/<preset>
 steps: Optional[int] = None  # RLOO steps per run - None: the preset's
 model: Optional[str] = None  # organism name or HF id - None: the preset's
 val_problems: int = 200  # validation problems for choosing snapshots
@@ -39,6 +39,7 @@ n_features: int = 64  # SAE width
 k: int = 4  # active features per token
 sae_steps: int = 3000  # SAE training steps
 top_n: int = 3  # top features whose share of the effect is measured
+max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/08_diffsae.json"  # headline numbers - JSON
 
 # %%

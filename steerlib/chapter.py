@@ -98,28 +98,38 @@ class Chapter:
         return results
 
 
-def setup(name: str, params: Mapping[str, Any], *, load: bool = True, positive: Sequence[str] = ()) -> Chapter:
+def setup(name: str, params: Mapping[str, Any], *, load: bool = True, positive: Sequence[str] = (),
+          choices: Mapping[str, Sequence[str]] | None = None, plan_kwargs: Mapping[str, Any] | None = None) -> Chapter:
     """Set up chapter ``name`` from its parameters (a chapter passes ``globals()``).
 
-    Reads ``preset``, ``run_dir``, ``results_path``, ``val_problems`` and the preset overrides in
-    :data:`PRESET_PARAMETERS`; checks that every name in ``positive`` is at least 1; loads the model
+    Reads ``preset``, ``run_dir`` (default ``runs/<preset>``), ``results_path``, ``val_problems``,
+    ``select_on`` and the preset overrides in :data:`PRESET_PARAMETERS`; checks that every name in
+    ``positive`` is at least 1 and every name in ``choices`` one of its values; prints the cost plan and
+    refuses to start when it exceeds ``max_hours`` (:func:`steerlib.plan.check_budget`); loads the model
     unless ``load`` is false. Raises ``ValueError`` with one line on a bad parameter, before any work.
     """
     for key in positive:
         if not isinstance(params[key], int) or params[key] < 1:
             raise ValueError(f"{key} must be an integer >= 1, not {params[key]!r}")
+    for key, allowed in (choices or {}).items():
+        if params[key] not in allowed:
+            raise ValueError(f"{key} must be one of {', '.join(map(str, allowed))}, not {params[key]!r}")
     overrides = {k: params.get(k) for k in PRESET_PARAMETERS if k in params}
     preset = resolve_preset(str(params.get("preset", "organism")), **overrides)
     ch = Chapter(
         name,
         preset,
-        Path(str(params.get("run_dir", f"runs/{preset.name}"))),
+        Path(str(params.get("run_dir") or f"runs/{preset.name}")),
         Path(str(params.get("results_path", f"book/results/{name}.json"))),
         int(params.get("val_problems", 200)),
         select_on=str(params.get("select_on", "validation")),
     )
     if ch.select_on not in ("validation", "test"):
         raise ValueError(f"select_on must be validation or test, not {ch.select_on!r}")
+    if "max_hours" in params:  # the cost plan first: a long run starts only when the user agreed to it
+        from steerlib.plan import check_budget
+
+        check_budget(name, preset, float(params["max_hours"]), val_problems=ch.val_problems, **(plan_kwargs or {}))
     if load:
         ch.org = load_model(preset)
         print(

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from steerlib.arch import model_parts
 from steerlib.rewards import MathVerifier, default_verifier
 from steerlib.rollout import Rollouts, kv_token_budget, sample_rollouts_chunked
 from steerlib.trainables import FullTrainable, LoraTrainable, Trainable, VectorTrainable
@@ -64,8 +65,8 @@ class RLOOConfig:
     max_new_tokens: int = 64
     loss_norm: Literal["token", "sequence"] = "token"
     kl_coef: float = 0.0
-    micro_batch_tokens: int = 32768  # (prompt + completion) tokens per teacher-forced micro-batch
-    logit_elements: int = 1 << 26  # full-vocabulary logits held at once in the loss pass (rows x positions x vocab)
+    micro_batch_tokens: int | None = None  # tokens per teacher-forced micro-batch (None: from memory, <= 32768)
+    logit_elements: int | None = None  # full-vocabulary logits held at once (None: 2^24 on CPU; CUDA: free memory)
     kv_tokens: int | None = None  # KV-cache tokens per rollout chunk (None: from free memory on CUDA, 2^20 on CPU)
     checkpoint_every: int = 10
     seed: int = 0
@@ -131,6 +132,31 @@ def _token_logprobs(
     return torch.nn.functional.pad(out, (0, width - n)) if n < width else out
 
 
+def micro_batch_token_budget(model: Any, *, share: float = 0.4, cpu_tokens: int = 32768) -> int:
+    """Tokens per teacher-forced micro-batch: on CUDA, ``share`` of the free memory over the activations
+    a token keeps for the backward pass (:func:`steerlib.plan.micro_batch_tokens`); ``cpu_tokens`` on a
+    CPU."""
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return cpu_tokens
+    from steerlib.plan import shape_of
+
+    free, _ = torch.cuda.mem_get_info(device)
+    per_token = shape_of(model).activation_bytes_per_token(next(model.parameters()).element_size())
+    return max(256, min(1 << 20, int(share * free) // per_token))
+
+
+def logit_element_budget(model: Any, *, share: float = 0.05, cpu_elements: int = 1 << 24) -> int:
+    """Full-vocabulary logits held at once (a decode step's batch, a loss-pass chunk): on CUDA,
+    ``share`` of the free memory over 12 bytes an element (float32 logits, their softmax and its
+    gradient); ``cpu_elements`` on a CPU."""
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return cpu_elements
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1 << 20, int(share * free) // 12)
+
+
 def policy_loss(logp: torch.Tensor, mask: torch.Tensor, adv: torch.Tensor, norm: str, denom: float) -> torch.Tensor:
     """The policy-gradient loss of a (micro-)batch; ``denom`` is the group's token or sequence count."""
     mask = mask.to(logp.dtype)
@@ -152,6 +178,8 @@ class RLOOTrainer:
     ) -> None:
         self.tr, self.tok, self.cfg = trainable, tokenizer, cfg
         self.stop_ids = list(stop_ids) if stop_ids else [tokenizer.eos_token_id]
+        self.micro_tokens = cfg.micro_batch_tokens or micro_batch_token_budget(trainable.model)
+        self.logit_elements = cfg.logit_elements or logit_element_budget(trainable.model)
         self.verifier = verifier or default_verifier()
         self.opts = [torch.optim.Adam(g, lr=cfg.lr, betas=cfg.betas) for g in trainable.optimizer_groups()]
         self.step_idx = 0
@@ -199,6 +227,7 @@ class RLOOTrainer:
             top_p=cfg.top_p,
             generator=gen,
             kv_tokens=cfg.kv_tokens or kv_token_budget(tr.model),
+            logit_elements=self.logit_elements,
         )
         if vectors is None:
             with tr.context(None):
@@ -243,18 +272,20 @@ class RLOOTrainer:
             gmask = ro.completion_mask[lo:hi]
             denom = float(gmask.sum()) if cfg.loss_norm == "token" else float(rows_per_group)
             seq_width = width + max(1, int(gmask.sum(-1).max()))
-            micro = max(1, cfg.micro_batch_tokens // seq_width)  # rows per micro-batch, from the token budget
+            vocab = model_parts(tr.model).lm_head.weight.shape[0]
+            # rows per micro-batch: from the token budget, and few enough that one position's logits fit
+            micro = max(1, min(self.micro_tokens // seq_width, self.logit_elements // vocab))
             for mlo in range(lo, hi, micro):
                 rows = torch.arange(mlo, min(hi, mlo + micro))
                 routing = row_routes[rows].tolist() if row_routes is not None else None
                 with tr.context(routing, width):
-                    logp = _token_logprobs(tr.model, ro, rows, cfg.temperature, cfg.logit_elements)
+                    logp = _token_logprobs(tr.model, ro, rows, cfg.temperature, self.logit_elements)
                 loss = policy_loss(
                     logp, ro.completion_mask[rows], adv[rows].to(logp.device), cfg.loss_norm, max(denom, 1.0)
                 )
                 if cfg.kl_coef:
                     with torch.no_grad(), tr.reference():
-                        ref = _token_logprobs(tr.model, ro, rows, cfg.temperature, cfg.logit_elements)
+                        ref = _token_logprobs(tr.model, ro, rows, cfg.temperature, self.logit_elements)
                     d = ref - logp
                     kl = ((d.exp() - d - 1) * ro.completion_mask[rows]).sum() / max(denom, 1.0)
                     loss = loss + cfg.kl_coef * kl

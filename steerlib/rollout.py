@@ -227,17 +227,22 @@ def sample_rollouts_chunked(
     k: int,
     *,
     kv_tokens: int,
+    logit_elements: int = 1 << 62,
     max_new_tokens: int = 64,
     routes: Sequence[int] | None = None,
     pad_id: int,
     **kwargs: Any,
 ) -> Rollouts:
     """:func:`sample_rollouts` over consecutive chunks of prompts, each chunk's KV cache at most
-    ``kv_tokens`` tokens (rows x (prompt + completion) width); the parts are concatenated. One
-    chunk when everything fits, which is then exactly :func:`sample_rollouts`.
+    ``kv_tokens`` tokens (rows x (prompt + completion) width) and each decode step's logits at most
+    ``logit_elements`` (rows x vocabulary); the parts are concatenated. One chunk when everything fits,
+    which is then exactly :func:`sample_rollouts`.
     """
+    from steerlib.arch import model_parts
+
     width = max(len(p) for p in prompts) + max_new_tokens
-    per_chunk = max(1, kv_tokens // (k * width))
+    vocab = model_parts(model).lm_head.weight.shape[0]
+    per_chunk = max(1, min(kv_tokens // (k * width), logit_elements // (k * vocab)))
     parts = []
     for lo in range(0, len(prompts), per_chunk):
         sel = slice(lo, lo + per_chunk)

@@ -1,0 +1,338 @@
+"""A cost plan before any run: a chapter's projected wall time and peak memory for a preset on a device.
+
+The projection counts the work a chapter does (RLOO steps: rollouts and the loss pass; snapshot
+selection; test evaluation, AVG@n included) from the model's published shape, and turns FLOPs and bytes
+into seconds with each device's peak and with efficiency factors that the benchmarks measure
+(``benchmarks/results.json``: ``plan_efficiency``, and on the CPU the measured matmul peak and the
+generation and loss-pass shares of it). It is a projection at the completion budget (every completion
+as long as ``max_new_tokens``), so real runs, whose completions stop earlier, are usually faster.
+
+Command line::
+
+    python -m steerlib.plan 01_training --preset qwen2.5-math-1.5b --device a100-80gb
+    python -m steerlib.plan --table            # hours per chapter x preset x device (the README's table)
+
+Example:
+    >>> p = plan("01_training", "organism", "cpu")
+    >>> p.hours < 0.5
+    True
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ModelShape", "Device", "MODELS", "DEVICES", "Plan", "plan", "model_shape", "micro_batch_tokens", "shape_of",
+           "table", "check_budget", "main"]
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the cost depends on: the published configuration of a model."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def block_params(self) -> int:
+        """Weights of the decoder blocks (attention + MLP), without embeddings and unembedding."""
+        d, kv = self.hidden, self.kv_heads * self.head_dim
+        return self.layers * (2 * d * d + 2 * d * kv + 3 * d * self.intermediate)
+
+    @property
+    def params(self) -> int:
+        return self.block_params + self.vocab * self.hidden * (1 if self.tied else 2)
+
+    def kv_bytes_per_token(self, element: int = 2) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * element
+
+    def activation_bytes_per_token(self, element: int = 2) -> int:
+        """What the backward pass keeps per token, all blocks (norms, q/k/v, attention output, and the
+        MLP's gate, up and product): about ``6 d + 3 ff`` elements a layer."""
+        return self.layers * (6 * self.hidden + 3 * self.intermediate) * element
+
+
+#: Published configurations (config.json of each model on the Hugging Face hub).
+MODELS: dict[str, ModelShape] = {
+    "Qwen/Qwen2.5-Math-1.5B": ModelShape(28, 1536, 8960, 12, 2, 151936, tied=True),
+    "Qwen/Qwen2.5-Math-7B": ModelShape(28, 3584, 18944, 28, 4, 152064),
+    "meta-llama/Llama-3.1-8B-Instruct": ModelShape(32, 4096, 14336, 32, 8, 128256),
+}
+
+
+@dataclass(frozen=True)
+class Device:
+    """Peak dense matmul throughput (bf16 on GPUs), memory and memory bandwidth."""
+
+    name: str
+    flops: float
+    memory_gb: float
+    bandwidth: float  # bytes/s
+    gpu: bool = True
+
+
+DEVICES: dict[str, Device] = {
+    "a100-40gb": Device("NVIDIA A100 40GB", 312e12, 40, 1.555e12),
+    "a100-80gb": Device("NVIDIA A100 80GB", 312e12, 80, 2.039e12),
+    "h100": Device("NVIDIA H100 80GB (SXM)", 989e12, 80, 3.35e12),
+    "l4": Device("NVIDIA L4", 121e12, 24, 0.3e12),
+    "t4": Device("NVIDIA T4 (float16: no bfloat16)", 65e12, 16, 0.32e12),
+    "cpu": Device("this machine's CPU (2 cores)", 225e9, 24, 20e9, gpu=False),
+}
+
+#: Efficiency factors used until ``benchmarks/results.json`` has measured ones (``plan_efficiency``).
+DEFAULT_EFFICIENCY = {
+    "gpu": {"loss_flops": 0.35, "decode_bandwidth": 0.5, "decode_step_s": 0.02, "call_s": 0.05, "startup_s": 120.0},
+    "cpu": {"loss_flops": 0.40, "decode_flops": 0.25, "decode_step_s": 0.004, "call_s": 0.01, "startup_s": 8.0},
+}
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results.json"
+
+
+def efficiency(kind: str) -> dict[str, float]:
+    """Measured factors for ``gpu`` or ``cpu`` where the benchmarks recorded them, else the defaults."""
+    out = dict(DEFAULT_EFFICIENCY[kind])
+    if RESULTS.exists():
+        data = json.loads(RESULTS.read_text())
+        out.update(data.get("plan_efficiency", {}).get(kind, {}))
+        if kind == "cpu" and "loss_pass_flops_share_of_peak" in data:
+            out["loss_flops"] = data["loss_pass_flops_share_of_peak"]
+            out["decode_flops"] = data["generation_flops_share_of_peak"]
+    return out
+
+
+def shape_of(model: Any) -> ModelShape:
+    """The :class:`ModelShape` of a loaded model (from its config)."""
+    c = getattr(model, "config", None) or model.base_model.config
+    return ModelShape(c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.num_attention_heads,
+                      c.num_key_value_heads, c.vocab_size, bool(getattr(c, "tie_word_embeddings", False)))
+
+
+def model_shape(preset: Any) -> ModelShape:
+    """The shape of a preset's model: published for the hub models, from the local config or the
+    organism's recipe otherwise."""
+    if preset.model in MODELS:
+        return MODELS[preset.model]
+    if preset.train_source == "organism":
+        from steerlib.organism import ORGANISMS
+
+        c = ORGANISMS[preset.model]
+        return ModelShape(c.n_layers, c.hidden_size, c.mlp_size, c.n_heads, c.n_kv_heads, 128)
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig
+
+    return shape_of(SimpleNamespace(config=AutoConfig.from_pretrained(preset.model)))
+
+
+@dataclass
+class Plan:
+    """Projected seconds per part, peak memory, and whether it fits the device."""
+
+    chapter: str
+    preset: str
+    device: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_gb: float = 0.0
+    fits: bool = True
+
+    @property
+    def hours(self) -> float:
+        return sum(self.seconds.values()) / 3600
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{k} {v / 3600:.2f} h" for k, v in self.seconds.items() if v > 0)
+        fit = "" if self.fits else " - DOES NOT FIT in the device's memory"
+        return (f"plan for {self.chapter} on {self.preset} ({self.device}): {self.hours:.2f} h "
+                f"[{parts}], peak memory {self.peak_gb:.1f} GB{fit}")
+
+
+class _Cost:
+    """Seconds for the elementary pieces of work on one device."""
+
+    def __init__(self, shape: ModelShape, device: Device, prompt_len: int, completion_len: int) -> None:
+        self.m, self.d, self.p, self.c = shape, device, prompt_len, completion_len
+        self.e = efficiency("gpu" if device.gpu else "cpu")
+        self.element = 2 if device.gpu else 4
+        self.kv_tokens = int(0.5 * device.memory_gb * 1e9 / shape.kv_bytes_per_token(self.element))
+
+    def generate(self, rows: int, k: int = 1) -> float:
+        """``rows`` completions, ``k`` per prompt (one shared prefill), in KV-budget chunks."""
+        m, d, e = self.m, self.d, self.e
+        flops_token = 2 * (m.block_params + m.vocab * m.hidden)
+        prefill = flops_token * (rows / k) * self.p
+        chunk = max(1, min(rows, self.kv_tokens // (self.p + self.c)))
+        n_chunks = math.ceil(rows / chunk)
+        seconds = 0.0
+        for _ in range(n_chunks):
+            if d.gpu:
+                weights = m.params * self.element
+                kv = chunk * (self.p + self.c / 2) * m.kv_bytes_per_token(self.element)
+                step = max((weights + kv) / (d.bandwidth * e["decode_bandwidth"]),
+                           flops_token * chunk / (d.flops * 0.5))
+                seconds += self.c * (step + e["decode_step_s"])
+            else:
+                seconds += self.c * (flops_token * chunk / (d.flops * e["decode_flops"]) + e["decode_step_s"])
+        return seconds + prefill / (d.flops * self.e["loss_flops"]) + n_chunks * e["call_s"]
+
+    def loss(self, rows: int, layer_share: float = 1.0, weights: bool = False) -> float:
+        """Teacher-forced forward and backward over ``rows`` sequences; the backward covers
+        ``layer_share`` of the blocks (those above the lowest steered layer), twice as costly when
+        weight gradients are needed."""
+        m = self.m
+        tokens = rows * (self.p + self.c)
+        fwd = 2 * m.block_params * tokens + 2 * m.vocab * m.hidden * rows * self.c
+        head = 2 * m.vocab * m.hidden * rows * self.c
+        bwd = (2 if weights else 1) * (2 * m.block_params * tokens * layer_share) + head
+        return (fwd + bwd) / (self.d.flops * self.e["loss_flops"]) + self.e["call_s"]
+
+
+def micro_batch_tokens(shape: ModelShape, device: Device, element: int = 2, *, share: float = 0.4,
+                       cpu_tokens: int = 32768) -> int:
+    """Tokens per teacher-forced micro-batch: ``share`` of the device memory left after the weights,
+    divided by the activations a token keeps for the backward pass (at most ``cpu_tokens`` on a CPU)."""
+    free = device.memory_gb * 1e9 - shape.params * element
+    return max(256, min(cpu_tokens if not device.gpu else 1 << 20,
+                        int(share * free) // shape.activation_bytes_per_token(element)))
+
+
+def _test_samples(preset: Any) -> int:
+    if preset.train_source == "organism":
+        return preset.eval_problems or 1000
+    sizes = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "minerva": 272, "olympiad": 675}
+    cap = preset.eval_problems
+    return sum(min(sizes.get(b, 500), cap or 10**9) * n for b, n in preset.eval_benchmarks.items())
+
+
+def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[int] | str | None = None,
+         val_problems: int = 200, prompt_len: int | None = None) -> Plan:
+    """Project a chapter's wall time and peak memory (see the module docstring).
+
+    Args:
+        chapter: ``01_training`` ... ``08_diffsae`` (or ``00_organism``).
+        preset: a :class:`~steerlib.presets.Preset` or a preset name.
+        device: a key of :data:`DEVICES`.
+        layers: chapter 02's layer subset (default: every layer; ``"all"`` or ``"14,27"`` as in the chapter).
+    """
+    from steerlib.presets import resolve_preset
+
+    P = resolve_preset(preset) if isinstance(preset, str) else preset
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    dev = DEVICES[device]
+    shape = model_shape(P)
+    p_len = prompt_len or (20 if P.train_source == "organism" else 200)
+    cost = _Cost(shape, dev, p_len, P.max_new_tokens)
+    rows, k = P.prompts_per_step * P.completions_per_prompt, P.completions_per_prompt
+    n_snap = len(P.checkpoints)
+    test = _test_samples(P)
+    layers = P.parse_layers(layers) if isinstance(layers, str) else (
+        list(range(P.n_layers)) if layers is None else list(layers))
+    out = Plan(chapter, P.name, device)
+
+    def run(n_groups: int = 1, share: float = 1 / P.n_layers, weights: bool = False) -> float:
+        return P.steps * (cost.generate(rows * n_groups, k) + n_groups * cost.loss(rows, share, weights))
+
+    if chapter == "00_organism":
+        out.seconds = {"measurements": 4 * cost.generate(P.eval_problems or 1000)}
+    elif chapter == "01_training":
+        out.seconds = {"training": run(), "selection": cost.generate(n_snap * val_problems),
+                       "evaluation": cost.generate(2 * test) + cost.generate(2 * min(test, 1000))}
+    elif chapter == "02_layer_curve":
+        lrs = {P.lr_for(layer) for layer in layers}
+        sweep = run(len(layers), 0.5) if len(lrs) == 1 else sum(run(1, 1 - layer / P.n_layers) for layer in layers)
+        out.seconds = {"sweep": sweep, "baselines": run(1, 1.0) + run(1, 1.0, True) + run(1, 1.0, True),
+                       "selection": cost.generate((len(layers) + 3) * n_snap * val_problems),
+                       "evaluation": cost.generate((len(layers) + 3) * test)}
+    else:
+        extra_runs = {"03_persistence": 2, "04_logit_lens": 1, "05_attention_ablation": 2, "06_transfer": 6,
+                      "07_adaptive": P.n_layers + 1, "08_diffsae": 0}
+        evals = {"03_persistence": P.n_layers**2 + 4, "04_logit_lens": 6 + P.n_layers / 8,
+                 "05_attention_ablation": 5 * (shape.heads + shape.kv_heads) // 2, "06_transfer": 16,
+                 "07_adaptive": P.n_layers + 44, "08_diffsae": 2}
+        if chapter not in extra_runs:
+            raise ValueError(f"unknown chapter {chapter!r}")
+        out.seconds = {"training": extra_runs[chapter] * run(1, 1.0, chapter == "07_adaptive"),
+                       "evaluation": cost.generate(int(evals[chapter] * min(test, P.eval_problems or test)))}
+    out.seconds["startup"] = cost.e.get("startup_s", 0.0)  # kernel, imports, model load
+    weights_gb = shape.params * cost.element / 1e9
+    kv_gb = min(cost.kv_tokens, rows * (p_len + P.max_new_tokens)) * shape.kv_bytes_per_token(cost.element) / 1e9
+    mb_tokens = min(micro_batch_tokens(shape, dev, cost.element), rows * (p_len + P.max_new_tokens))
+    act_gb = mb_tokens * shape.activation_bytes_per_token(cost.element) / 1e9 + (1 << 26) * 4 * 3 / 1e9
+    extra = 3 * shape.params * 4 / 1e9 if chapter in ("02_layer_curve", "07_adaptive") else 0.0  # fp32 master + Adam
+    out.peak_gb = weights_gb + max(kv_gb, act_gb) + extra
+    out.fits = out.peak_gb <= dev.memory_gb
+    return out
+
+
+def table(presets: list[str] | None = None, devices: list[str] | None = None,
+          chapters: tuple[str, ...] = ("01_training", "02_layer_curve")) -> str:
+    """A markdown table of planned hours per chapter x preset x device."""
+    from steerlib.presets import PRESETS
+
+    presets = presets or list(PRESETS)
+    devices = devices or ["a100-40gb", "a100-80gb", "h100", "l4", "t4", "cpu"]
+    lines = ["| chapter | preset | " + " | ".join(devices) + " |", "|---|---|" + "---|" * len(devices)]
+    for ch in chapters:
+        for name in presets:
+            cells = []
+            for dev in devices:
+                p = plan(ch, name, dev)
+                cells.append(f"{p.hours:.1f}" + ("" if p.fits else " (OOM)"))
+            lines.append(f"| {ch} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def check_budget(chapter: str, preset: Any, max_hours: float, *, device: str | None = None, **kwargs: Any) -> Plan:
+    """Print the chapter's plan on this machine's device (or ``device``) and refuse, in one line,
+    when it exceeds ``max_hours`` or the device's memory: raise ``max_hours`` to run it anyway."""
+    if device is None:
+        import torch
+
+        device = "cpu"
+        if torch.cuda.is_available():
+            name = torch.cuda.get_device_name().lower()
+            gb = torch.cuda.get_device_properties(0).total_memory / 1e9
+            device = "h100" if "h100" in name else "l4" if "l4" in name else "t4" if "t4" in name else (
+                "a100-80gb" if gb > 50 else "a100-40gb")
+    p = plan(chapter, preset, device, **kwargs)
+    print(p.summary())
+    if p.hours > max_hours:
+        raise RuntimeError(f"{chapter} is planned at {p.hours:.1f} h on {device}, over max_hours={max_hours:g}: "
+                           f"pass -p max_hours {math.ceil(p.hours)} (or more) to run it anyway")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m steerlib.plan CHAPTER --preset NAME --device NAME``: print the plan."""
+    ap = argparse.ArgumentParser(prog="python -m steerlib.plan", description=__doc__.split("\n")[0])
+    ap.add_argument("chapter", nargs="?", default="01_training")
+    ap.add_argument("--preset", default="organism")
+    ap.add_argument("--device", default="a100-80gb", choices=sorted(DEVICES))
+    ap.add_argument("--layers", default=None, help="chapter 02: comma-separated layers")
+    ap.add_argument("--table", action="store_true", help="print the README's table of planned hours")
+    args = ap.parse_args(argv)
+    if args.table:
+        print(table())
+        return 0
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    print(plan(args.chapter, args.preset, args.device, layers=layers).summary())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
