@@ -94,10 +94,10 @@ def attention_js(
     count = 0
     with eager_attention(model, layers) as att:
         for batch in forced.batches(batch_size):
-            run(model, batch)
+            run(model, batch, logits_to_keep=1)  # activations only
             base = {l: att[l].float() for l in layers}
             with steer(model, list(vectors)):
-                run(model, batch)
+                run(model, batch, logits_to_keep=1)  # activations only
             real = batch.real_mask()  # (B, T) query rows that are real tokens
             for l in layers:
                 js = _js(att[l].float(), base[l]).cpu()  # (B, H, T)
@@ -118,7 +118,7 @@ def norm_attenuation(
     count = 0
     for batch in forced.batches(batch_size):
         with record(model, mods) as out:
-            run(model, batch)
+            run(model, batch, logits_to_keep=1)  # activations only
         real = batch.real_mask()
         count += int(real.sum())
         for l, v in vectors.items():
@@ -168,7 +168,7 @@ def site_norms(model: nn.Module, forced: Forced, layer: int, *, batch_size: int 
     count = 0
     for batch in forced.batches(batch_size):
         with record_sites(model, [(n, layer) for n in names]) as out:  # type: ignore[misc]
-            run(model, batch)
+            run(model, batch, logits_to_keep=1)  # activations only
         real = batch.real_mask()
         for name in names:
             h = out[(name, layer)]  # type: ignore[index]

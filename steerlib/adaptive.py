@@ -72,7 +72,7 @@ def token_magnitudes(trainable: Any, forced: Forced, layer: int, *, batch_size: 
     try:
         for batch in forced.batches(batch_size):
             with record(model, {layer: layer_modules(model)[layer]}) as rec:
-                run(model, batch)
+                run(model, batch, logits_to_keep=1)  # activations only
             real = batch.real_mask()
             c = (store["m"].float().cpu() @ a) * scaling  # (B, T)
             h = rec[layer].float().cpu().norm(dim=-1)

@@ -78,7 +78,7 @@ class Chapter:
 
     def evaluate(self, configs: Mapping[str, Sequence[Any]], **kwargs: Any) -> dict[str, Any]:
         """Steering configurations on the test split (one routed batch), see :func:`evaluate_configs`."""
-        from steerlib.selection import evaluate_configs
+        from steerlib.preset_eval import evaluate_configs
 
         return evaluate_configs(self.org, self.P, dict(configs), **kwargs)
 

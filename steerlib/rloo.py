@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 
 from steerlib.arch import model_parts
 from steerlib.rewards import MathVerifier, default_verifier
-from steerlib.rollout import Rollouts, kv_token_budget, sample_rollouts_chunked
+from steerlib.budgets import kv_token_budget, logit_element_budget, micro_batch_token_budget
+from steerlib.rollout import Rollouts, sample_rollouts_chunked
 from steerlib.trainables import FullTrainable, LoraTrainable, Trainable, VectorTrainable
 
 __all__ = [
@@ -130,31 +131,6 @@ def _token_logprobs(
         out = torch.cat(chunks, 1)
     width = ro.completion_ids.shape[1]
     return torch.nn.functional.pad(out, (0, width - n)) if n < width else out
-
-
-def micro_batch_token_budget(model: Any, *, share: float = 0.4, cpu_tokens: int = 32768) -> int:
-    """Tokens per teacher-forced micro-batch: on CUDA, ``share`` of the free memory over the activations
-    a token keeps for the backward pass (:func:`steerlib.plan.micro_batch_tokens`); ``cpu_tokens`` on a
-    CPU."""
-    device = next(model.parameters()).device
-    if device.type != "cuda":
-        return cpu_tokens
-    from steerlib.plan import shape_of
-
-    free, _ = torch.cuda.mem_get_info(device)
-    per_token = shape_of(model).activation_bytes_per_token(next(model.parameters()).element_size())
-    return max(256, min(1 << 20, int(share * free) // per_token))
-
-
-def logit_element_budget(model: Any, *, share: float = 0.05, cpu_elements: int = 1 << 24) -> int:
-    """Full-vocabulary logits held at once (a decode step's batch, a loss-pass chunk): on CUDA,
-    ``share`` of the free memory over 12 bytes an element (float32 logits, their softmax and its
-    gradient); ``cpu_elements`` on a CPU."""
-    device = next(model.parameters()).device
-    if device.type != "cuda":
-        return cpu_elements
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(1 << 20, int(share * free) // 12)
 
 
 def policy_loss(logp: torch.Tensor, mask: torch.Tensor, adv: torch.Tensor, norm: str, denom: float) -> torch.Tensor:

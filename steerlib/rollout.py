@@ -25,8 +25,7 @@ import torch
 from steerlib.cachesync import follow
 from steerlib.steering import Positions, SteeringVector, steer
 
-__all__ = ["Rollouts", "left_pad", "cache_kwarg", "sample_token", "sample_rollouts", "kv_token_budget",
-           "sample_rollouts_chunked"]
+__all__ = ["Rollouts", "left_pad", "cache_kwarg", "sample_token", "sample_rollouts", "sample_rollouts_chunked"]
 
 
 @dataclass
@@ -199,26 +198,6 @@ def sample_rollouts(
         prompt_index=torch.arange(n_prompts, device=device).repeat_interleave(k),
         finished=finished,
     )
-
-
-def kv_token_budget(model: Any, *, cpu_tokens: int = 1 << 20, share: float = 0.5) -> int:
-    """How many tokens of KV cache one rollout batch may hold: on CUDA, ``share`` of the free memory
-    divided by the cache bytes per token (2 x layers x KV heads x head width x element size); on the
-    CPU, ``cpu_tokens``.
-
-    Example:
-        >>> kv_token_budget(model)                    # doctest: +SKIP
-        1048576
-    """
-    device = next(model.parameters()).device
-    if device.type != "cuda":
-        return cpu_tokens
-    from steerlib.arch import model_parts
-
-    parts = model_parts(model)
-    per_token = 2 * parts.n_layers * parts.n_kv_heads * parts.head_dim * next(model.parameters()).element_size()
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(1, int(free * share) // per_token)
 
 
 def sample_rollouts_chunked(

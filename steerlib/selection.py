@@ -30,8 +30,8 @@ from typing import Any, Literal
 import torch
 
 from steerlib.atomic import write_json
-from steerlib.data import benchmark_sets, render_prompt, split_prompts, stop_token_ids
-from steerlib.evaluate import EvalResult, average_benchmarks, evaluate_routed
+from steerlib.evaluate import EvalResult
+from steerlib.preset_eval import evaluate_configs, evaluate_runs, evaluate_weights  # re-exported for chapters
 from steerlib.presets import Preset
 from steerlib.recipes import TrainResult, train_vectors, train_weights
 from steerlib.steering import Site, SteeringVector
@@ -349,55 +349,6 @@ def layer_vectors(
     return Sweep(mode, choices, vectors, results)
 
 
-def evaluate_configs(
-    org: Any,
-    preset: Preset,
-    configs: dict[str, Sequence[SteeringVector]],
-    *,
-    split: str = "test",
-    n_problems: int | None = None,
-    prefix: str = "",
-    progress: bool = False,
-) -> dict[str, EvalResult]:
-    """Several steering configurations (``[]``: the unsteered model) on one split, one routed batch.
-
-    For a hub preset's test split every benchmark is evaluated on its own with its sample count
-    (AVG@n) and each configuration's result is the benchmarks' Average, with the per-benchmark
-    results in ``by_benchmark``.
-    """
-    kw = dict(max_new_tokens=preset.max_new_tokens, prefix=prefix, progress=progress,
-              stop_ids=stop_token_ids(org.tokenizer, preset.template))
-    if split == "test" and preset.train_source != "organism":
-        per: dict[str, dict[str, EvalResult]] = {name: {} for name in configs}
-        for bench, probs in benchmark_sets(preset, n_problems).items():
-            prompts = [render_prompt(p, preset.template, org.tokenizer) for p in probs]
-            res = evaluate_routed(org.model, org.tokenizer, prompts, [p.answer for p in probs], configs,
-                                  n=preset.eval_benchmarks[bench], **kw)
-            for name, r in res.items():
-                per[name][bench] = r
-        return {name: average_benchmarks(r) for name, r in per.items()}
-    prompts, answers = split_prompts(preset, org.tokenizer, split, n_problems or preset.eval_problems)
-    return evaluate_routed(org.model, org.tokenizer, prompts, answers, configs, **kw)
-
-
-def evaluate_weights(
-    org: Any,
-    preset: Preset,
-    run: RunResult,
-    *,
-    split: str = "test",
-    n_problems: int | None = None,
-    progress: bool = False,
-) -> EvalResult:
-    """pass@1 of a weight run's chosen snapshot on a split (the model is restored afterwards)."""
-    from types import SimpleNamespace
-
-    with run.loaded() as model:
-        org_here = SimpleNamespace(model=model, tokenizer=org.tokenizer)
-        return evaluate_configs(org_here, preset, {"run": []}, split=split, n_problems=n_problems,
-                                progress=progress)["run"]
-
-
 def baselines(org: Any, preset: Preset, run_dir: str | Path, *, val_problems: int = 200,
               select_on: str = "validation") -> dict[str, RunResult]:
     """The comparison runs of the layer curve: all-layer steering, LoRA and a full fine-tune, each
@@ -409,20 +360,3 @@ def baselines(org: Any, preset: Preset, run_dir: str | Path, *, val_problems: in
         "LoRA": weight_run(org, preset, "lora", run / "lora", **kw),
         "full fine-tune": weight_run(org, preset, "full", run / "full-ft", **kw),
     }
-
-
-def evaluate_runs(
-    org: Any,
-    preset: Preset,
-    runs: dict[str, RunResult],
-    configs: dict[str, Sequence[SteeringVector]] | None = None,
-    **kwargs: Any,
-) -> dict[str, EvalResult]:
-    """Test pass@1 of ``configs`` and of every run: vector runs join the configurations' routed batch,
-    weight runs are evaluated one by one with their chosen snapshot loaded."""
-    vec = {name: r.vectors for name, r in runs.items() if r.train.kind.startswith("vectors")}
-    out = evaluate_configs(org, preset, {**(configs or {}), **vec}, **kwargs)
-    for name, r in runs.items():
-        if name not in vec:
-            out[name] = evaluate_weights(org, preset, r, n_problems=kwargs.get("n_problems"))
-    return out

@@ -245,7 +245,8 @@ def paired(
         sides = []
         for vecs in ([], list(vectors)):
             with steer(model, vecs), record_sites(model, sites) as out:
-                logits = run(model, batch)
+                # without a logits site only the last position is unembedded: never batch x T x vocab
+                logits = run(model, batch, **({} if want_logits else {"logits_to_keep": 1}))
                 side = dict(out)
             if want_logits:
                 side[("logits", None)] = logits

@@ -128,7 +128,7 @@ def test_record_sites_rejects_unknown_sites():
 @pytest.fixture
 def fake_eval(monkeypatch):
     """Replace validation evaluation with scores fixed per (config name, step) and count the calls."""
-    import steerlib.selection as sel
+    import steerlib.preset_eval as sel
     from steerlib.evaluate import EvalResult
 
     calls = []

@@ -1,0 +1,90 @@
+"""Evaluation on a preset's splits: the organism's test split, or the six benchmarks with AVG@n.
+
+:func:`evaluate_configs` evaluates steering configurations (``[]``: the unsteered model) on one split
+of a preset in one routed batch; for a hub preset's test split every benchmark is evaluated on its own
+with the authors' sample count, and each configuration's result is the benchmarks' Average with the
+per-benchmark results in ``by_benchmark``. :func:`evaluate_weights` and :func:`evaluate_runs` do the
+same for trained runs (weight runs with their chosen snapshot loaded, the model restored afterwards).
+
+Example:
+    >>> res = evaluate_configs(org, preset, {"base": [], "s5": [v5]})   # doctest: +SKIP
+    >>> res["s5"].pass_at_1, sorted(res["s5"].by_benchmark)             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from steerlib.data import benchmark_sets, render_prompt, split_prompts, stop_token_ids
+from steerlib.evaluate import EvalResult, average_benchmarks, evaluate_routed
+from steerlib.presets import Preset
+from steerlib.steering import SteeringVector
+
+__all__ = ["evaluate_configs", "evaluate_weights", "evaluate_runs"]
+
+
+def evaluate_configs(
+    org: Any,
+    preset: Preset,
+    configs: dict[str, Sequence[SteeringVector]],
+    *,
+    split: str = "test",
+    n_problems: int | None = None,
+    prefix: str = "",
+    progress: bool = False,
+) -> dict[str, EvalResult]:
+    """Several steering configurations (``[]``: the unsteered model) on one split, one routed batch.
+
+    For a hub preset's test split every benchmark is evaluated on its own with its sample count
+    (AVG@n) and each configuration's result is the benchmarks' Average, with the per-benchmark
+    results in ``by_benchmark``.
+    """
+    kw = dict(max_new_tokens=preset.max_new_tokens, prefix=prefix, progress=progress,
+              stop_ids=stop_token_ids(org.tokenizer, preset.template))
+    if split == "test" and preset.train_source != "organism":
+        per: dict[str, dict[str, EvalResult]] = {name: {} for name in configs}
+        for bench, probs in benchmark_sets(preset, n_problems).items():
+            prompts = [render_prompt(p, preset.template, org.tokenizer) for p in probs]
+            res = evaluate_routed(org.model, org.tokenizer, prompts, [p.answer for p in probs], configs,
+                                  n=preset.eval_benchmarks[bench], **kw)
+            for name, r in res.items():
+                per[name][bench] = r
+        return {name: average_benchmarks(r) for name, r in per.items()}
+    prompts, answers = split_prompts(preset, org.tokenizer, split, n_problems or preset.eval_problems)
+    return evaluate_routed(org.model, org.tokenizer, prompts, answers, configs, **kw)
+
+
+def evaluate_weights(
+    org: Any,
+    preset: Preset,
+    run: Any,
+    *,
+    split: str = "test",
+    n_problems: int | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """pass@1 of a weight run's chosen snapshot on a split (the model is restored afterwards)."""
+    from types import SimpleNamespace
+
+    with run.loaded() as model:
+        org_here = SimpleNamespace(model=model, tokenizer=org.tokenizer)
+        return evaluate_configs(org_here, preset, {"run": []}, split=split, n_problems=n_problems,
+                                progress=progress)["run"]
+
+
+def evaluate_runs(
+    org: Any,
+    preset: Preset,
+    runs: dict[str, Any],
+    configs: dict[str, Sequence[SteeringVector]] | None = None,
+    **kwargs: Any,
+) -> dict[str, EvalResult]:
+    """Test pass@1 of ``configs`` and of every run: vector runs join the configurations' routed batch,
+    weight runs are evaluated one by one with their chosen snapshot loaded."""
+    vec = {name: r.vectors for name, r in runs.items() if r.train.kind.startswith("vectors")}
+    out = evaluate_configs(org, preset, {**(configs or {}), **vec}, **kwargs)
+    for name, r in runs.items():
+        if name not in vec:
+            out[name] = evaluate_weights(org, preset, r, n_problems=kwargs.get("n_problems"))
+    return out
