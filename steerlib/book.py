@@ -32,6 +32,7 @@ __all__ = [
     "chapter_sources",
     "chapter_parameters",
     "check_parameters",
+    "value_has_type",
     "execute_chapter",
     "build_html",
     "main",
@@ -73,7 +74,8 @@ def chapter_parameters(source: Path) -> dict[str, dict[str, Any]]:
 
 
 def check_parameters(source: Path, parameters: dict[str, Any]) -> None:
-    """Fail with one line naming any parameter the chapter does not declare."""
+    """Fail with one line naming any parameter the chapter does not declare, or whose value does not
+    have the declared type (``int``, ``float``, ``str``, ``bool``, ``Optional[...]``)."""
     known = chapter_parameters(source)
     unknown = sorted(set(parameters) - set(known))
     if unknown:
@@ -81,6 +83,31 @@ def check_parameters(source: Path, parameters: dict[str, Any]) -> None:
             f"{source.stem}: unknown parameter(s) {', '.join(unknown)}; "
             f"this chapter takes: {', '.join(sorted(known)) or '(none)'}"
         )
+    for name, value in parameters.items():
+        expected = known[name].get("inferred_type_name") or ""
+        if not value_has_type(value, expected):
+            raise ChapterError(f"{source.stem}: parameter {name} = {value!r} is a {type(value).__name__}, "
+                               f"expected {expected}")
+
+
+def value_has_type(value: Any, declared: str) -> bool:
+    """Whether ``value`` fits a parameter declared as ``declared`` (``int``, ``Optional[float]``, ...);
+    unknown declarations accept anything.
+
+    Example:
+        >>> value_has_type(3, "Optional[float]"), value_has_type("x", "int"), value_has_type(True, "int")
+        (True, False, False)
+    """
+    text = declared.replace(" ", "")
+    if text.startswith("Optional[") and text.endswith("]"):
+        if value is None:
+            return True
+        text = text[len("Optional["):-1]
+    checks = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "bool": lambda v: isinstance(v, bool),
+              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              "str": lambda v: isinstance(v, str)}
+    return checks[text](value) if text in checks else True
 
 
 def _clean(nb: Any) -> Any:

@@ -24,10 +24,35 @@ from typing import Any
 from steerlib.atomic import json_clean, write_json
 from steerlib.presets import Preset, load_model, resolve_preset
 
-__all__ = ["Chapter", "setup", "PRESET_PARAMETERS", "parse_names"]
+__all__ = ["Chapter", "setup", "PRESET_PARAMETERS", "RUN_DEFINING", "run_dir_for", "parse_names"]
 
 #: Chapter parameters that override preset fields of the same name (``None``: the preset's value).
 PRESET_PARAMETERS = ("steps", "model", "eval_problems", "seed", "prompts_per_step", "max_new_tokens", "layer")
+
+
+#: Chapter parameters that change what a run trains: a chapter's default run directory depends on them.
+RUN_DEFINING = ("model", "seed", "steps", "prompts_per_step", "max_new_tokens", "lr", "adaptive_lr")
+
+
+def run_dir_for(preset: Preset, params: Mapping[str, Any]) -> Path:
+    """The default run directory: ``runs/<preset>``, plus the parameters that define its runs when
+    they differ from the preset's (a rerun with other parameters trains into its own directory; a rerun
+    with the same parameters finds its finished runs).
+
+    Example:
+        >>> run_dir_for(resolve_preset("organism"), {"seed": 1, "steps": 30, "lr": None}).as_posix()
+        'runs/organism-seed=1,steps=30'
+    """
+    from steerlib.presets import PRESETS
+
+    base = PRESETS[preset.name]
+    parts = []
+    for key in RUN_DEFINING:
+        value = params.get(key)
+        if value is None or (key == "seed" and value == base.seed) or (key == "model" and value == base.model):
+            continue
+        parts.append(f"{key}={str(value).replace('/', '_')}")
+    return Path("runs") / (preset.name + ("-" + ",".join(parts) if parts else ""))
 
 
 def _glue(name: str, value: Any) -> None:
@@ -102,12 +127,20 @@ def setup(name: str, params: Mapping[str, Any], *, load: bool = True, positive: 
           choices: Mapping[str, Sequence[str]] | None = None, plan_kwargs: Mapping[str, Any] | None = None) -> Chapter:
     """Set up chapter ``name`` from its parameters (a chapter passes ``globals()``).
 
-    Reads ``preset``, ``run_dir`` (default ``runs/<preset>``), ``results_path``, ``val_problems``,
+    Reads ``preset``, ``run_dir`` (default :func:`run_dir_for`), ``results_path``, ``val_problems``,
     ``select_on`` and the preset overrides in :data:`PRESET_PARAMETERS`; checks that every name in
     ``positive`` is at least 1 and every name in ``choices`` one of its values; prints the cost plan and
     refuses to start when it exceeds ``max_hours`` (:func:`steerlib.plan.check_budget`); loads the model
     unless ``load`` is false. Raises ``ValueError`` with one line on a bad parameter, before any work.
     """
+    from steerlib.book import value_has_type
+
+    declared = params.get("__annotations__", {})  # the parameters cell's annotations (papermill keeps them)
+    for key, annotation in declared.items():
+        text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+        text = text.replace("typing.", "")
+        if key in params and not value_has_type(params[key], text):
+            raise ValueError(f"parameter {key} = {params[key]!r} is a {type(params[key]).__name__}, expected {text}")
     for key in positive:
         if not isinstance(params[key], int) or params[key] < 1:
             raise ValueError(f"{key} must be an integer >= 1, not {params[key]!r}")
@@ -119,7 +152,7 @@ def setup(name: str, params: Mapping[str, Any], *, load: bool = True, positive: 
     ch = Chapter(
         name,
         preset,
-        Path(str(params.get("run_dir") or f"runs/{preset.name}")),
+        Path(str(params.get("run_dir") or run_dir_for(preset, params))),
         Path(str(params.get("results_path", f"book/results/{name}.json"))),
         int(params.get("val_problems", 200)),
         select_on=str(params.get("select_on", "validation")),

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from steerlib.runs import RunDir
 from steerlib.steering import Site, zero_vectors
 from steerlib.vectorfile import save_vectors
 
-__all__ = ["TrainResult", "rloo_config", "train_vectors", "train_weights"]
+__all__ = ["TrainResult", "rloo_config", "train_vectors", "train_weights", "model_binding"]
 
 
 @dataclass
@@ -43,6 +44,7 @@ class TrainResult:
     snapshots: dict[int, Path] = field(default_factory=dict)  # step -> vector file / tensor file
     trainable: Trainable | None = None
     kind: str = "vectors"  # vectors-<mode> | lora | full
+    site: str = "resid_post"  # where a vector run's vectors are added
 
     @property
     def step_seconds(self) -> list[float]:
@@ -95,9 +97,11 @@ def _run(
     snapshot: Callable[[Path], Any],
     progress: bool,
     prompt_suffix: str = "",
+    binding: dict[str, Any] | None = None,
 ) -> TrainResult:
     prompts, answers = split_prompts(preset, tok, "train", append=prompt_suffix)
-    run = RunDir.open(run_dir, {"preset": preset.name, **params, **{f"rloo.{k}": v for k, v in cfg.__dict__.items()}})
+    run = RunDir.open(run_dir, {"preset": preset.name, **params, **{f"rloo.{k}": v for k, v in cfg.__dict__.items()}},
+                      model=binding)
     start = time.perf_counter()
 
     def on_step(step_done: int) -> None:
@@ -164,7 +168,25 @@ def train_vectors(
     def snap(path: Path) -> Path:
         return save_vectors(path, tr.effective_vectors(), model=model, training=params)
 
-    return _run(tr, tok, preset, cfg, run_dir, params, snap, progress, prompt_suffix)
+    result = _run(tr, tok, preset, cfg, run_dir, params, snap, progress, prompt_suffix, model_binding(org, preset))
+    result.site = site
+    return result
+
+
+def model_binding(org: Any, preset: Preset) -> dict[str, Any]:
+    """What a run is bound to: the model (name, weights hash or hub revision) and its tokenizer (a hash
+    of the vocabulary). A run directory refuses to resume on anything else.
+
+    Example:
+        >>> from steerlib.organism import load_organism                      # doctest: +SKIP
+        >>> model_binding(load_organism("tiny"), resolve_preset("organism", model="tiny"))["model"]  # doctest: +SKIP
+        'tiny'
+    """
+    info = getattr(org, "info", None) or {}
+    weights = info.get("weights_sha256") or getattr(org.model.config, "_commit_hash", None) or "unknown"
+    vocab = sorted(org.tokenizer.get_vocab().items()) if hasattr(org.tokenizer, "get_vocab") else []
+    tok = hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
+    return {"model": preset.model, "weights": str(weights)[:16], "tokenizer": tok}
 
 
 def _tensor_sha(t: torch.Tensor) -> str:
@@ -205,4 +227,4 @@ def train_weights(
         save_file({k: v.detach().cpu().contiguous() for k, v in tr.named_tensors().items()}, str(path))
         return path
 
-    return _run(tr, org.tokenizer, preset, cfg, run_dir, params, snap, progress)
+    return _run(tr, org.tokenizer, preset, cfg, run_dir, params, snap, progress, binding=model_binding(org, preset))

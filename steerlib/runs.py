@@ -28,11 +28,15 @@ from safetensors.torch import save_file
 
 from steerlib.atomic import atomic_write, atomic_write_text
 
-__all__ = ["RunDir", "RunMismatchError", "environment"]
+__all__ = ["RunDir", "RunMismatchError", "RunFileError", "environment"]
 
 
 class RunMismatchError(ValueError):
     """The run directory belongs to a run with other parameters."""
+
+
+class RunFileError(ValueError):
+    """A file of a run directory is damaged; the message names it and says what to delete."""
 
 
 def _git_revision() -> str:
@@ -69,17 +73,38 @@ class RunDir:
     params: dict[str, Any]
 
     @classmethod
-    def open(cls, path: str | os.PathLike, params: dict[str, Any]) -> RunDir:
-        """Create the directory, or reopen it if its manifest has the same parameters.
+    def open(cls, path: str | os.PathLike, params: dict[str, Any], *, model: dict[str, Any] | None = None) -> RunDir:
+        """Create the directory, or reopen it if its manifest has the same parameters and model.
+
+        Args:
+            model: what the run is bound to (see :func:`steerlib.recipes.model_binding`).
 
         Raises:
-            RunMismatchError: the directory holds a run with other parameters.
+            RunMismatchError: the directory holds a run with other parameters or of another model.
+            RunFileError: its manifest is damaged.
         """
         root = Path(path)
         params = json.loads(json.dumps(params))  # normalise (tuples -> lists, ...)
         manifest = root / "manifest.json"
+        for stale in root.glob(".*.tmp") if root.is_dir() else []:  # left by a write that was killed
+            stale.unlink(missing_ok=True)
         if manifest.exists():
-            old = json.loads(manifest.read_text())["params"]
+            try:
+                old = json.loads(manifest.read_text())["params"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise RunFileError(f"{manifest} is damaged (not the manifest JSON steerlib writes): delete {root} "
+                                   "to start this run again") from None
+            recorded = json.loads(manifest.read_text()).get("model")
+            if model is not None and recorded != json.loads(json.dumps(model)):
+                was = "no model" if recorded is None else (
+                    f"{recorded.get('model')!r} (weights {recorded.get('weights')}, "
+                    f"tokenizer {recorded.get('tokenizer')})"
+                )
+                raise RunMismatchError(
+                    f"{root} holds a run of {was}, not {model.get('model')!r} (weights {model.get('weights')}, "
+                    f"tokenizer {model.get('tokenizer')}): use another run directory (a chapter derives one from its "
+                    "parameters when run_dir is None) or delete this one"
+                )
             if old != params:
                 diff = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
                 raise RunMismatchError(
@@ -87,7 +112,8 @@ class RunDir:
                     "use another run directory or delete this one"
                 )
         else:
-            atomic_write_text(manifest, json.dumps({"params": params, **environment()}, indent=1))
+            record = {"params": params, **({"model": model} if model is not None else {}), **environment()}
+            atomic_write_text(manifest, json.dumps(record, indent=1))
         return cls(root, params)
 
     @property
@@ -103,7 +129,20 @@ class RunDir:
         """All logged rows."""
         if not self.metrics_path.exists():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.metrics_path.read_text(errors="replace").splitlines() if line.strip()]
+        rows = []
+        for i, line in enumerate(lines):
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError:
+                if i == len(lines) - 1:  # a torn last line: the append was interrupted; resume drops it
+                    break
+                raise RunFileError(f"{self.metrics_path}, line {i + 1}, is not a metrics row: delete {self.path} "
+                                   "to start this run again") from None
+            rows.append(row)
+        return rows
 
     def truncate_metrics(self, step: int) -> None:
         """Drop metric rows with ``row['step'] >= step`` (rows written after the last checkpoint)."""
@@ -128,7 +167,12 @@ class RunDir:
         target = self.path / f"{name}.safetensors"
         if not target.exists():
             return None
-        with safe_open(str(target), framework="pt") as f:
-            state = json.loads((f.metadata() or {})["state"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        try:
+            with safe_open(str(target), framework="pt") as f:
+                state = json.loads((f.metadata() or {})["state"])
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            int(state["step"])
+        except Exception as err:  # noqa: BLE001 - any damage: a truncated file, foreign bytes, broken metadata
+            raise RunFileError(f"{target} is damaged ({type(err).__name__}): delete it and {self.metrics_path.name} "
+                               f"to restart this run from step 0, or delete {self.path}") from None
         return tensors, state

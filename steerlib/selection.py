@@ -230,7 +230,7 @@ def select(
     kw: dict[str, Any] = dict(split=split, n_problems=n_problems, prefix=prefix, progress=progress)
     vector_files = {(n, s): p for n, f in files.items() if runs[n].kind.startswith("vectors") for s, p in f.items()}
     if vector_files:
-        configs = {k: load_vectors(p, org.model).vectors for k, p in sorted(vector_files.items())}
+        configs = {k: load_vectors(p, org.model, site=runs[k[0]].site).vectors for k, p in sorted(vector_files.items())}
         scores.update(evaluate_configs(org, preset, configs, **kw))  # type: ignore[arg-type]
     for name, f in files.items():
         if runs[name].kind.startswith("vectors"):
@@ -299,7 +299,7 @@ def _split_multiplexed(org: Any, res: TrainResult, layers: Sequence[int]) -> dic
     """One vector file per layer and snapshot of a multiplexed sweep (written once)."""
     files: dict[str, dict[int, Path]] = {f"layer {layer}": {} for layer in layers}
     for step, path in sorted(res.snapshots.items()):
-        for v in load_vectors(path, org.model).vectors:
+        for v in load_vectors(path, org.model, site=res.site).vectors:
             out = res.run_dir / f"layer-{v.layer}-step-{step}.safetensors"
             if not out.exists():
                 save_vectors(out, [v], model=org.model, training={"sweep": "multiplexed", "step": step})

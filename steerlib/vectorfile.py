@@ -99,6 +99,35 @@ def save_vectors(
     return out
 
 
+def _read_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Metadata and tensors of a vector file; every kind of damage is a :class:`VectorFileError` that
+    names the file (truncated or foreign bytes, broken metadata JSON, missing fields)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("steerlib")
+            if raw is None:
+                raise VectorFileError(f"{path} has no steerlib metadata: refusing to guess its site and layer")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except VectorFileError:
+        raise
+    except FileNotFoundError:
+        raise VectorFileError(f"{path}: no such vector file") from None
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own errors for damaged bytes
+        raise VectorFileError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err}); "
+                              "it is damaged or truncated: delete it and re-create it") from None
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise VectorFileError(f"{path}: its steerlib metadata is not valid JSON ({err.msg})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise VectorFileError(f"{path}: unsupported format {found!r} (expected {FORMAT})")
+    for key in ("hidden_size", "vectors"):
+        if key not in meta:
+            raise VectorFileError(f"{path}: its metadata lacks the field {key!r}")
+    return meta, tensors
+
+
 def load_vectors(
     path: str | os.PathLike,
     model: nn.Module | None = None,
@@ -119,14 +148,7 @@ def load_vectors(
     Raises:
         VectorFileError: on a file without steerlib metadata or any mismatch.
     """
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get("steerlib")
-        if raw is None:
-            raise VectorFileError(f"{path} has no steerlib metadata: refusing to guess its site, layer and operation")
-        meta = json.loads(raw)
-        if meta.get("format") != FORMAT:
-            raise VectorFileError(f"{path}: unsupported format {meta.get('format')!r} (expected {FORMAT})")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta, tensors = _read_file(path)
     if model is not None:
         parts = model_parts(model)
         device = device or next(parts.causal_lm.parameters()).device
@@ -142,6 +164,14 @@ def load_vectors(
             )
     vectors = []
     for entry in meta["vectors"]:
+        missing = [k for k in ("name", "layer", "site", "kv_group", "scale") if k not in entry]
+        if missing:
+            raise VectorFileError(f"{path}: a vector entry lacks the field(s) {', '.join(missing)}")
+        if entry["name"] not in tensors:
+            raise VectorFileError(f"{path}: metadata names tensor {entry['name']!r}, which the file does not hold")
+        if tensors[entry["name"]].shape != (meta["hidden_size"],):
+            raise VectorFileError(f"{path}: tensor {entry['name']!r} has shape {tuple(tensors[entry['name']].shape)}, "
+                                  f"but the file records hidden size {meta['hidden_size']}")
         if entry["site"] not in SITES:
             raise VectorFileError(f"{path}: unknown site {entry['site']!r}")
         if site is not None and entry["site"] != site:
@@ -206,7 +236,8 @@ def export_peft(vector: SteeringVector, model: nn.Module, out_dir: str | os.Path
     tensors = {
         f"{prefix}.lora_A.weight": a.to(dtype),
         f"{prefix}.lora_B.weight": torch.zeros(down.out_features, 1, dtype=dtype),
-        f"{prefix}.lora_B.bias": (vector.vector.detach() * vector.scale).to("cpu", dtype).contiguous(),
+        # cast first, then scale, in the model's dtype: exactly what the steering hook adds
+        f"{prefix}.lora_B.bias": (vector.vector.detach().to("cpu", dtype) * vector.scale).contiguous(),
     }
     save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
     return out
