@@ -61,13 +61,15 @@ class Tok:
         return [self.decode(s) for s in seqs]
 
 
-def rloo_steps(model, prompts_per_step: int, k: int, max_new: int, prompt_len: int, steps: int) -> dict:
+def rloo_steps(model, prompts_per_step: int, k: int, max_new: int, prompt_len: int, steps: int,
+               **budgets: int) -> dict:
     from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable
     from steerlib.steering import zero_vectors
 
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, 151000, (prompt_len,), generator=g).tolist() for _ in range(prompts_per_step)]
-    cfg = RLOOConfig(prompts_per_step=prompts_per_step, completions_per_prompt=k, max_new_tokens=max_new, lr=1e-2)
+    cfg = RLOOConfig(prompts_per_step=prompts_per_step, completions_per_prompt=k, max_new_tokens=max_new, lr=1e-2,
+                     **budgets)
     tr = RLOOTrainer(VectorTrainable(model, zero_vectors(model, [model.config.num_hidden_layers - 1])), Tok(), cfg,
                      ZeroVerifier())
     rows = []
@@ -85,7 +87,7 @@ def rloo_steps(model, prompts_per_step: int, k: int, max_new: int, prompt_len: i
         t2 = time.perf_counter()
         rows.append({"rollout_s": t1 - t0, "update_s": t2 - t1, "peak_gb": peak_gb(),
                      "mean_completion_tokens": float(batch["rollouts"].lengths.float().mean()),
-                     "micro_batch_tokens": tr.micro_tokens})
+                     "micro_batch_tokens": getattr(tr, "micro_tokens", None)})
     return {"steps": rows, "prompts_per_step": prompts_per_step, "completions_per_prompt": k,
             "max_new_tokens": max_new, "prompt_len": prompt_len}
 
@@ -113,7 +115,7 @@ def generation_throughput(model, rows: int, prompt_len: int, new: int) -> dict:
     return {"rows": rows, "prompt_len": prompt_len, "new_tokens": new, **out}
 
 
-def real_vocab_step_memory() -> dict:
+def real_vocab_step_memory(**budgets: int) -> dict:
     """Peak GPU memory of one RLOO step of a config-built Qwen2 at vocabulary 151,936 (hidden 64, two
     layers, 512 new tokens) at 64 and 16 prompts x 8."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -128,8 +130,11 @@ def real_vocab_step_memory() -> dict:
     for p in (64, 16):
         if DEV == "cuda":
             torch.cuda.empty_cache()
-        res = rloo_steps(model, p, 8, 512, 32, 1)
-        out[f"{p}x8"] = res["steps"][0]["peak_gb"] * 1000
+        try:
+            res = rloo_steps(model, p, 8, 512, 32, 1, **budgets)
+            out[f"{p}x8"] = res["steps"][0]["peak_gb"] * 1000
+        except torch.cuda.OutOfMemoryError as err:
+            out[f"{p}x8"] = f"OutOfMemoryError: {str(err).splitlines()[0][:160]}"
     return out
 
 
@@ -138,11 +143,27 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script on a CPU")
+    ap.add_argument("--memory-only", action="store_true",
+                    help="only the real-vocabulary step memory: automatic budgets, the CPU's fixed budgets, and "
+                         "(with --old DIR) the code in DIR")
+    ap.add_argument("--old", default=None)
     args = ap.parse_args()
+
+    res: dict = {"gpu": torch.cuda.get_device_name() if DEV == "cuda" else "cpu", "torch": torch.__version__}
+    if args.memory_only:
+        if args.old:
+            res["old_code"] = real_vocab_step_memory()
+        else:
+            res["automatic_budgets"] = real_vocab_step_memory()
+            res["cpu_budgets"] = real_vocab_step_memory(micro_batch_tokens=32768, logit_elements=1 << 24,
+                                                        kv_tokens=1 << 20)
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+        print(json.dumps(res, indent=1))
+        return
     from steerlib.plan import plan
     from steerlib.presets import resolve_preset
 
-    res: dict = {"gpu": torch.cuda.get_device_name() if DEV == "cuda" else "cpu", "torch": torch.__version__}
     t = time.perf_counter()
     if not args.smoke:
         res["real_vocab_step_peak_mb"] = real_vocab_step_memory()

@@ -90,11 +90,12 @@ class RunDir:
             stale.unlink(missing_ok=True)
         if manifest.exists():
             try:
-                old = json.loads(manifest.read_text())["params"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+                record = json.loads(manifest.read_text())
+                old = record["params"]
+            except (ValueError, KeyError, TypeError):  # bad JSON, bad bytes (UnicodeDecodeError), wrong shape
                 raise RunFileError(f"{manifest} is damaged (not the manifest JSON steerlib writes): delete {root} "
                                    "to start this run again") from None
-            recorded = json.loads(manifest.read_text()).get("model")
+            recorded = record.get("model")
             if model is not None and recorded != json.loads(json.dumps(model)):
                 was = "no model" if recorded is None else (
                     f"{recorded.get('model')!r} (weights {recorded.get('weights')}, "

@@ -217,4 +217,8 @@ def test_peft_export_equals_the_hook_at_any_scale(tmp_path, dtype):
     peft_model = PeftModel.from_pretrained(copy.deepcopy(model), str(export_peft(v, model, tmp_path / "a"))).eval()
     with torch.no_grad():
         got = peft_model(input_ids=ids).logits
-    assert torch.equal(want, got)
+    if dtype == torch.float64:
+        assert torch.equal(want, got)  # the case the issue measured (1.8e-8 before the cast-then-scale fix)
+    else:  # the same numbers summed in another order: a few units in the last place of the logits
+        eps = torch.finfo(dtype).eps
+        assert (want - got).abs().max() <= 4 * eps * want.abs().max(), (want - got).abs().max()
