@@ -222,3 +222,19 @@ def test_peft_export_equals_the_hook_at_any_scale(tmp_path, dtype):
     else:  # the same numbers summed in another order: a few units in the last place of the logits
         eps = torch.finfo(dtype).eps
         assert (want - got).abs().max() <= 4 * eps * want.abs().max(), (want - got).abs().max()
+
+
+# -- 7. adapters serve with PEFT but cannot be merged (the README says so) ---------------------------
+def test_exported_adapters_serve_but_cannot_be_merged(tmp_path):
+    import copy
+
+    from peft import PeftModel
+
+    from steerlib.vectorfile import export_peft
+
+    model = tiny_model(dtype=torch.float32)
+    adapter = export_peft(SteeringVector(torch.randn(16), 1), model, tmp_path / "a")
+    served = PeftModel.from_pretrained(copy.deepcopy(model), str(adapter))
+    with pytest.raises(Exception):  # noqa: B017 - PEFT's own error: a LoRA bias on a layer without a bias
+        served.merge_and_unload()
+    assert "cannot be merged" in (ROOT / "README.md").read_text()
