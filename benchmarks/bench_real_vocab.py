@@ -21,43 +21,20 @@ from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time
-sys.path.insert(0, sys.argv[1])
+sys.path[:0] = [sys.argv[1], sys.argv[3]]  # the steerlib checkout, then benchmarks/ (gpu_real_path)
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
-from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable
-from steerlib.steering import zero_vectors
-
-class Zero:
-    def score(self, text, answer):
-        return 0.0
-
-class Tok:
-    eos_token_id = pad_token_id = 151643
-    def decode(self, ids, **kw):
-        return " ".join(map(str, ids))
-    def batch_decode(self, seqs, **kw):
-        return [self.decode(s) for s in seqs]
+import gpu_real_path as g
 
 def rss_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
 
-prompts_n = int(sys.argv[2])
-torch.manual_seed(0)
-cfg = Qwen2Config(vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False, eos_token_id=151643)
-model = Qwen2ForCausalLM(cfg).eval().requires_grad_(False)
-g = torch.Generator().manual_seed(0)
-prompts = [torch.randint(0, 151000, (32,), generator=g).tolist() for _ in range(prompts_n)]
-tr = RLOOTrainer(VectorTrainable(model, zero_vectors(model, [1])), Tok(),
-                 RLOOConfig(prompts_per_step=prompts_n, completions_per_prompt=8, max_new_tokens=512), Zero())
+model = g.real_vocab_model()
 before = rss_mb()
 t0 = time.perf_counter()
 try:
-    batch = tr.collect(prompts, ["0"] * prompts_n)
-    batch["rewards"] = torch.arange(len(batch["rewards"])).remainder(3).eq(0).float()
-    tr.update(batch)
+    g.rloo_steps(model, int(sys.argv[2]), 8, 512, 32, 1)
     error = None
 except (RuntimeError, MemoryError) as err:
     error = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
@@ -68,7 +45,8 @@ print(json.dumps({"step_peak_mb": peak - before, "process_peak_mb": peak, "secon
 
 
 def measure(code: Path, prompts: int) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(code), str(prompts)], capture_output=True, text=True)
+    here = str(Path(__file__).resolve().parent)
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(code), str(prompts), here], capture_output=True, text=True)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"error": f"process ended with code {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"}

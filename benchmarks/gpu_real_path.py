@@ -115,9 +115,8 @@ def generation_throughput(model, rows: int, prompt_len: int, new: int) -> dict:
     return {"rows": rows, "prompt_len": prompt_len, "new_tokens": new, **out}
 
 
-def real_vocab_step_memory(**budgets: int) -> dict:
-    """Peak GPU memory of one RLOO step of a config-built Qwen2 at vocabulary 151,936 (hidden 64, two
-    layers, 512 new tokens) at 64 and 16 prompts x 8."""
+def real_vocab_model():
+    """A config-built Qwen2 at vocabulary 151,936: hidden 64, two layers, random weights."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     cfg = Qwen2Config(vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -125,7 +124,13 @@ def real_vocab_step_memory(**budgets: int) -> dict:
                       tie_word_embeddings=False, eos_token_id=151643)
     torch.manual_seed(0)
     with torch.device(DEV):
-        model = Qwen2ForCausalLM(cfg).eval().requires_grad_(False)
+        return Qwen2ForCausalLM(cfg).eval().requires_grad_(False)
+
+
+def real_vocab_step_memory(**budgets: int) -> dict:
+    """Peak GPU memory of one RLOO step of a config-built Qwen2 at vocabulary 151,936 (hidden 64, two
+    layers, 512 new tokens) at 64 and 16 prompts x 8."""
+    model = real_vocab_model()
     out = {}
     for p in (64, 16):
         if DEV == "cuda":

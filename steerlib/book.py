@@ -111,10 +111,13 @@ def value_has_type(value: Any, declared: str) -> bool:
 
 
 def _clean(nb: Any) -> Any:
-    """Strip per-cell timing metadata and set the Colab metadata of a published page."""
+    """Strip per-cell timing metadata and stderr output (progress bars, library warnings), and set the
+    Colab metadata of a published page."""
     for cell in nb.cells:
         for key in _TIMING_KEYS:
             cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]  # stream outputs only have names
     nb.metadata["accelerator"] = "GPU"
     nb.metadata.setdefault("colab", {})["gpuType"] = "A100"
     nb.metadata.setdefault("colab", {})["provenance"] = []

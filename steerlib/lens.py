@@ -140,7 +140,10 @@ def next_token_shift(
     batch_size: int = 64,
 ) -> PositionShift:
     """Per-position KL between steered and base predictions along teacher-forced completions."""
-    forced = encode_pairs(tokenizer, prompts, completions)
+    return _shift(model, encode_pairs(tokenizer, prompts, completions), vectors, batch_size)
+
+
+def _shift(model: Any, forced: Any, vectors: Sequence[SteeringVector], batch_size: int = 64) -> PositionShift:
     kls: list[np.ndarray] = []
     for pb in paired(model, forced, vectors, [("logits", None)], batch_size=batch_size):
         base, st = pb.base[("logits", None)].log_softmax(-1), pb.steered[("logits", None)].log_softmax(-1)
@@ -235,12 +238,12 @@ def position_shifts(
     seed: int = 0,
 ) -> dict[int, PositionShift]:
     """:func:`next_token_shift` of every layer's vector on completions sampled with that vector."""
-    from steerlib.evaluate import generate
+    from steerlib.traces import sample_forced
 
     out = {}
     for layer, v in vectors.items():
-        comps = generate(model, tokenizer, prompts, vectors=[v], max_new_tokens=max_new_tokens, seed=seed)
-        out[layer] = next_token_shift(model, tokenizer, prompts, [c.token_ids for c in comps], [v])
+        forced = sample_forced(model, tokenizer, prompts, [v], max_new_tokens=max_new_tokens, seed=seed)
+        out[layer] = _shift(model, forced, [v])
     return out
 
 

@@ -30,9 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlib.arch import model_parts
-from steerlib.evaluate import EvalResult, evaluate_routed, generate
+from steerlib.evaluate import EvalResult, evaluate_routed
 from steerlib.steering import SteeringVector
-from steerlib.traces import encode_pairs, paired
+from steerlib.traces import paired, sample_forced
 
 __all__ = [
     "Persistence",
@@ -119,8 +119,7 @@ def persistence(
     dv, dd, lc, dn = nan(), nan(), nan(), nan()
     out = Persistence(dv, dd, lc, dn)
     for i in tqdm(sorted(vectors), desc="persistence", disable=not progress):
-        comps = generate(model, tokenizer, prompts, vectors=[vectors[i]], max_new_tokens=max_new_tokens, seed=seed)
-        forced = encode_pairs(tokenizer, prompts, [c.token_ids for c in comps])
+        forced = sample_forced(model, tokenizer, prompts, [vectors[i]], max_new_tokens=max_new_tokens, seed=seed)
         seq_dv: dict[int, list[float]] = {j: [] for j in range(i, n)}
         seq_dd: dict[int, list[float]] = {j: [] for j in range(i, n)}
         norms: dict[int, list[float]] = {j: [] for j in range(i, n)}

@@ -141,6 +141,8 @@ def test_published_page_matches_its_source(source):
     assert page.exists(), f"{page} is missing: run make book"
     published = nbformat.read(page, as_version=4)
     assert _code(published.cells) == _code(jupytext.read(source).cells), f"{page.name} is stale: run make book"
+    stderr = [o for c in published.cells if c.cell_type == "code" for o in c.outputs if o.get("name") == "stderr"]
+    assert not stderr, f"{page.name} carries {len(stderr)} stderr outputs (progress bars, warnings): run make book"
     errors = [o for c in published.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors and not any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in published.cells)
     assert any(
