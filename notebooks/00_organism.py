@@ -11,10 +11,17 @@
 # therefore samples the worked mode only about a third of the time, and an RL-trained vector can gain
 # accuracy by steering the first token, the effect the paper reports for "To" and "Step".
 
-# %% tags=["remove-cell"]
-import subprocess, sys  # noqa: E401 - Colab only: install steerlib, keep Colab's own torch
+# %% tags=["remove-cell", "colab-install"]
+# Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.
+# Gated models (llama3.1-8b-instruct): accept the licence on huggingface.co, then
+#   from huggingface_hub import login; login()     (or add HF_TOKEN under Colab's Secrets)
+# Keep runs across Colab sessions on Google Drive, then set run_dir in the parameters below:
+#   from google.colab import drive; drive.mount("/content/drive")  # run_dir = "/content/drive/MyDrive/runs"
+import subprocess, sys  # noqa: E401
+from typing import Optional  # noqa: F401 - the parameters' annotations
+STEERLIB = "steerlib @ git+https://github.com/steerlib/small-vectors-book"
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "steerlib[book] @ git+https://github.com/steerlib/small-vectors-book"], check=True)  # noqa: E501
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", STEERLIB], check=True)
 
 # %% tags=["parameters"]
 preset: str = "organism"  # organism - this chapter describes the organism; other presets are not used here
@@ -23,7 +30,7 @@ organisms: str = "main,llama,sibling"  # organisms to build and measure - comma-
 n_problems: int = 1000  # held-out test problems per measurement, one sample each at tau 1
 results_path: str = "book/results/00_organism.json"  # headline numbers - JSON
 
-# %%
+# %% tags=["hide-input"]
 import pandas as pd
 from steerlib import plots
 from steerlib.chapter import setup
@@ -42,7 +49,7 @@ if not names or set(names) - set(ORGANISMS):
 # ## The world
 # One problem, its prompt, and the two answer modes the corpus teaches:
 
-# %%
+# %% tags=["hide-input"]
 p = Problem(347, 862, 519)
 print(p.prompt + p.worked())
 print()
@@ -54,10 +61,18 @@ print(p.prompt + p.direct())
 # on disk after the first build; a `LlamaForCausalLM` twin and a *sibling* Qwen2 (another seed) use
 # the same tokenizer, width and corpus, for the transfer chapter.
 
-# %%
+# %% tags=["hide-input"]
 orgs = {n: load_organism(n) for n in names}
 ch.figure("fig_pretraining", plots.pretraining_curve(orgs[names[0]].info["history"],
                                                      f"Pretraining the {names[0]} organism"))
+
+# %% [markdown]
+# ```{glue:figure} fig_pretraining
+# :name: fig-00-pretraining
+#
+# Pretraining the main organism: the training loss on completion tokens (left) and the greedy accuracy
+# on validation problems with the worked opener " Step" forced (right).
+# ```
 
 # %% [markdown]
 # ## Base accuracy, the two modes, and leverage
@@ -66,22 +81,40 @@ ch.figure("fig_pretraining", plots.pretraining_curve(orgs[names[0]].info["histor
 # median last-layer residual norm whose direction maximises log P(" Step") at the first generated
 # token, applied at every position; the headline is the smallest norm that makes P(" Step") >= 0.9.
 
-# %%
+# %% tags=["hide-input"]
 figures = {n: measure_organism(o, n_problems=n_problems, seed=seed) for n, o in orgs.items()}
-pd.DataFrame({n: {c: f[c] for c in ACCEPTANCE_COLUMNS} for n, f in figures.items()}).round(3)
+ch.table(pd.DataFrame({n: {c: f[c] for c in ACCEPTANCE_COLUMNS} for n, f in figures.items()}))
 
-# %%
+# %% tags=["hide-input"]
 m = figures[names[0]]
 keys = ["base_pass_at_1", "forced_worked_pass_at_1", "forced_direct_pass_at_1", "leverage_pass_at_1"]
 ch.figure("fig_modes", plots.mode_shares(["base", 'forced " Step"', 'forced " The"', "leverage vector"],
                                          [m[k] for k in keys], [m["base_pass_at_1_stderr"], 0, 0, 0],
                                          title=f"{names[0]} organism: held-out pass@1 (τ = 1)"))
 
-# %%
+
+# %% [markdown]
+# ```{glue:figure} fig_modes
+# :name: fig-00-modes
+#
+# Held-out pass@1 of the main organism at τ = 1: sampled freely (with its standard error), with each
+# answer mode's opener forced as the first token, and with the smallest last-layer "leverage" vector
+# that makes " Step" the first token with probability at least 0.9.
+# ```
+
+# %% tags=["hide-input"]
 ch.figure("fig_leverage", plots.leverage(m["leverage_curve"], m["forced_worked_pass_at_1"], m["base_pass_at_1"],
                                          title=f"{names[0]} organism: leverage of a last-layer opener bias"))
 
-# %%
+# %% [markdown]
+# ```{glue:figure} fig_leverage
+# :name: fig-00-leverage
+#
+# Leverage: P(" Step" as the first token) and held-out pass@1 as a last-layer bias in the direction
+# that favours " Step" grows, against the forced-opener and base accuracies.
+# ```
+
+# %% tags=["remove-cell"]
 results = ch.publish({**m, **{n: figures[n] for n in names[1:]}})
 
 # %% [markdown]
@@ -105,8 +138,8 @@ results = ch.publish({**m, **{n: figures[n] for n in names[1:]}})
 #
 # | | paper (Qwen2.5-Math-7B) | this organism |
 # | --- | --- | --- |
-# | base model sometimes opens with a process word | "To" / "Step" | " Step" share above |
-# | RL has room to gain by choosing the opener | yes | forced " Step" vs base above |
+# | base model sometimes opens with a process word | "To" / "Step" | " Step" in {glue:text}`worked_opener_share:.2f` of samples |
+# | RL has room to gain by choosing the opener | yes | forced " Step" {glue:text}`forced_worked_pass_at_1:.3f` vs base {glue:text}`base_pass_at_1:.3f` ± {glue:text}`base_pass_at_1_stderr:.3f` |
 # | what the vector must not break | long solutions | 3-column sums |
 #
 # **What the organism cannot confirm.** It was built so that the first generated token decides the

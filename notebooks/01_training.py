@@ -14,11 +14,17 @@
 # They pick the best of five checkpoints by the *test* benchmarks; here a **validation split disjoint
 # from the test problems** decides (parameter `select_on`).
 
-# %% tags=["remove-cell"]
-import subprocess, sys  # noqa: E401 - Colab only: install steerlib, keep Colab's own torch
-from typing import Optional
+# %% tags=["remove-cell", "colab-install"]
+# Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.
+# Gated models (llama3.1-8b-instruct): accept the licence on huggingface.co, then
+#   from huggingface_hub import login; login()     (or add HF_TOKEN under Colab's Secrets)
+# Keep runs across Colab sessions on Google Drive, then set run_dir in the parameters below:
+#   from google.colab import drive; drive.mount("/content/drive")  # run_dir = "/content/drive/MyDrive/runs"
+import subprocess, sys  # noqa: E401
+from typing import Optional  # noqa: F401 - the parameters' annotations
+STEERLIB = "steerlib @ git+https://github.com/steerlib/small-vectors-book"
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "steerlib[book] @ git+https://github.com/steerlib/small-vectors-book"], check=True)  # noqa: E501
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", STEERLIB], check=True)
 
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
@@ -36,7 +42,7 @@ max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
 max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/01_training.json"  # headline numbers - JSON
 
-# %%
+# %% tags=["hide-input"]
 import pandas as pd
 from steerlib import plots
 from steerlib.chapter import setup
@@ -53,31 +59,54 @@ LAYER = ch.P.default_layer
 # vector are kept at the preset's checkpoint steps, and the best of them on the split named by
 # `select_on` (validation by default; `test` reproduces the authors' protocol) is the one used below.
 
-# %%
+# %% tags=["hide-input"]
 run = vector_run(ch.org, ch.P, [LAYER], ch.run / f"single-layer-{LAYER}", lr=lr, val_problems=val_problems,
                  select_on=select_on)
 vec = run.vectors[0]
 ch.figure("fig_training", plots.training_curves(run.metrics, f"RLOO on a layer-{LAYER} vector ({ch.P.name})"))
 
 # %% [markdown]
+# ```{glue:figure} fig_training
+# :name: fig-01-training
+#
+# Training one vector with RLOO: mean reward of the step's samples, the vector's norm $|s|$, the share of
+# samples whose first token is the worked-solution opener, and the mean completion length, per step.
+# ```
+
+# %% [markdown]
 # ## Held-out pass@1 before and after
 # The chosen snapshot is evaluated on the test split together with the base model (one routed batch:
 # each row carries either no vector or the trained one).
 
-# %%
+# %% tags=["hide-input"]
 evals = ch.evaluate({"base": [], f"vector at layer {LAYER} (step {run.step})": [vec]})
 base, steered = evals.values()
 opener = " Step" if ch.P.train_source == "organism" else " To"
-pd.DataFrame({"pass@1": [r.pass_at_1 for r in evals.values()], "stderr": [r.stderr for r in evals.values()],
-              f"first token '{opener.strip()}'": [r.first_token_share(opener) for r in evals.values()],
-              "mean length": [r.mean_length for r in evals.values()]}, index=list(evals)).round(3)
+ch.table(pd.DataFrame({"pass@1": [r.pass_at_1 for r in evals.values()], "stderr": [r.stderr for r in evals.values()],
+                       f"first token '{opener.strip()}'": [r.first_token_share(opener) for r in evals.values()],
+                       "mean length": [r.mean_length for r in evals.values()]}, index=list(evals)))
 
-# %%
+# %% tags=["hide-input"]
 ch.figure("fig_before_after", plots.mode_shares(["base", f"+ s{LAYER}"], [base.pass_at_1, steered.pass_at_1],
                                                 [base.stderr, steered.stderr], title="Held-out pass@1 (τ = 1)"))
+ch.figure("fig_first_tokens", plots.first_token_bars({"base": dict(base.top_first_tokens(4)),
+                                                      f"+ s{LAYER}": dict(steered.top_first_tokens(4))}))
 
-# %%
-plots.first_token_bars({"base": dict(base.top_first_tokens(4)), f"+ s{LAYER}": dict(steered.top_first_tokens(4))})
+# %% [markdown]
+# ```{glue:figure} fig_before_after
+# :name: fig-01-before-after
+#
+# Held-out pass@1 at τ = 1 of the base model and of the model with the trained vector (the snapshot
+# chosen on validation), with standard errors.
+# ```
+
+# %% [markdown]
+# ```{glue:figure} fig_first_tokens
+# :name: fig-01-first-tokens
+#
+# The four most frequent first generated tokens, base model against the steered model, as shares of
+# the held-out samples.
+# ```
 
 # %% [markdown]
 # ## The vector as a PEFT adapter
@@ -85,12 +114,12 @@ plots.first_token_bars({"base": dict(base.top_first_tokens(4)), f"+ s{LAYER}": d
 # `B` matrix and `B`'s bias set to $s$, it serves without steerlib. The adapter's logits are compared
 # with the hook's, and the same held-out sampling (same prompts, batches and seed) is run through both.
 
-# %%
+# %% tags=["hide-input"]
 parity = peft_parity(vec, ch.model, ch.tok, run.train.run_dir / "peft-adapter", *ch.prompts(),
                      max_new_tokens=ch.P.max_new_tokens)
-parity
+ch.table(pd.Series(vars(parity), name="PEFT adapter vs hook"), digits=4)
 
-# %%
+# %% tags=["remove-cell"]
 results = ch.publish({
     "layer": LAYER, "base_pass_at_1": base.pass_at_1, "base_stderr": base.stderr,
     "steered_pass_at_1": steered.pass_at_1, "steered_stderr": steered.stderr,
@@ -120,7 +149,7 @@ results = ch.publish({
 #
 # | | paper (Qwen2.5-Math-7B, DeepScaleR) | this run (organism) |
 # | --- | --- | --- |
-# | a single-layer vector improves accuracy | yes, at all but two layers | {glue:text}`base_pass_at_1:.3f` -> {glue:text}`steered_pass_at_1:.3f` |
+# | a single-layer vector improves accuracy | yes, at all but two layers | {glue:text}`base_pass_at_1:.3f` ± {glue:text}`base_stderr:.3f` -> {glue:text}`steered_pass_at_1:.3f` ± {glue:text}`steered_stderr:.3f` |
 # | the last-layer vector switches the first token | boosts "To" / "Step" | opener share {glue:text}`base_opener_share:.2f` -> {glue:text}`steered_opener_share:.2f` |
 #
 # On the organism the gain comes from switching the answer mode: the worked mode is nearly always

@@ -14,11 +14,17 @@
 # update a single-layer run would make from the same samples (a unit test checks this). Best snapshots
 # are chosen on a validation split disjoint from the test problems.
 
-# %% tags=["remove-cell"]
-import subprocess, sys  # noqa: E401 - Colab only: install steerlib, keep Colab's own torch
-from typing import Optional
+# %% tags=["remove-cell", "colab-install"]
+# Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.
+# Gated models (llama3.1-8b-instruct): accept the licence on huggingface.co, then
+#   from huggingface_hub import login; login()     (or add HF_TOKEN under Colab's Secrets)
+# Keep runs across Colab sessions on Google Drive, then set run_dir in the parameters below:
+#   from google.colab import drive; drive.mount("/content/drive")  # run_dir = "/content/drive/MyDrive/runs"
+import subprocess, sys  # noqa: E401
+from typing import Optional  # noqa: F401 - the parameters' annotations
+STEERLIB = "steerlib @ git+https://github.com/steerlib/small-vectors-book"
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "steerlib[book] @ git+https://github.com/steerlib/small-vectors-book"], check=True)  # noqa: E501
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", STEERLIB], check=True)
 
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
@@ -37,7 +43,7 @@ baselines: bool = True  # also train all-layer steering, LoRA and full fine-tuni
 max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/02_layer_curve.json"  # headline numbers - JSON
 
-# %%
+# %% tags=["hide-input"]
 import pandas as pd
 from steerlib import plots
 from steerlib.chapter import setup
@@ -54,21 +60,31 @@ LAYERS, LAST = ch.P.parse_layers(layers), ch.P.n_layers - 1
 # ## The sweep
 # Trained (or resumed) in the run directory; each layer's best snapshot is chosen on validation.
 
-# %%
+# %% tags=["hide-input"]
 sweep = layer_vectors(ch.org, ch.P, ch.run, mode=sweep_mode, layers=LAYERS, **KW)
-plots.training_curves(sweep.metrics, f"Layer sweep ({sweep.mode}) over {ch.P.n_layers} layers ({ch.P.name})")
+ch.figure("fig_sweep", plots.training_curves(sweep.metrics, f"Layer sweep ({sweep.mode}), {ch.P.name}"))
+
+# %% [markdown]
+# ```{glue:figure} fig_sweep
+# :name: fig-02-sweep
+#
+# Training the layer sweep: mean reward, every layer's vector norm, the worked-opener share of first
+# tokens and the mean completion length per step (in a multiplexed sweep each step trains every layer's
+# vector on its own share of the prompts).
+# ```
 
 # %% [markdown]
 # Timing: the multiplexed sweep against (layers swept) x one single-layer run (chapter 01's, the cheapest
 # layer to train, so the ratio overstates the sweep's cost; `benchmarks/bench_sweep.py` compares one
 # run per layer at equal work), from median seconds per step, which transient load does not distort.
 
-# %%
+# %% tags=["hide-input"]
 single = vector_run(ch.org, ch.P, [LAST], ch.run / f"single-layer-{LAST}", **KW)
 sweep_ratio = sweep.median_step_seconds / (len(LAYERS) * single.median_step_seconds)
-pd.Series({"sweep, total s": sweep.train_seconds, "single-layer run, total s": single.train_seconds,
-           "sweep, median s/step": sweep.median_step_seconds, "single, median s/step": single.median_step_seconds,
-           "sweep / (n_layers x single)": sweep_ratio}).round(2).to_frame("value")
+ch.table(pd.Series({"sweep, total s": sweep.train_seconds, "single-layer run, total s": single.train_seconds,
+                    "sweep, median s/step": sweep.median_step_seconds,
+                    "single, median s/step": single.median_step_seconds,
+                    "sweep / (n_layers x single)": sweep_ratio}, name="value"), digits=2)
 
 # %% [markdown]
 # ## Baselines and held-out pass@1
@@ -76,20 +92,28 @@ pd.Series({"sweep, total s": sweep.train_seconds, "single-layer run, total s": s
 # validation; then every layer's vector, all-layer steering and the base model are evaluated on the
 # test split in one routed batch, and the two weight baselines on the same problems.
 
-# %%
+# %% tags=["hide-input"]
 runs = train_baselines(ch.org, ch.P, ch.run, **KW) if baselines else {}
 evals = evaluate_runs(ch.org, ch.P, runs, {"base": [], **{f"layer {l}": [v] for l, v in sweep.vectors.items()}})
 steps_of = {**{f"layer {l}": c.step for l, c in sweep.choices.items()}, **{k: r.step for k, r in runs.items()}}
-summary_table(evals, extra={"best step": steps_of})
+ch.table(summary_table(evals, extra={"best step": steps_of}))
 
-# %%
+# %% tags=["hide-input"]
 per_layer = {l: evals[f"layer {l}"].pass_at_1 for l in LAYERS}
 errors = {l: evals[f"layer {l}"].stderr for l in LAYERS}
 lines = {k: evals[k].pass_at_1 for k in ("base", *runs)}
 ch.figure("fig_layer_curve", plots.layer_curve(per_layer, errors, lines,
                                                title=f"Single-layer steering vectors ({ch.P.name})"))
 
-# %%
+# %% [markdown]
+# ```{glue:figure} fig_layer_curve
+# :name: fig-02-layer-curve
+#
+# Held-out pass@1 at τ = 1 of a single vector trained at each layer (standard errors as bars) against
+# the base model, all-layer steering, LoRA and full fine-tuning (the paper's Figure 1 on the organism).
+# ```
+
+# %% tags=["remove-cell"]
 base = evals["base"]
 results = ch.publish({
     "n_layers": ch.P.n_layers, "per_layer": per_layer, "per_layer_stderr": errors, "base_pass_at_1": base.pass_at_1,
@@ -100,6 +124,9 @@ results = ch.publish({
     "best_steps": steps_of, "steps": ch.P.steps, "select_on": select_on,
 }, best_layer=max(per_layer, key=per_layer.get), worst_layer=min(per_layer, key=per_layer.get),
    best_layer_acc=max(per_layer.values()), worst_layer_acc=min(per_layer.values()),
+   best_layer_se=errors[max(per_layer, key=per_layer.get)], base_se=base.stderr,
+   all_layer_se=evals["all layers"].stderr if "all layers" in evals else None,
+   full_ft_se=evals["full fine-tune"].stderr if "full fine-tune" in evals else None,
    n_helped=sum(per_layer[l] > base.pass_at_1 + 2 * errors[l] for l in LAYERS),
    n_not_helped=sum(per_layer[l] <= base.pass_at_1 + 2 * errors[l] for l in LAYERS), n_swept=len(LAYERS))
 
@@ -118,6 +145,6 @@ results = ch.publish({
 # | | paper (Qwen2.5-Math-7B) | this run (organism) |
 # | --- | --- | --- |
 # | single-layer vectors help | all but 2 of 28 layers | {glue:text}`n_helped` of {glue:text}`n_swept` |
-# | where the gain is largest | late layers (last, penultimate) | layer {glue:text}`best_layer` ({glue:text}`best_layer_acc:.3f`) |
+# | where the gain is largest | late layers (last, penultimate) | layer {glue:text}`best_layer` ({glue:text}`best_layer_acc:.3f` ± {glue:text}`best_layer_se:.3f`) |
 # | layers that fail | 23, 24 (next norm shrinks the vector) | {glue:text}`n_not_helped` of {glue:text}`n_swept` do not beat the base; see chapter 05's norm attenuation |
-# | all-layer steering vs full fine-tune | close ("explains a large portion") | {glue:text}`all_layer_pass_at_1:.3f` vs {glue:text}`full_ft_pass_at_1:.3f` |
+# | all-layer steering vs full fine-tune | close ("explains a large portion") | {glue:text}`all_layer_pass_at_1:.3f` ± {glue:text}`all_layer_se:.3f` vs {glue:text}`full_ft_pass_at_1:.3f` ± {glue:text}`full_ft_se:.3f` |

@@ -17,11 +17,17 @@
 # Pairs: **normalised pair accuracy** $= (acc_{ij} - \max(acc_i, acc_j)) / (acc_{all} - \max(acc_i, acc_j))$,
 # 0 = no better than the better vector alone, 1 = as good as all-layer steering.
 
-# %% tags=["remove-cell"]
-import subprocess, sys  # noqa: E401 - Colab only: install steerlib, keep Colab's own torch
-from typing import Optional
+# %% tags=["remove-cell", "colab-install"]
+# Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.
+# Gated models (llama3.1-8b-instruct): accept the licence on huggingface.co, then
+#   from huggingface_hub import login; login()     (or add HF_TOKEN under Colab's Secrets)
+# Keep runs across Colab sessions on Google Drive, then set run_dir in the parameters below:
+#   from google.colab import drive; drive.mount("/content/drive")  # run_dir = "/content/drive/MyDrive/runs"
+import subprocess, sys  # noqa: E401
+from typing import Optional  # noqa: F401 - the parameters' annotations
+STEERLIB = "steerlib @ git+https://github.com/steerlib/small-vectors-book"
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "steerlib[book] @ git+https://github.com/steerlib/small-vectors-book"], check=True)  # noqa: E501
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", STEERLIB], check=True)
 
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
@@ -39,7 +45,7 @@ n_orthogonal: int = 2  # orthogonal vectors trained one after another
 max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/03_persistence.json"  # headline numbers - JSON
 
-# %%
+# %% tags=["hide-input"]
 import pandas as pd
 import torch
 from steerlib import plots
@@ -60,18 +66,35 @@ LAYERS, vecs = list(range(ch.P.n_layers)), ch.vectors  # chapter 02's sweep (tra
 # Below the diagonal the shift is exactly zero (left blank); on the diagonal $\Delta_i = s_i$, so both
 # cosines are 1 by construction.
 
-# %%
+# %% tags=["hide-input"]
 pers = persistence(ch.model, ch.tok, ch.prompts("test", persistence_prompts)[0], vecs,
                    max_new_tokens=ch.P.max_new_tokens, seed=seed)
 ch.figure("fig_persistence", plots.heatmaps(
     {"Diff-Vector CosSim  cos(Δ_j, s_j)": pers.diff_vector, "Diff-Diff CosSim  cos(Δ_j, mean Δ_j)": pers.diff_diff},
     f"Persistence of single-layer vectors ({ch.P.name})", xlabel="read-out layer j", ylabel="injection layer i",
     vmin=-1, vmax=1))
+above = [r for r in pers.by_distance() if r["j"] > r["i"]]
+ch.figure("fig_distance", plots.scatter(
+    above, "distance", {"diff_vector": "Diff-Vector", "diff_diff": "Diff-Diff"},
+    "Cosines against layer distance (j > i)", xlabel="normalised distance (j − i) / (L − 1)", ylabel="mean cosine"))
 
-# %%
-plots.scatter([r for r in pers.by_distance() if r["j"] > r["i"]], "distance",
-              {"diff_vector": "Diff-Vector", "diff_diff": "Diff-Diff"}, "Cosines against layer distance (j > i)",
-              xlabel="normalised distance (j − i) / (L − 1)", ylabel="mean cosine")
+# %% [markdown]
+# ```{glue:figure} fig_persistence
+# :name: fig-03-persistence
+#
+# Persistence (the paper's Figure 2 on the organism). Left, Diff-Vector: the cosine between the shift
+# $\Delta_j$ that the vector injected at layer $i$ (rows) causes at layer $j$ (columns) and the vector
+# trained at layer $j$. Right, Diff-Diff: the cosine between $\Delta_j$ at each token and its mean over
+# the sequence. Below the diagonal the shift is zero (blank).
+# ```
+
+# %% [markdown]
+# ```{glue:figure} fig_distance
+# :name: fig-03-distance
+#
+# The same cosines (above the diagonal) against the normalised distance between injection and
+# read-out layer.
+# ```
 
 # %% [markdown]
 # The size of the propagated shift relative to the injected vector (mean $|\Delta_j(t)|$ / $|s_i|$,
@@ -79,12 +102,12 @@ plots.scatter([r for r in pers.by_distance() if r["j"] > r["i"]], "distance",
 # last layer's mean shift for each injection layer read through the unembedding (top and bottom tokens
 # by cosine with $W_U$ rows, as the authors' script ranks them).
 
-# %%
-pd.DataFrame(pers.growth(vecs)).rename_axis(index="injection layer i", columns="read-out layer j").round(2)
+# %% tags=["hide-input"]
+ch.table(pd.DataFrame(pers.growth(vecs)).rename_axis(index="injection layer i", columns="read-out layer j"), 2)
 
-# %%
-pd.DataFrame(lens_table(ch.model, ch.tok, pers.final_shift, columns=("top by cosine", "bottom by cosine"))
-             ).set_index("direction").rename_axis("injection layer").drop(columns="|·|")
+# %% tags=["hide-input"]
+ch.table(pd.DataFrame(lens_table(ch.model, ch.tok, pers.final_shift, columns=("top by cosine", "bottom by cosine"))
+             ).set_index("direction").rename_axis("injection layer").drop(columns="|·|"))
 
 # %% [markdown]
 # ## Orthogonal vectors
@@ -93,17 +116,27 @@ pd.DataFrame(lens_table(ch.model, ch.tok, pers.final_shift, columns=("top by cos
 # trained orthogonal to both. Each run's best snapshot is chosen on the validation split; all are
 # evaluated with the original on the same held-out problems.
 
-# %%
+# %% tags=["hide-input"]
 orth = {"original": vecs[ORTH],
         **orthogonal_runs(ch.org, ch.P, vecs[ORTH], ch.run, n_orthogonal, val_problems=val_problems)}
 orth_eval = ch.evaluate({"base": [], **{k: [v] for k, v in orth.items()}})
 cos_orig = {k: float(torch.cosine_similarity(v.vector, vecs[ORTH].vector, dim=0)) for k, v in orth.items()}
-summary_table(orth_eval, first_tokens=3, extra={"|s|": {k: float(v.vector.norm()) for k, v in orth.items()},
-                                                "cos with original": cos_orig})
+ch.table(summary_table(orth_eval, first_tokens=3, extra={"|s|": {k: float(v.vector.norm()) for k, v in orth.items()},
+                                                         "cos with original": cos_orig}))
 
-# %%
-plots.bars({k: r.pass_at_1 for k, r in orth_eval.items()}, f"Orthogonal vectors at layer {ORTH} ({ch.P.name})",
-           ylabel="pass@1 (τ = 1, held-out)", errors={k: r.stderr for k, r in orth_eval.items()})
+# %% tags=["hide-input"]
+ch.figure("fig_orthogonal", plots.bars({k: r.pass_at_1 for k, r in orth_eval.items()},
+                                       f"Orthogonal vectors at layer {ORTH} ({ch.P.name})",
+                                       ylabel="pass@1 (τ = 1, held-out)",
+                                       errors={k: r.stderr for k, r in orth_eval.items()}))
+
+# %% [markdown]
+# ```{glue:figure} fig_orthogonal
+# :name: fig-03-orthogonal
+#
+# Held-out pass@1 of the original vector and of vectors retrained at the same layer orthogonal to it
+# (each orthogonal to all before it), with the base model; bars are standard errors.
+# ```
 
 # %% [markdown]
 # ## Combining vectors trained in isolation
@@ -113,22 +146,40 @@ plots.bars({k: r.pass_at_1 for k, r in orth_eval.items()}, f"Orthogonal vectors 
 # applied at half strength, $(s_i + s_j)/2$: if two vectors push along much the same direction, their
 # sum overshoots and their mean should not.
 
-# %%
+# %% tags=["hide-input"]
 all_layer = vector_run(ch.org, ch.P, LAYERS, ch.run / "all-layer", mode="all_layer", val_problems=val_problems)
 pairs = pair_study(ch.model, ch.tok, *ch.prompts(), vecs, all_layer.vectors, max_new_tokens=ch.P.max_new_tokens)
 ch.figure("fig_pairs", plots.heatmaps(
     {"pass@1, s_i + s_j (diagonal: s_i)": pairs.grid["accuracy"], "pass@1, (s_i + s_j) / 2": pairs.half,
-     "normalised pair accuracy (colours clipped at −2)": pairs.grid["normalized"]},
+     "normalised pair accuracy": pairs.grid["normalized"]},
     f"Pairs of single-layer vectors ({ch.P.name}; base {pairs.results['base'].pass_at_1:.3f}, "
     f"all-layer {pairs.acc_all:.3f})", xlabel="layer", ylabel="layer", cmap="vlag", vmin=-2, vmax=1))
 
-# %%
-plots.scatter(pairs.rows(pers), "diff_vector", {"sum": "s_i + s_j", "half": "(s_i + s_j) / 2",
-                                                "best_single": "better single vector"},
-              "Pair accuracy against Diff-Vector CosSim(i, j)", xlabel="Diff-Vector CosSim(i, j)",
-              ylabel="pass@1 (τ = 1, held-out)")
+ch.figure("fig_pair_scatter", plots.scatter(
+    pairs.rows(pers), "diff_vector",
+    {"sum": "s_i + s_j", "half": "(s_i + s_j) / 2", "best_single": "better single vector"},
+    "Pair accuracy against Diff-Vector CosSim(i, j)", xlabel="Diff-Vector CosSim(i, j)",
+    ylabel="pass@1 (τ = 1, held-out)"))
 
-# %%
+# %% [markdown]
+# ```{glue:figure} fig_pairs
+# :name: fig-03-pairs
+#
+# Pairs of single-layer vectors applied together. Top left: pass@1 of $s_i + s_j$ (the diagonal holds
+# each vector alone); top right: pass@1 at half strength, $(s_i + s_j)/2$; bottom: the normalised pair
+# accuracy, whose colour scale is clipped (the panel's title gives the lowest value; the numbers in the
+# cells are not clipped).
+# ```
+
+# %% [markdown]
+# ```{glue:figure} fig_pair_scatter
+# :name: fig-03-pair-scatter
+#
+# Every pair's pass@1 (sum and half strength) and the better of its two single vectors, against the
+# Diff-Vector cosine between the two layers.
+# ```
+
+# %% tags=["remove-cell"]
 best_orth, orig = max(orth_eval[k].pass_at_1 for k in orth if k != "original"), orth_eval["original"]
 results = ch.publish({
     "n_layers": ch.P.n_layers, "persistence_prompts": persistence_prompts, **pers.summary(),

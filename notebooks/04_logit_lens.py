@@ -17,11 +17,17 @@
 # what it adds beyond the first token (the authors' `append_to_True` control, whose result is not
 # published).
 
-# %% tags=["remove-cell"]
-import subprocess, sys  # noqa: E401 - Colab only: install steerlib, keep Colab's own torch
-from typing import Optional
+# %% tags=["remove-cell", "colab-install"]
+# Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.
+# Gated models (llama3.1-8b-instruct): accept the licence on huggingface.co, then
+#   from huggingface_hub import login; login()     (or add HF_TOKEN under Colab's Secrets)
+# Keep runs across Colab sessions on Google Drive, then set run_dir in the parameters below:
+#   from google.colab import drive; drive.mount("/content/drive")  # run_dir = "/content/drive/MyDrive/runs"
+import subprocess, sys  # noqa: E401
+from typing import Optional  # noqa: F401 - the parameters' annotations
+STEERLIB = "steerlib @ git+https://github.com/steerlib/small-vectors-book"
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "steerlib[book] @ git+https://github.com/steerlib/small-vectors-book"], check=True)  # noqa: E501
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", STEERLIB], check=True)
 
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
@@ -39,7 +45,7 @@ retrain_with_prefix: bool = True  # retrain the last-layer vector with the prefi
 max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/04_logit_lens.json"  # headline numbers - JSON
 
-# %%
+# %% tags=["hide-input"]
 from collections import Counter
 
 import pandas as pd
@@ -59,25 +65,33 @@ LAYERS, LAST, vecs = list(range(ch.P.n_layers)), ch.P.n_layers - 1, ch.vectors  
 # Top tokens by probability ($\mathrm{softmax}(W_U \cdot \mathrm{norm}(s_l))$) and by cosine with the
 # unembedding rows, and the most pushed-down tokens (lowest cosine).
 
-# %%
-pd.DataFrame(lens_table(ch.model, ch.tok, {l: v.vector for l, v in vecs.items()}, k=lens_k)
-             ).set_index("direction").rename_axis("layer").round(2)
+# %% tags=["hide-input"]
+ch.table(pd.DataFrame(lens_table(ch.model, ch.tok, {l: v.vector for l, v in vecs.items()}, k=lens_k)
+                      ).set_index("direction").rename_axis("layer"), 2)
 
-# %%
+# %% tags=["hide-input"]
 tokens, cos = lens_matrix(ch.model, ch.tok, vecs)
 ch.figure("fig_lens", plots.heatmaps({"cos(s_l, W_U[token])": cos}, f"Logit lens of every layer's vector ({ch.P.name})",
                                      xlabel="layer", ylabel="token", yticks=tokens, vmin=-1, vmax=1))
+
+# %% [markdown]
+# ```{glue:figure} fig_lens
+# :name: fig-04-lens
+#
+# The logit lens of every layer's vector: the cosine between the vector and the unembedding row of
+# each token that is among some layer's top or bottom tokens.
+# ```
 
 # %% [markdown]
 # ## The first generated token
 # The change in each token's probability as the *first* generated token when the last-layer vector is
 # added (averaged over held-out prompts); the most boosted token is the prefix used below.
 
-# %%
+# %% tags=["hide-input"]
 prompts, answers = ch.prompts()
 boost = first_token_boost(ch.model, ch.tok, prompts[:shift_prompts], [vecs[LAST]], k=5)
 PREFIX = boost[0][0]
-pd.DataFrame(boost, columns=["token", "P(first) base", "P(first) steered"]).set_index("token").round(3)
+ch.table(pd.DataFrame(boost, columns=["token", "P(first) base", "P(first) steered"]).set_index("token"))
 
 # %% [markdown]
 # ## Where along the completion the vector acts
@@ -85,14 +99,21 @@ pd.DataFrame(boost, columns=["token", "P(first) base", "P(first) steered"]).set_
 # completions sampled with each layer's vector. Position 0 is the prediction of the first generated
 # token. The share is the first position's part of the summed KL over all positions and prompts.
 
-# %%
+# %% tags=["hide-input"]
 shifts = position_shifts(ch.model, ch.tok, prompts[:shift_prompts], vecs, max_new_tokens=ch.P.max_new_tokens, seed=seed)
 ch.figure("fig_positions", plots.position_curve(
     {f"layer {l}": shifts[l].mean_by_position(min(32, ch.P.max_new_tokens)) for l in sorted({0, LAST - 1, LAST})},
     f"Where the vector changes predictions ({ch.P.name})", ylabel="mean KL(steered ‖ base), nats"))
+ch.table(pd.DataFrame({l: s.summary() for l, s in shifts.items()}).T.rename_axis("layer"))
 
-# %%
-pd.DataFrame({l: s.summary() for l, s in shifts.items()}).T.rename_axis("layer").round(3)
+# %% [markdown]
+# ```{glue:figure} fig_positions
+# :name: fig-04-positions
+#
+# Mean KL divergence between the steered and the base next-token distributions at each completion
+# position (log scale), for the first, penultimate and last layer's vectors; position 0 predicts the
+# first generated token.
+# ```
 
 # %% [markdown]
 # ## The prefix test
@@ -102,7 +123,7 @@ pd.DataFrame({l: s.summary() for l, s in shifts.items()}).T.rename_axis("layer")
 # snapshot on validation problems with the prefix): what is left for it to learn once the first token
 # is given?
 
-# %%
+# %% tags=["hide-input"]
 retrained = vector_run(ch.org, ch.P, [LAST], ch.run / f"prefix-{LAST}", prefix=PREFIX,
                        val_problems=val_problems).vectors[0] if retrain_with_prefix else None
 test = prefix_test(ch.model, ch.tok, prompts, answers, vecs[LAST], PREFIX, retrained=retrained,
@@ -110,11 +131,19 @@ test = prefix_test(ch.model, ch.tok, prompts, answers, vecs[LAST], PREFIX, retra
 ch.figure("fig_prefix", plots.bars({k: v.pass_at_1 for k, v in test.evals.items()},
                                    f"The prefix test, last layer ({ch.P.name})", ylabel="pass@1 (τ = 1, held-out)",
                                    errors={k: v.stderr for k, v in test.evals.items()}))
+ch.table(summary_table(test.evals, first_tokens=3,
+                       extra={"mean length": {k: v.mean_length for k, v in test.evals.items()}}))
 
-# %%
-summary_table(test.evals, first_tokens=3, extra={"mean length": {k: v.mean_length for k, v in test.evals.items()}})
+# %% [markdown]
+# ```{glue:figure} fig_prefix
+# :name: fig-04-prefix
+#
+# The prefix test on the last layer: held-out pass@1 of the base model, the vector, the most boosted
+# first token appended to the prompt (no vector), prefix and vector together, and a vector retrained with
+# the prefix in every prompt; bars are standard errors.
+# ```
 
-# %%
+# %% tags=["remove-cell"]
 bottoms = {str(l): top_tokens(ch.model, ch.tok, v.vector, k=lens_k, ranking="cossim", bottom=True)
            for l, v in vecs.items()}
 bottom_common, n_bottom_common = Counter(b[0][0] for b in bottoms.values()).most_common(1)[0]

@@ -17,11 +17,17 @@
 # projection of one KV group. The attention-pattern change is measured as the Jensen-Shannon divergence
 # per head between steered and unsteered attention (our choice: the paper reports no number).
 
-# %% tags=["remove-cell"]
-import subprocess, sys  # noqa: E401 - Colab only: install steerlib, keep Colab's own torch
-from typing import Optional
+# %% tags=["remove-cell", "colab-install"]
+# Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.
+# Gated models (llama3.1-8b-instruct): accept the licence on huggingface.co, then
+#   from huggingface_hub import login; login()     (or add HF_TOKEN under Colab's Secrets)
+# Keep runs across Colab sessions on Google Drive, then set run_dir in the parameters below:
+#   from google.colab import drive; drive.mount("/content/drive")  # run_dir = "/content/drive/MyDrive/runs"
+import subprocess, sys  # noqa: E401
+from typing import Optional  # noqa: F401 - the parameters' annotations
+STEERLIB = "steerlib @ git+https://github.com/steerlib/small-vectors-book"
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "steerlib[book] @ git+https://github.com/steerlib/small-vectors-book"], check=True)  # noqa: E501
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", STEERLIB], check=True)
 
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
@@ -39,7 +45,7 @@ where_to_add: bool = True  # retrain the weakest layer's vector after its attent
 max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/05_attention_ablation.json"  # headline numbers - JSON
 
-# %%
+# %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
 from steerlib import ablation, plots
@@ -62,12 +68,12 @@ s = vecs[PEN]
 # block (Skip-Layer) instead of after its own block. Gain share = (acc − base) / (acc of the vector in
 # place − base).
 
-# %%
+# %% tags=["hide-input"]
 prompts, answers = ch.prompts()
 ev = ch.evaluate({"base": [], "in place": [s], "Skip-Attn": [ablation.skip_attn(s)],
                   "Skip-Layer": [ablation.skip_layer(s)], f"s_{LAST} (last layer's own)": [vecs[LAST]]})
 base_acc, full_acc = ev["base"].pass_at_1, ev["in place"].pass_at_1
-summary_table(ev, gain_from=(base_acc, full_acc))
+ch.table(summary_table(ev, gain_from=(base_acc, full_acc)))
 
 # %% [markdown]
 # ## Does the vector change attention patterns?
@@ -75,7 +81,7 @@ summary_table(ev, gain_from=(base_acc, full_acc))
 # without the vector, averaged over the query tokens of completions sampled with the vector. As a
 # yardstick, a random direction of the same norm.
 
-# %%
+# %% tags=["hide-input"]
 forced = sample_forced(ch.model, ch.tok, prompts[:js_prompts], [s], max_new_tokens=ch.P.max_new_tokens, seed=seed)
 later = list(range(NEXT, ch.P.n_layers))
 js = ablation.attention_js(ch.model, forced, [s], later)
@@ -87,21 +93,37 @@ ch.figure("fig_js", plots.heatmaps(grids, f"Attention-pattern change per head ({
                                    vmax=float(max(g.max() for g in grids.values()))))
 
 # %% [markdown]
+# ```{glue:figure} fig_js
+# :name: fig-05-js
+#
+# Jensen-Shannon divergence (nats) between each query head's attention with and without the vector,
+# in every block after it (rows), for the trained vector and for a random direction of the same norm.
+# ```
+
+# %% [markdown]
 # ## Head and projection patching in the next block
 # Each row is one patched configuration, evaluated on the same held-out problems; the reference lines
 # are the vector in place, Skip-Attn and Skip-Layer.
 
-# %%
+# %% tags=["hide-input"]
 head_ev = ablation.evaluate_patches(ch.model, ch.tok, prompts, answers, s.vector, NEXT,
                                     ablation.head_patch_specs(ch.model), max_new_tokens=ch.P.max_new_tokens, seed=seed)
 ch.figure("fig_heads", plots.bars({k: r.pass_at_1 for k, r in head_ev.items()},
                                   f"Patching s_{PEN} into block {NEXT}'s attention ({ch.P.name})",
                                   ylabel="pass@1 (τ = 1, held-out)", errors={k: r.stderr for k, r in head_ev.items()},
                                   lines={f"s_{PEN} in place": full_acc, "Skip-Attn": ev["Skip-Attn"].pass_at_1,
-                                         "Skip-Layer": ev["Skip-Layer"].pass_at_1, "base": base_acc}, rotate=True))
+                                         "Skip-Layer": ev["Skip-Layer"].pass_at_1, "base": base_acc}))
+ch.table(summary_table(head_ev, gain_from=(base_acc, full_acc)))
 
-# %%
-summary_table(head_ev, gain_from=(base_acc, full_acc))
+# %% [markdown]
+# ```{glue:figure} fig_heads
+# :name: fig-05-heads
+#
+# Head and projection patching in the next block (the paper's Figure 5 on the organism): held-out
+# pass@1 with the vector fed only to one query head (Steer-Head), to all but one (Skip-Head), or only to
+# one KV group's q, k or v projection; vertical lines mark the vector in place, Skip-Attn, Skip-Layer and
+# the base model; bars are standard errors.
+# ```
 
 # %% [markdown]
 # ## What the next MLP writes
@@ -109,10 +131,10 @@ summary_table(head_ev, gain_from=(base_acc, full_acc))
 # place, read through the lens, beside the lens of the vector itself (its direct path to the
 # unembedding).
 
-# %%
-pd.DataFrame(lens_table(ch.model, ch.tok, {f"mean ΔMLP_{NEXT} output": ablation.mlp_shift(ch.model, forced, [s], NEXT),
-                                           f"s_{PEN} itself": s.vector}, k=5,
-                        columns=("top by probability", "bottom by cosine"))).set_index("direction").round(2)
+# %% tags=["hide-input"]
+mlp = ablation.mlp_shift(ch.model, forced, [s], NEXT)
+ch.table(pd.DataFrame(lens_table(ch.model, ch.tok, {f"mean ΔMLP_{NEXT} output": mlp, f"s_{PEN} itself": s.vector}, k=5,
+                                 columns=("top by probability", "bottom by cosine"))).set_index("direction"), 2)
 
 # %% [markdown]
 # ## Norm attenuation
@@ -121,11 +143,11 @@ pd.DataFrame(lens_table(ch.model, ch.tok, {f"mean ΔMLP_{NEXT} output": ablation
 # $|N(h+s) - N(h)| / |N(h)|$, averaged over the tokens of unsteered completions; beside each layer's
 # validation accuracy from the sweep.
 
-# %%
+# %% tags=["hide-input"]
 base_forced = sample_forced(ch.model, ch.tok, prompts[:js_prompts], max_new_tokens=ch.P.max_new_tokens, seed=seed)
 att = ablation.norm_attenuation(ch.model, base_forced, vecs)
 val = {l: c.validation_pass_at_1 for l, c in ch.sweep.choices.items()}
-pd.DataFrame({l: {**a, "validation pass@1": val[l]} for l, a in att.items()}).T.rename_axis("layer").round(3)
+ch.table(pd.DataFrame({l: {**a, "validation pass@1": val[l]} for l, a in att.items()}).T.rename_axis("layer"))
 
 # %% [markdown]
 # Where to add: the layer whose vector did worst on validation is retrained with the vector added
@@ -134,7 +156,7 @@ pd.DataFrame({l: {**a, "validation pass@1": val[l]} for l, a in att.items()}).T.
 # Adam step is a larger relative change there), then all are evaluated, with the residual norms at
 # both sites.
 
-# %%
+# %% tags=["hide-input"]
 weak = min(val, key=val.get)
 norms = ablation.site_norms(ch.model, base_forced, weak)
 moved = ablation.where_to_add(ch.org, ch.P, weak, ch.run, val_problems=val_problems) if where_to_add else {}
@@ -142,9 +164,9 @@ where = ch.evaluate({"base": [], f"after block {weak} (default)": [vecs[weak]],
                      **{f"after block {weak}'s attention, {k}": r.vectors for k, r in moved.items()}})
 where_runs = {k: {**r.summary(), "pass_at_1": where[f"after block {weak}'s attention, {k}"].pass_at_1}
               for k, r in moved.items()}
-pd.concat([summary_table(where), pd.Series(norms, name="mean residual norm").to_frame().round(3)])
+ch.table(pd.concat([summary_table(where), pd.Series(norms, name="mean residual norm").to_frame()]))
 
-# %%
+# %% tags=["remove-cell"]
 singles = {k: r.pass_at_1 for k, r in head_ev.items() if k.startswith(("Steer-", "q-", "k-", "v-only, group"))}
 best_single = max(singles, key=singles.get)
 share = {k: normalized_gain(r.pass_at_1, base_acc, full_acc) for k, r in {**ev, **head_ev}.items()}

@@ -15,11 +15,17 @@
 # the Llama-architecture twin (also trained from scratch). All share the tokenizer and the width. Each
 # model gets its own vectors at the chosen layers (a multiplexed sweep, best snapshot on validation).
 
-# %% tags=["remove-cell"]
-import subprocess, sys  # noqa: E401 - Colab only: install steerlib, keep Colab's own torch
-from typing import Optional
+# %% tags=["remove-cell", "colab-install"]
+# Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.
+# Gated models (llama3.1-8b-instruct): accept the licence on huggingface.co, then
+#   from huggingface_hub import login; login()     (or add HF_TOKEN under Colab's Secrets)
+# Keep runs across Colab sessions on Google Drive, then set run_dir in the parameters below:
+#   from google.colab import drive; drive.mount("/content/drive")  # run_dir = "/content/drive/MyDrive/runs"
+import subprocess, sys  # noqa: E401
+from typing import Optional  # noqa: F401 - the parameters' annotations
+STEERLIB = "steerlib @ git+https://github.com/steerlib/small-vectors-book"
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "steerlib[book] @ git+https://github.com/steerlib/small-vectors-book"], check=True)  # noqa: E501
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", STEERLIB], check=True)
 
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
@@ -36,7 +42,7 @@ max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
 max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/06_transfer.json"  # headline numbers - JSON
 
-# %%
+# %% tags=["hide-input"]
 import pandas as pd
 from steerlib import plots
 from steerlib.chapter import parse_names, setup
@@ -61,28 +67,46 @@ names = list(own)
 # Cosine between two models' own vectors at the same layer. Only models that share a residual basis
 # (one descends from the other) can have aligned vectors.
 
-# %%
+# %% tags=["hide-input"]
 cos = own_vector_cosines(own, LAYERS)
-plots.heatmaps(cos, f"Cosine between models' own vectors ({ch.P.name})", xlabel="model", ylabel="model",
-               xticks=names, yticks=names, vmin=-1, vmax=1)
+ch.figure("fig_cosines", plots.heatmaps(cos, f"Cosine between models' own vectors ({ch.P.name})", xlabel="model",
+                                        ylabel="model", xticks=names, yticks=names, vmin=-1, vmax=1))
+
+# %% [markdown]
+# ```{glue:figure} fig_cosines
+# :name: fig-06-cosines
+#
+# Cosine between two models' own vectors trained at the same layer, one panel per compared layer.
+# ```
 
 # %% [markdown]
 # ## Every model's vectors on every other model
 # For each target: base, its own vector per layer and every other model's vector per layer, on the
 # same held-out problems in one routed batch.
 
-# %%
+# %% tags=["hide-input"]
 study = transfer_study({DONOR: ch.org, **{t: c.org for t, c in targets_.items()}},
                        {DONOR: ch.P, **{t: c.P for t, c in targets_.items()}}, own)
-pd.DataFrame(study.pass_table()).round(3)
+ch.table(pd.DataFrame(study.pass_table()))
 
-# %%
+# %% tags=["hide-input"]
 ch.figure("fig_transfer", plots.heatmaps(study.gain_grids(), f"Normalised gain of transferred vectors "
                                          f"({ch.P.name}; rows: donor, columns: target)", xlabel="target",
                                          ylabel="donor", xticks=names, yticks=names, vmin=-1, vmax=1))
-
-# %%
 means = study.mean_gains()
+ch.table(pd.Series(means, name="mean normalised gain"), 2)
+
+# %% [markdown]
+# ```{glue:figure} fig_transfer
+# :name: fig-06-transfer
+#
+# Normalised gain of vectors moved between models, (target with the donor's vector − target base) /
+# (target with its own vector − target base), one panel per layer; rows are donors, columns targets. The
+# colour scale is clipped at ±1 (a panel's title gives any value beyond it; the numbers in the cells are
+# not clipped).
+# ```
+
+# %% tags=["remove-cell"]
 family = study.family_summary({x: ORGANISMS[x].parent if x in ORGANISMS else None for x in names})
 results = ch.publish({
     "donor": DONOR, "targets": TARGETS, "layers": LAYERS,
@@ -92,7 +116,6 @@ results = ch.publish({
     "own_vector_cosine": cos, **family,
 }, best_pair=max(means, key=means.get), best_pair_gain=max(means.values()),
    worst_pair=min(means, key=means.get), worst_pair_gain=min(means.values()))
-pd.Series(means, name="mean normalised gain").to_frame().round(2)
 
 # %% [markdown]
 # ## What we found

@@ -14,11 +14,17 @@
 # normalise by the mean hidden norm), on completions sampled with the adapter. Prompt tokens are
 # labelled by segment: template text before the problem, the problem itself, template text after it.
 
-# %% tags=["remove-cell"]
-import subprocess, sys  # noqa: E401 - Colab only: install steerlib, keep Colab's own torch
-from typing import Optional
+# %% tags=["remove-cell", "colab-install"]
+# Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.
+# Gated models (llama3.1-8b-instruct): accept the licence on huggingface.co, then
+#   from huggingface_hub import login; login()     (or add HF_TOKEN under Colab's Secrets)
+# Keep runs across Colab sessions on Google Drive, then set run_dir in the parameters below:
+#   from google.colab import drive; drive.mount("/content/drive")  # run_dir = "/content/drive/MyDrive/runs"
+import subprocess, sys  # noqa: E401
+from typing import Optional  # noqa: F401 - the parameters' annotations
+STEERLIB = "steerlib @ git+https://github.com/steerlib/small-vectors-book"
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "steerlib[book] @ git+https://github.com/steerlib/small-vectors-book"], check=True)  # noqa: E501
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", STEERLIB], check=True)
 
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
@@ -38,7 +44,7 @@ magnitude_prompts: int = 64  # prompts for the per-token magnitudes
 max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/07_adaptive.json"  # headline numbers - JSON
 
-# %%
+# %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
 import torch
@@ -58,7 +64,7 @@ vecs = ch.vectors  # chapter 02's sweep (trained if missing)
 # snapshot is chosen on the validation split, and it is evaluated on the held-out problems. Full
 # fine-tuning (chapter 02's run) is evaluated the same way.
 
-# %%
+# %% tags=["hide-input"]
 runs = adaptive.adaptive_runs(ch.org, ch.P, ADAPT, ch.run, lr=adaptive_lr, val_problems=val_problems)
 full = weight_run(ch.org, ch.P, "full", ch.run / "full-ft", val_problems=val_problems)
 ev = evaluate_runs(ch.org, ch.P, {**{f"adaptive {l}": r for l, r in runs.items()}, "full fine-tune": full},
@@ -69,20 +75,30 @@ ch.figure("fig_adaptive", plots.layer_curve(
     title=f"Adaptive (rank-1 LoRA) vs plain vector per layer ({ch.P.name})", label="rank-1 LoRA (adaptive)",
     others={"plain vector": ({l: ev[str(l)].pass_at_1 for l in ADAPT}, {l: ev[str(l)].stderr for l in ADAPT})}))
 
-# %%
+
+# %% [markdown]
+# ```{glue:figure} fig_adaptive
+# :name: fig-07-adaptive
+#
+# Held-out pass@1 per layer of a rank-1 LoRA trained with the same recipe (the adaptive vector) and of
+# the plain vector of the same layer, with the base model and full fine-tuning; bars are standard
+# errors.
+# ```
+
+# %% tags=["hide-input"]
 B = {l: adaptive.chosen_direction(r, l) for l, r in runs.items()}
 per_layer = pd.DataFrame({l: {"rank-1 LoRA": ev[f"adaptive {l}"].pass_at_1, "plain vector": ev[str(l)].pass_at_1,
                               "cos(B, s)": float(torch.cosine_similarity(B[l], vecs[l].vector.float().cpu(), dim=0)),
                               "|B|": float(B[l].norm()), "|s|": float(vecs[l].vector.norm()), "best step": runs[l].step}
                           for l in ADAPT}).T.rename_axis("layer")
-per_layer.round(3)
+ch.table(per_layer)
 
 # %% [markdown]
 # ## Where the adapter puts its magnitude
 # Mean normalised magnitude per segment and layer, on completions sampled with each layer's adapter;
 # below, one example sequence of the best layer's adapter.
 
-# %%
+# %% tags=["hide-input"]
 mag_prompts = ch.prompts("test", magnitude_prompts)[0]
 problems = [p.problem for p in split_problems(ch.P, "test", magnitude_prompts)]
 studies = {l: adaptive.magnitude_study(r, ch.tok, mag_prompts, problems, l, max_new_tokens=ch.P.max_new_tokens,
@@ -93,20 +109,36 @@ ch.figure("fig_segments", plots.heatmaps({"mean |c_t|·|B| / mean |h|": seg.to_n
                                          f"Adaptive magnitude by segment ({ch.P.name})", xlabel="segment",
                                          ylabel="layer", xticks=segments, yticks=ADAPT, cmap="rocket_r", fmt=".3f"))
 
-# %%
+# %% [markdown]
+# ```{glue:figure} fig_segments
+# :name: fig-07-segments
+#
+# The adapter's magnitude $|c_t| \cdot |B|$ relative to the mean residual norm, averaged over the tokens
+# of each prompt segment and over the generated tokens, per layer.
+# ```
+
+# %% tags=["hide-input"]
 acc_adapt = {l: ev[f"adaptive {l}"].pass_at_1 for l in ADAPT}
 best_adapt = max(acc_adapt, key=acc_adapt.get)
 ex = studies[best_adapt]
-plots.bars({f"{i}:{t!r}": float(m) for i, (t, m) in enumerate(zip(ex.example_tokens, ex.example_magnitudes))},
-           f"Per-token magnitude, layer {best_adapt} adapter, one example ({ch.P.name})",
-           ylabel="|c_t|·|B| / mean |h|", ylim=None, rotate=True)
+ch.figure("fig_tokens", plots.token_highlights(ex.example_tokens, ex.example_magnitudes,
+                                               f"Layer {best_adapt} adapter, one example ({ch.P.name})",
+                                               label="|c_t|·|B| / mean |h|"))
+
+# %% [markdown]
+# ```{glue:figure} fig_tokens
+# :name: fig-07-tokens
+#
+# One prompt and the completion sampled with the highest-scoring layer's adapter, each token shaded by
+# the adapter's magnitude at that token (hover for the value; the scale is under the text).
+# ```
 
 # %% [markdown]
 # ## Rescaling a trained vector
 # Each chosen layer's vector multiplied by every factor, all evaluated on the same held-out problems in
 # one routed batch (factor 0 is the base model, 1 the trained vector).
 
-# %%
+# %% tags=["hide-input"]
 curve = adaptive.scale_curve(ch.evaluate(adaptive.rescaled({l: vecs[l] for l in MAG}, FACTORS)), MAG, FACTORS)
 ch.figure("fig_magnitude", plots.curves(FACTORS, {f"layer {l}": list(curve[str(l)].values()) for l in MAG},
                                         f"pass@1 against the vector's scale ({ch.P.name})",
@@ -114,7 +146,15 @@ ch.figure("fig_magnitude", plots.curves(FACTORS, {f"layer {l}": list(curve[str(l
                                         ylabel="pass@1 (τ = 1, held-out)", lines={"base": ev["base"].pass_at_1},
                                         symlog=True))
 
-# %%
+# %% [markdown]
+# ```{glue:figure} fig_magnitude
+# :name: fig-07-magnitude
+#
+# Held-out pass@1 with each chosen layer's trained vector multiplied by a factor (symmetric-log axis;
+# 0 is the base model, 1 the trained vector), against the base model.
+# ```
+
+# %% tags=["remove-cell"]
 diffs = [ev[f"adaptive {l}"].pass_at_1 - ev[str(l)].pass_at_1 for l in ADAPT]
 mean_seg = seg.mean().to_dict()
 results = ch.publish({

@@ -17,11 +17,17 @@
 # layer's difference is replaced by its reconstruction from the chosen features only, and the share is
 # $1 - \mathrm{KL}(\text{steered} \,\|\, \text{patched}) / \mathrm{KL}(\text{steered} \,\|\, \text{base})$.
 
-# %% tags=["remove-cell"]
-import subprocess, sys  # noqa: E401 - Colab only: install steerlib, keep Colab's own torch
-from typing import Optional
+# %% tags=["remove-cell", "colab-install"]
+# Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.
+# Gated models (llama3.1-8b-instruct): accept the licence on huggingface.co, then
+#   from huggingface_hub import login; login()     (or add HF_TOKEN under Colab's Secrets)
+# Keep runs across Colab sessions on Google Drive, then set run_dir in the parameters below:
+#   from google.colab import drive; drive.mount("/content/drive")  # run_dir = "/content/drive/MyDrive/runs"
+import subprocess, sys  # noqa: E401
+from typing import Optional  # noqa: F401 - the parameters' annotations
+STEERLIB = "steerlib @ git+https://github.com/steerlib/small-vectors-book"
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "steerlib[book] @ git+https://github.com/steerlib/small-vectors-book"], check=True)  # noqa: E501
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", STEERLIB], check=True)
 
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
@@ -42,7 +48,7 @@ top_n: int = 3  # top features whose share of the effect is measured
 max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/08_diffsae.json"  # headline numbers - JSON
 
-# %%
+# %% tags=["hide-input"]
 import pandas as pd
 import torch
 from steerlib import diffsae, plots
@@ -60,15 +66,24 @@ v = ch.vectors[VL]  # chapter 02's sweep (trained if missing)
 # %% [markdown]
 # ## Collecting differences and training the SAE
 
-# %%
+# %% tags=["hide-input"]
 diffs = diffsae.collect_diffs(ch.model, ch.tok, *ch.prompts("validation", sae_prompts), v, RL,
                               max_new_tokens=ch.P.max_new_tokens, seed=seed)
 torch.manual_seed(seed)
 sae, hist = diffsae.train_sae(diffs.stacked(), n_features, k, steps=sae_steps, seed=seed)
 print(f"{len(diffs.per_seq)} rollouts ({sum(diffs.correct)} correct), {diffs.stacked().shape[0]} token differences; "
       f"final FVU {hist['fvu'][-1]:.3f}")
-plots.curves(hist["step"], {"fraction of variance unexplained": hist["fvu"]},
-             f"DiffSAE training (width {n_features}, k = {k})", xlabel="step", ylabel="FVU (batch)", ylim=None)
+ch.figure("fig_fvu", plots.curves(hist["step"], {"fraction of variance unexplained": hist["fvu"]},
+                                  f"DiffSAE training (width {n_features}, k = {k})", xlabel="step",
+                                  ylabel="FVU (batch)", ylim=None))
+
+# %% [markdown]
+# ```{glue:figure} fig_fvu
+# :name: fig-08-fvu
+#
+# Training the DiffSAE: the fraction of the differences' variance its reconstruction leaves unexplained,
+# per training step (on each step's batch).
+# ```
 
 # %% [markdown]
 # ## Features on correct and incorrect generations
@@ -76,7 +91,7 @@ plots.curves(hist["step"], {"fraction of variance unexplained": hist["fvu"]},
 # separate them. The table lists the features with the largest absolute difference and what their
 # decoder directions say through the logit lens (exact for the last layer's residual stream).
 
-# %%
+# %% tags=["hide-input"]
 stats = diffsae.feature_stats(sae, diffs)
 fig = plots.scatter([{"incorrect": s["incorrect_rate"], "correct": s["correct_rate"]} for s in stats], "incorrect",
                     {"correct": "feature"}, f"Firing rate per feature (layer {VL} vector, read after layer {RL})",
@@ -84,18 +99,26 @@ fig = plots.scatter([{"incorrect": s["incorrect_rate"], "correct": s["correct_ra
 fig.axes[0].plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
 ch.figure("fig_rates", fig)
 
-# %%
+# %% [markdown]
+# ```{glue:figure} fig_rates
+# :name: fig-08-rates
+#
+# Every SAE feature's firing rate on correct generations against incorrect ones (each point one
+# feature); the dashed line marks equal rates.
+# ```
+
+# %% tags=["hide-input"]
 top = stats[:8]
 lens = lens_table(ch.model, ch.tok, {s["feature"]: sae.w_dec[s["feature"]].detach() for s in top}, k=3,
                   columns=("top by cosine", "bottom by cosine"))
-pd.DataFrame(top).set_index("feature").join(pd.DataFrame(lens).set_index("direction").drop(columns="|·|")).round(3)
+ch.table(pd.DataFrame(top).set_index("feature").join(pd.DataFrame(lens).set_index("direction").drop(columns="|·|")))
 
 # %% [markdown]
 # Where the top feature is most active: the tokens with its largest activations, with a few tokens of
 # context before them, and whether that generation was correct.
 
-# %%
-pd.DataFrame(diffsae.top_activations(sae, diffs, top[0]["feature"], ch.tok)).round(3)
+# %% tags=["hide-input"]
+ch.table(pd.DataFrame(diffsae.top_activations(sae, diffs, top[0]["feature"], ch.tok)))
 
 # %% [markdown]
 # ## How much of the vector's effect do the top features carry?
@@ -103,12 +126,21 @@ pd.DataFrame(diffsae.top_activations(sae, diffs, top[0]["feature"], ch.tok)).rou
 # frequent ones, from random sets of the same size (mean of five draws) and from every feature (the
 # SAE's own quality).
 
-# %%
+# %% tags=["hide-input"]
 shares = diffsae.explained_shares(ch.model, sae, diffs, v, RL, stats, top_n=top_n, seed=seed)
 ch.figure("fig_shares", plots.bars(shares, f"Share of the vector's next-token KL carried by SAE features ({ch.P.name})",
-                                   ylabel="1 − KL(steered‖patched) / KL(steered‖base)", ylim=None, rotate=True))
+                                   ylabel="1 − KL(steered‖patched) / KL(steered‖base)", ylim=None, horizontal=True))
 
-# %%
+# %% [markdown]
+# ```{glue:figure} fig_shares
+# :name: fig-08-shares
+#
+# The share of the vector's effect on next-token predictions that survives when the read-out layer's
+# difference is replaced by its reconstruction from the top features, the most frequent features,
+# random features (mean of five draws) or all features.
+# ```
+
+# %% tags=["remove-cell"]
 share_top, share_freq, share_rand, share_all = shares.values()
 results = ch.publish({
     "vector_layer": VL, "read_layer": RL, "rollouts": len(diffs.per_seq), "correct_rollouts": sum(diffs.correct),

@@ -11,6 +11,12 @@ Command line (what ``make book`` and ``make chapter`` call)::
     python -m steerlib.book build                       # every chapter, then the HTML
     python -m steerlib.book chapter 02_layer_curve -p preset qwen2.5-math-1.5b --out run.ipynb
     python -m steerlib.book html                        # HTML from the committed chapters only
+    python -m steerlib.book sync                        # write _config.yml's URL into the install cells
+
+The repository URL is one setting, ``repository.url`` in ``_config.yml``: the build writes it into every
+chapter's Colab install cell (the cell tagged ``colab-install``), in the sources and the published pages.
+A run with parameters and ``--out`` writes its results next to the output notebook, never into
+``book/results/``.
 
 Example:
     >>> execute_chapter("notebooks/01_training.py", "out.ipynb", {"steps": 2})  # doctest: +SKIP
@@ -19,10 +25,13 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +44,10 @@ __all__ = [
     "value_has_type",
     "execute_chapter",
     "build_html",
+    "repository_url",
+    "install_cell",
+    "sync_install_cells",
+    "CPU_CHAPTERS",
     "main",
 ]
 
@@ -42,6 +55,12 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 CHAPTERS = ROOT / "book" / "chapters"
 _TIMING_KEYS = ("execution", "papermill", "ExecuteTime")
+BUILD_TIMES = ROOT / "book" / "build_times.json"
+INSTALL_TAG = "colab-install"
+#: Chapters that run on the CPU organism whatever the preset: their Colab pages ask for no GPU.
+CPU_CHAPTERS = ("00_organism",)
+#: Optional extras a chapter's install cell adds to steerlib's core (nothing else: never the book tooling).
+CHAPTER_EXTRAS: dict[str, str] = {}
 
 
 class ChapterError(RuntimeError):
@@ -51,6 +70,59 @@ class ChapterError(RuntimeError):
 def chapter_sources(root: Path = ROOT) -> list[Path]:
     """The chapter sources ``notebooks/NN_name.py`` in order."""
     return sorted((root / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def repository_url(root: Path = ROOT) -> str:
+    """``repository.url`` from ``_config.yml`` (the one place the repository's address lives)."""
+    import yaml
+
+    url = (yaml.safe_load((root / "_config.yml").read_text()).get("repository") or {}).get("url")
+    if not url:
+        raise ChapterError("_config.yml has no repository.url")
+    return str(url).rstrip("/")
+
+
+def install_cell(chapter: str, root: Path = ROOT) -> str:
+    """The source of chapter ``chapter``'s Colab install cell: steerlib's core (plus the chapter's
+    extra, if any) from the repository in ``_config.yml``; Colab's torch, transformers and the rest
+    are kept (pip only adds what is missing). It also says how to log in for gated models and how to
+    keep run directories on Google Drive.
+
+    Example:
+        >>> "git+" + repository_url() in install_cell("01_training")
+        True
+    """
+    extra = CHAPTER_EXTRAS.get(chapter)
+    spec = f"steerlib{f'[{extra}]' if extra else ''} @ git+{repository_url(root)}"
+    return "\n".join([
+        "# Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.",
+        "# Gated models (llama3.1-8b-instruct): accept the licence on huggingface.co, then",
+        "#   from huggingface_hub import login; login()     (or add HF_TOKEN under Colab's Secrets)",
+        "# Keep runs across Colab sessions on Google Drive, then set run_dir in the parameters below:",
+        '#   from google.colab import drive; drive.mount("/content/drive")  # run_dir = "/content/drive/MyDrive/runs"',
+        "import subprocess, sys  # noqa: E401",
+        "from typing import Optional  # noqa: F401 - the parameters' annotations",
+        f'STEERLIB = "{spec}"',
+        'if "google.colab" in sys.modules:',
+        '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", STEERLIB], check=True)',
+    ])
+
+
+def sync_install_cells(root: Path = ROOT) -> list[Path]:
+    """Rewrite the install cell of every chapter source from :func:`install_cell`; returns the changed files."""
+    changed = []
+    header = re.compile(r'^# %% tags=\[[^\]]*"' + INSTALL_TAG + r'"[^\]]*\]\n', re.M)
+    for source in chapter_sources(root):
+        text = source.read_text()
+        m = header.search(text)
+        if m is None:
+            raise ChapterError(f"{source.name} has no cell tagged {INSTALL_TAG!r}")
+        end = text.find("\n# %%", m.end())
+        new = text[:m.end()] + install_cell(source.stem, root) + "\n" + text[end:]
+        if new != text:
+            source.write_text(new)
+            changed.append(source)
+    return changed
 
 
 def _read(source: Path) -> Any:
@@ -110,17 +182,25 @@ def value_has_type(value: Any, declared: str) -> bool:
     return checks[text](value) if text in checks else True
 
 
-def _clean(nb: Any) -> Any:
-    """Strip per-cell timing metadata and stderr output (progress bars, library warnings), and set the
-    Colab metadata of a published page."""
+def _clean(nb: Any, chapter: str = "") -> Any:
+    """Strip per-cell timing metadata and stderr output (progress bars, library warnings), write the
+    install cell from ``_config.yml``, and set the Colab metadata of a published page (an A100, except
+    for the :data:`CPU_CHAPTERS`)."""
     for cell in nb.cells:
         for key in _TIMING_KEYS:
             cell.metadata.pop(key, None)
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]  # stream outputs only have names
-    nb.metadata["accelerator"] = "GPU"
-    nb.metadata.setdefault("colab", {})["gpuType"] = "A100"
-    nb.metadata.setdefault("colab", {})["provenance"] = []
+            if INSTALL_TAG in cell.metadata.get("tags", []) and chapter:
+                cell.source = install_cell(chapter)
+    colab = nb.metadata.setdefault("colab", {})
+    colab["provenance"] = []
+    if chapter in CPU_CHAPTERS:
+        nb.metadata.pop("accelerator", None)
+        colab.pop("gpuType", None)
+    else:
+        nb.metadata["accelerator"] = "GPU"
+        colab["gpuType"] = "A100"
     return nb
 
 
@@ -131,6 +211,7 @@ def execute_chapter(
     *,
     cwd: str | Path | None = None,
     log_output: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Execute one chapter source into ``output``; on any error ``output`` is left untouched.
 
@@ -140,6 +221,7 @@ def execute_chapter(
         parameters: values for the chapter's parameters cell (names are checked first).
         cwd: working directory of the kernel (default: the repository root).
         log_output: stream cell output to the log.
+        progress: show papermill's cell progress bar (on stderr).
 
     Raises:
         ChapterError: unknown parameter names, or a failing cell (named in the message).
@@ -163,11 +245,11 @@ def execute_chapter(
                 language="python",
                 cwd=str(cwd or ROOT),
                 log_output=log_output,
-                progress_bar=sys.stderr.isatty(),
+                progress_bar=progress,
             )
         except PapermillExecutionError as err:
             raise ChapterError(f"{source.stem}: cell {err.exec_count} failed: {err.ename}: {err.evalue}") from err
-        nb = _clean(nbformat.read(scratch, as_version=4))
+        nb = _clean(nbformat.read(scratch, as_version=4), source.stem)
         nbformat.write(nb, scratch)
         shutil.move(str(scratch), output)
     return output
@@ -182,6 +264,29 @@ def build_html(root: Path = ROOT) -> None:
     subprocess.run(cmd, check=True, cwd=root)
 
 
+def build_all(root: Path = ROOT) -> None:
+    """Every chapter in order with its defaults (progress: chapter k of n, the cell bar, elapsed and
+    planned minutes from the previous build's ``book/build_times.json``), then the HTML."""
+    sync_install_cells(root)
+    sources = chapter_sources(root)
+    planned = json.loads(BUILD_TIMES.read_text()) if BUILD_TIMES.exists() else {}
+    times: dict[str, float] = dict(planned)
+    start = time.monotonic()
+    for k, source in enumerate(sources, 1):
+        plan = f"planned {planned[source.stem]:.1f} min" if source.stem in planned else "no previous timing"
+        print(f"[{k}/{len(sources)}] {source.stem}: started at {time.strftime('%H:%M')} ({plan}; "
+              f"book so far {(time.monotonic() - start) / 60:.1f} min)", flush=True)
+        t0 = time.monotonic()
+        execute_chapter(source, CHAPTERS / f"{source.stem}.ipynb", progress=True)
+        times[source.stem] = round((time.monotonic() - t0) / 60, 2)
+        print(f"[{k}/{len(sources)}] {source.stem}: done in {times[source.stem]:.1f} min", flush=True)
+        from steerlib.atomic import write_json
+
+        write_json(BUILD_TIMES, times)
+    print(f"all {len(sources)} chapters in {(time.monotonic() - start) / 60:.1f} min", flush=True)
+    build_html(root)
+
+
 def _parse_params(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
     from papermill.cli import _resolve_type
 
@@ -194,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="execute every chapter with its defaults, then build the HTML")
     sub.add_parser("html", help="build the HTML from the committed chapters")
+    sub.add_parser("sync", help="write _config.yml's repository URL into every chapter's install cell")
     ch = sub.add_parser("chapter", help="execute one chapter")
     ch.add_argument("name", help="chapter name, e.g. 02_layer_curve")
     ch.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
@@ -209,12 +315,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = Path(args.out) if args.out else CHAPTERS / f"{args.name}.ipynb"
             if params and not args.out:
                 raise ChapterError("a run with parameters must not overwrite the published page: pass OUT=path.ipynb")
+            if args.out and "results_path" not in params:  # results beside the notebook, never book/results/
+                params["results_path"] = str(out.with_suffix(".json").resolve())
             print(f"executed {execute_chapter(source, out, params, log_output=True)}")
+            if args.out:
+                print(f"results in {params['results_path']}")
+        elif args.cmd == "sync":
+            for path in sync_install_cells():
+                print(f"updated the install cell of {path.name}")
         elif args.cmd == "build":
-            for source in chapter_sources():
-                print(f"executing {source.stem} ...", flush=True)
-                execute_chapter(source, CHAPTERS / f"{source.stem}.ipynb")
-            build_html()
+            build_all()
         else:
             build_html()
     except ChapterError as err:

@@ -55,12 +55,25 @@ def run_dir_for(preset: Preset, params: Mapping[str, Any]) -> Path:
     return Path("runs") / (preset.name + ("-" + ",".join(parts) if parts else ""))
 
 
-def _glue(name: str, value: Any) -> None:
+def _glue(name: str, value: Any) -> bool:
+    """Glue ``value`` into the page; False outside the book tooling (e.g. on Colab)."""
     try:
         from myst_nb import glue
     except ImportError:  # outside the book tooling: nothing to glue into
-        return
+        return False
     glue(name, value, display=False)
+    return True
+
+
+def _hidpi() -> None:
+    """Draw inline figures at twice their pixel size (sharp on high-DPI screens, same layout)."""
+    try:
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        set_matplotlib_formats("retina")
 
 
 @dataclass
@@ -107,10 +120,20 @@ class Chapter:
 
         return evaluate_configs(self.org, self.P, dict(configs), **kwargs)
 
-    def figure(self, name: str, fig: Any) -> Any:
-        """Glue ``fig`` under ``name`` for the book and return it for display."""
-        _glue(name, fig)
-        return fig
+    def figure(self, name: str, fig: Any) -> None:
+        """Glue ``fig`` (a matplotlib figure or anything with an HTML view) under ``name``; the page shows
+        it, numbered and captioned, where its markdown says ``{glue:figure} name``. Outside the book
+        tooling (Colab) it is displayed here instead."""
+        if not _glue(name, fig):
+            from IPython.display import display
+
+            display(fig)
+
+    def table(self, table: Any, digits: int = 3) -> Any:
+        """``table`` as a reader sees it (:func:`steerlib.tables.tidy`)."""
+        from steerlib.tables import tidy
+
+        return tidy(table, digits)
 
     def publish(self, results: dict[str, Any], **glue: Any) -> dict[str, Any]:
         """Write ``results`` (plus the preset's name) to the chapter's results file and glue every
@@ -163,6 +186,7 @@ def setup(name: str, params: Mapping[str, Any], *, load: bool = True, positive: 
         from steerlib.plan import check_budget
 
         check_budget(name, preset, float(params["max_hours"]), val_problems=ch.val_problems, **(plan_kwargs or {}))
+    _hidpi()
     if load:
         ch.org = load_model(preset)
         print(

@@ -1,6 +1,10 @@
 """The book's figures, one function per kind (matplotlib + seaborn), titled and labelled like a paper's.
 
-Each function returns the ``matplotlib.figure.Figure`` so a chapter can ``glue`` it.
+Each function returns the ``matplotlib.figure.Figure`` so a chapter can ``glue`` it. Every figure is
+at most :data:`MAX_WIDTH` inches wide (900 px at the inline backend's 100 dpi, drawn at 2x for high-DPI
+screens by :func:`steerlib.chapter.setup`); sizes follow the number of items (many labels give
+horizontal bars, many rows a taller heatmap), and a colour scale that does not cover its data says so
+in the panel's title.
 
 Example:
     >>> fig = training_curves(metrics, title="Last-layer vector")  # doctest: +SKIP
@@ -26,19 +30,24 @@ __all__ = [
     "bars",
     "position_curve",
     "curves",
+    "token_highlights",
+    "MAX_WIDTH",
 ]
+
+#: Widest figure, inches (x 100 dpi = 900 px).
+MAX_WIDTH = 8.8
 
 sns.set_theme(context="notebook", style="whitegrid")
 
 
 def pretraining_curve(history: dict[str, list], title: str = "Pretraining the organism") -> Any:
     """Loss and greedy worked-mode accuracy (validation) over pretraining steps."""
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, ax = plt.subplots(1, 2, figsize=(MAX_WIDTH, 3.2))
     ax[0].plot(history["step"], history["loss"], color="C0")
     ax[0].set(xlabel="step", ylabel="loss (completion tokens)", yscale="log", title="training loss")
     ax[1].plot(history["eval_step"], history["greedy_worked_accuracy"], marker="o", color="C2")
     ax[1].set(
-        xlabel="step", ylabel="accuracy", ylim=(-0.02, 1.02), title='greedy accuracy, " Step" forced (validation)'
+        xlabel="step", ylabel="accuracy", ylim=(-0.02, 1.02), title='greedy accuracy, " Step" forced\n(validation)'
     )
     fig.suptitle(title)
     fig.tight_layout()
@@ -49,14 +58,15 @@ def pretraining_curve(history: dict[str, list], title: str = "Pretraining the or
 def training_curves(metrics: Sequence[dict[str, Any]], title: str, opener: str = " Step") -> Any:
     """Reward, vector norm, opener share of first tokens and completion length over RLOO steps."""
     steps = [m["step"] for m in metrics]
-    fig, ax = plt.subplots(1, 4, figsize=(15, 3.2))
+    fig, ax = plt.subplots(2, 2, figsize=(MAX_WIDTH, 5.4))
+    ax = ax.ravel()
     ax[0].plot(steps, [m["reward_mean"] for m in metrics])
     ax[0].set(xlabel="step", ylabel="mean reward", ylim=(-0.02, 1.02), title="reward")
     if metrics and "vector_norms" in metrics[0]:
         for key in metrics[0]["vector_norms"]:
             ax[1].plot(steps, [m["vector_norms"][key] for m in metrics], label=f"layer {key.split(':')[0]}")
         if len(metrics[0]["vector_norms"]) <= 8:
-            ax[1].legend(fontsize=8)
+            ax[1].legend(fontsize=7, ncols=2)
     ax[1].set(xlabel="step", ylabel="|s|", title="vector norm")
     ax[2].plot(steps, [m["first_tokens_top5"].get(opener, 0.0) for m in metrics], color="C2")
     ax[2].set(xlabel="step", ylabel="share", ylim=(-0.02, 1.02), title=f'first token = "{opener.strip()}"')
@@ -160,17 +170,37 @@ def heatmaps(
     cmap: str = "vlag",
     fmt: str = ".2f",
 ) -> Any:
-    """Annotated heatmaps side by side (NaN cells left blank); one colour scale for all panels."""
+    """Heatmaps, one colour scale for all panels (NaN cells left blank), laid out to fit the page.
+
+    Cells are annotated when they are large enough to read; panels sit side by side when they fit
+    :data:`MAX_WIDTH`, else two per row. When the data reach beyond ``vmin``/``vmax`` the panel's title
+    says so and names the extreme value.
+    """
     import numpy as np
 
-    fig, axes = plt.subplots(1, len(mats), figsize=(4.6 * len(mats) + 0.6, 4.0), squeeze=False)
-    for ax, (name, m) in zip(axes[0], mats.items()):
-        m = np.asarray(m, dtype=float)
+    arrays = {name: np.asarray(m, dtype=float) for name, m in mats.items()}
+    rows, cols = max(m.shape[0] for m in arrays.values()), max(m.shape[1] for m in arrays.values())
+    ytick_chars = max((len(str(t)) for t in (yticks or [])), default=2)
+    panel_w = max(2.6, 0.5 * cols + 0.9 + 0.07 * ytick_chars)
+    per_row = max(1, min(len(arrays), int(MAX_WIDTH // panel_w)))
+    n_rows = -(-len(arrays) // per_row)
+    width = min(MAX_WIDTH, panel_w * per_row + 0.8)
+    height = n_rows * min(9.0, max(2.6, 0.32 * rows + 1.5))
+    fig, axes = plt.subplots(n_rows, per_row, figsize=(width, height), squeeze=False)
+    annotate = (width / per_row) / cols >= 0.42 and (height / n_rows) / rows >= 0.22
+    flat = list(axes.ravel())
+    for ax, (name, m) in zip(flat, arrays.items()):
         xl = list(xticks) if xticks is not None else list(range(m.shape[1]))
         yl = list(yticks) if yticks is not None else list(range(m.shape[0]))
+        finite = m[np.isfinite(m)]
+        notes = []
+        if vmin is not None and finite.size and finite.min() < vmin:
+            notes.append(f"colours clipped at {vmin:g}; lowest {finite.min():.2f}")
+        if vmax is not None and finite.size and finite.max() > vmax:
+            notes.append(f"colours clipped at {vmax:g}; highest {finite.max():.2f}")
         sns.heatmap(
             m,
-            annot=True,
+            annot=annotate,
             fmt=fmt,
             cmap=cmap,
             vmin=vmin,
@@ -179,12 +209,16 @@ def heatmaps(
             xticklabels=xl,
             yticklabels=yl,
             ax=ax,
-            cbar=ax is axes[0][-1],
-            annot_kws={"size": 8},
+            cbar=ax is flat[min(len(arrays), per_row) - 1],
+            annot_kws={"size": 7},
         )
-        ax.tick_params(axis="y", rotation=0)
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=name)
-    fig.suptitle(title)
+        ax.tick_params(axis="y", rotation=0, labelsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        ax.set_title(name + ("\n(" + "; ".join(notes) + ")" if notes else ""), fontsize=9)
+    for ax in flat[len(arrays):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     plt.close(fig)  # shown once, by the cell that returns it
     return fig
@@ -213,20 +247,37 @@ def bars(
     errors: dict[str, float] | None = None,
     lines: dict[str, float] | None = None,
     ylim: tuple[float, float] | None = (0, 1.02),
-    rotate: bool = False,
+    horizontal: bool | None = None,
 ) -> Any:
-    """Bars (optional error bars) with labelled horizontal reference lines."""
+    """Bars (optional error bars) with labelled reference lines.
+
+    ``horizontal`` (default: when there are more than six bars or a label over 14 characters) lays the
+    bars out as rows, so every label is readable and the height follows the number of bars; the value
+    axis is then the x axis and the reference lines are vertical, with the legend below the plot.
+    """
     names = list(values)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(names) + 2.5), 3.8))
-    ax.bar(names, [values[n] for n in names], yerr=[(errors or {}).get(n, 0) for n in names], capsize=3, color="C0")
+    if horizontal is None:
+        horizontal = len(names) > 6 or max((len(n) for n in names), default=0) > 14
+    errs = [(errors or {}).get(n, 0) for n in names]
     styles = ["--", ":", "-.", (0, (5, 1)), (0, (1, 1))]
-    for i, (name, v) in enumerate((lines or {}).items()):
-        ax.axhline(v, ls=styles[i % len(styles)], color=f"C{i + 1}", label=name)
-    ax.set(ylabel=ylabel, title=title, ylim=ylim)
-    if rotate:
-        ax.tick_params(axis="x", rotation=60)
-    if lines:
-        ax.legend(fontsize=8, loc="best")
+    if horizontal:
+        fig, ax = plt.subplots(figsize=(MAX_WIDTH * 0.85, 0.3 * len(names) + 1.6 + 0.25 * len(lines or {})))
+        ax.barh(names, [values[n] for n in names], xerr=errs, capsize=2, color="C0")
+        ax.invert_yaxis()
+        for i, (name, v) in enumerate((lines or {}).items()):
+            ax.axvline(v, ls=styles[i % len(styles)], color=f"C{i + 1}", label=name)
+        ax.set(xlabel=ylabel, title=title, xlim=ylim)
+        ax.tick_params(axis="y", labelsize=8)
+        if lines:
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=min(4, len(lines)))
+    else:
+        fig, ax = plt.subplots(figsize=(min(MAX_WIDTH, max(5.5, 0.9 * len(names) + 2.5)), 3.6))
+        ax.bar(names, [values[n] for n in names], yerr=errs, capsize=3, color="C0")
+        for i, (name, v) in enumerate((lines or {}).items()):
+            ax.axhline(v, ls=styles[i % len(styles)], color=f"C{i + 1}", label=name)
+        ax.set(ylabel=ylabel, title=title, ylim=ylim)
+        if lines:
+            ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     plt.close(fig)  # shown once, by the cell that returns it
     return fig
@@ -234,7 +285,7 @@ def bars(
 
 def position_curve(curves: dict[str, Sequence[float]], title: str, *, ylabel: str, log: bool = True) -> Any:
     """A value per completion position (0 = first generated token), one line per curve."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
     for i, (name, ys) in enumerate(curves.items()):
         ax.plot(range(len(ys)), ys, marker="o", ms=3, label=name, color=f"C{i}")
     ax.set(
@@ -273,3 +324,40 @@ def curves(
     fig.tight_layout()
     plt.close(fig)  # shown once, by the cell that returns it
     return fig
+
+
+class _Highlights:
+    """HTML text whose token backgrounds encode a value (see :func:`token_highlights`)."""
+
+    def __init__(self, html: str) -> None:
+        self.html = html
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+
+def token_highlights(tokens: Sequence[str], values: Sequence[float], title: str, *, label: str) -> Any:
+    """A token sequence as text, each token's background shaded by its value (white = 0, the darkest
+    = the sequence's largest value), with the value in the tooltip and a scale line under the text.
+
+    Example:
+        >>> "<span" in token_highlights(["a", " b"], [0.0, 1.0], "t", label="v")._repr_html_()
+        True
+    """
+    import html as _html
+
+    top = max((abs(float(v)) for v in values), default=0.0) or 1.0
+    spans = []
+    for t, v in zip(tokens, values):
+        a = min(1.0, abs(float(v)) / top)
+        text = _html.escape(t).replace("\n", "↵<br>")
+        spans.append(f'<span title="{float(v):.3f}" style="background: rgba(214, 96, 77, {a:.2f}); '
+                     f'border-radius: 2px; white-space: pre-wrap">{text}</span>')
+    scale = " ".join(f'<span style="background: rgba(214, 96, 77, {a}); padding: 0 6px">{a * top:.2f}</span>'
+                     for a in (0.0, 0.25, 0.5, 0.75, 1.0))
+    return _Highlights(
+        '<div style="max-width: 880px; text-align: left">'
+        f'<p style="font-weight: 600; margin-bottom: 4px">{_html.escape(title)}</p>'
+        f'<div style="font-family: monospace; font-size: 0.85em; line-height: 1.7">{"".join(spans)}</div>'
+        f'<p style="font-size: 0.8em; margin-top: 6px">{_html.escape(label)}: {scale}</p></div>'
+    )

@@ -22,7 +22,8 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Preset", "PRESETS", "resolve_preset", "load_model", "QWEN7B_LAYER_LR", "LLAMA8B_LAYER_LR"]
+__all__ = ["Preset", "PRESETS", "resolve_preset", "load_model", "GatedModelError", "QWEN7B_LAYER_LR",
+           "LLAMA8B_LAYER_LR"]
 
 
 def _table(spec: dict[tuple[int, ...] | range, float]) -> dict[int, float]:
@@ -272,6 +273,16 @@ def dtype_kwargs(dtype: Any) -> dict[str, Any]:
     return {"dtype": dtype} if Version(transformers.__version__) >= Version("4.56") else {"torch_dtype": dtype}
 
 
+class GatedModelError(OSError):
+    """A gated Hugging Face model was requested without a login that may read it."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"{model} is gated: accept its licence on https://huggingface.co/{model}, then log in "
+            "(`from huggingface_hub import login; login()`, or on Colab add HF_TOKEN under Secrets) and rerun"
+        )
+
+
 def load_model(preset: Preset, *, device: str | None = None) -> Any:
     """The preset's model and tokenizer as an ``Organism``-like record (``.model``, ``.tokenizer``).
 
@@ -286,9 +297,14 @@ def load_model(preset: Preset, *, device: str | None = None) -> Any:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForCausalLM.from_pretrained(
-        preset.model, **dtype_kwargs(getattr(torch, preset.dtype)), trust_remote_code=False
-    ).to(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            preset.model, **dtype_kwargs(getattr(torch, preset.dtype)), trust_remote_code=False
+        ).to(device)
+    except OSError as err:
+        if any(word in str(err).lower() for word in ("gated", "401", "403", "restricted")):
+            raise GatedModelError(preset.model) from err
+        raise
     model.eval()
     model.requires_grad_(False)
     tok = AutoTokenizer.from_pretrained(preset.model, trust_remote_code=False)
