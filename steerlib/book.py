@@ -12,6 +12,7 @@ Command line (what ``make book`` and ``make chapter`` call)::
     python -m steerlib.book chapter 02_layer_curve -p preset qwen2.5-math-1.5b --out run.ipynb
     python -m steerlib.book html                        # HTML from the committed chapters only
     python -m steerlib.book sync                        # write _config.yml's URL into the install cells
+    python -m steerlib.book prose                       # copy edited prose and cell tags into the pages
 
 The repository URL is one setting, ``repository.url`` in ``_config.yml``: the build writes it into every
 chapter's Colab install cell (the cell tagged ``colab-install``), in the sources and the published pages.
@@ -47,6 +48,7 @@ __all__ = [
     "repository_url",
     "install_cell",
     "sync_install_cells",
+    "refresh_prose",
     "CPU_CHAPTERS",
     "main",
 ]
@@ -59,6 +61,8 @@ BUILD_TIMES = ROOT / "book" / "build_times.json"
 INSTALL_TAG = "colab-install"
 #: Chapters that run on the CPU organism whatever the preset: their Colab pages ask for no GPU.
 CPU_CHAPTERS = ("00_organism",)
+#: Devices in the landing page's cost table.
+COST_DEVICES = ["a100-40gb", "h100", "l4", "cpu"]
 #: Optional extras a chapter's install cell adds to steerlib's core (nothing else: never the book tooling).
 CHAPTER_EXTRAS: dict[str, str] = {}
 
@@ -122,6 +126,39 @@ def sync_install_cells(root: Path = ROOT) -> list[Path]:
         if new != text:
             source.write_text(new)
             changed.append(source)
+    return changed
+
+
+def refresh_prose(source: Path, page: Path) -> bool:
+    """Copy the markdown cells and every cell's tags from ``source`` into its published ``page``, whose
+    code must be the source's (prose needs no re-execution; code does). Returns whether it changed.
+
+    Raises:
+        ChapterError: the page's code differs from the source's (run the chapter again).
+    """
+    import nbformat
+
+    src = _read(source)
+    nb = nbformat.read(page, as_version=4)
+    cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    same = len(cells) == len(src.cells) and all(
+        a.cell_type == b.cell_type and (a.cell_type == "markdown" or a.source.strip() == b.source.strip()
+                                        or INSTALL_TAG in b.metadata.get("tags", []))
+        for a, b in zip(cells, src.cells))
+    if not same:
+        raise ChapterError(f"{page.name}: its code differs from {source.name}; execute the chapter again")
+    changed = False
+    for cell, new in zip(cells, src.cells):
+        tags = list(new.metadata.get("tags", []))
+        if (cell.cell_type == "markdown" and cell.source != new.source) or cell.metadata.get("tags", []) != tags:
+            if cell.cell_type == "markdown":
+                cell.source = new.source
+            cell.metadata["tags"] = tags
+            changed = True
+    if changed:
+        from steerlib.atomic import atomic_write
+
+        atomic_write(page, lambda tmp: nbformat.write(nb, tmp))
     return changed
 
 
@@ -255,8 +292,22 @@ def execute_chapter(
     return output
 
 
+def write_generated(root: Path = ROOT) -> list[Path]:
+    """The pages generated from code and results: ``book/claims.md`` (and ``book/results/claims.json``)
+    from the chapters' results, ``book/costs.md`` from the cost plan. Committed, so the HTML builds
+    without steerlib (the Pages workflow); a test checks they are current."""
+    from steerlib.atomic import atomic_write_text
+    from steerlib.claims import write_claims
+    from steerlib.plan import table
+
+    write_claims(root / "book" / "results", root / "book" / "claims.md")
+    atomic_write_text(root / "book" / "costs.md", table(devices=COST_DEVICES) + "\n")
+    return [root / "book" / "claims.md", root / "book" / "results" / "claims.json", root / "book" / "costs.md"]
+
+
 def build_html(root: Path = ROOT) -> None:
-    """``jupyter-book build . -n -W --keep-going`` (warnings are errors)."""
+    """Write the generated pages, then ``jupyter-book build . -n -W --keep-going`` (warnings are errors)."""
+    write_generated(root)
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "-n", "-W", "--keep-going"]
     exe = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
     if exe:
@@ -299,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="execute every chapter with its defaults, then build the HTML")
     sub.add_parser("html", help="build the HTML from the committed chapters")
+    sub.add_parser("prose", help="copy edited prose and cell tags from the sources into the published pages")
     sub.add_parser("sync", help="write _config.yml's repository URL into every chapter's install cell")
     ch = sub.add_parser("chapter", help="execute one chapter")
     ch.add_argument("name", help="chapter name, e.g. 02_layer_curve")
@@ -320,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"executed {execute_chapter(source, out, params, log_output=True)}")
             if args.out:
                 print(f"results in {params['results_path']}")
+        elif args.cmd == "prose":
+            for source in chapter_sources():
+                if refresh_prose(source, CHAPTERS / f"{source.stem}.ipynb"):
+                    print(f"updated the prose of {source.stem}.ipynb")
         elif args.cmd == "sync":
             for path in sync_install_cells():
                 print(f"updated the install cell of {path.name}")

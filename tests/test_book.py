@@ -63,3 +63,18 @@ def test_failed_chapter_is_never_published(source, tmp_path):
 def test_cli_names_an_unknown_chapter(capsys):
     assert main(["chapter", "no_such_chapter"]) == 1
     assert "no chapter 'no_such_chapter'" in capsys.readouterr().err
+
+
+def test_prose_is_refreshed_without_execution_but_code_changes_are_refused(source, tmp_path):
+    from steerlib.book import refresh_prose
+
+    page = execute_chapter(source, tmp_path / "page.ipynb", {"steps": 3}, cwd=tmp_path)
+    source.write_text(source.read_text().replace("# # A chapter", "# # A better title").replace(
+        "# %%\nif fail", '# %% tags=["hide-input"]\nif fail'))
+    assert refresh_prose(source, page) and not refresh_prose(source, page)
+    nb = nbformat.read(page, as_version=4)
+    assert nb.cells[0].source == "# A better title" and nb.cells[-1].metadata["tags"] == ["hide-input"]
+    assert "steps 30" in "".join(o.get("text", "") for o in nb.cells[-1].outputs)  # outputs kept
+    source.write_text(source.read_text().replace("steps * 10", "steps * 100"))
+    with pytest.raises(ChapterError, match="execute the chapter again"):
+        refresh_prose(source, page)

@@ -141,6 +141,9 @@ def test_published_page_matches_its_source(source):
     assert page.exists(), f"{page} is missing: run make book"
     published = nbformat.read(page, as_version=4)
     assert _code(published.cells) == _code(jupytext.read(source).cells), f"{page.name} is stale: run make book"
+    prose = [c.source for c in published.cells if c.cell_type == "markdown"]
+    assert prose == [c.source for c in jupytext.read(source).cells if c.cell_type == "markdown"], (
+        f"{page.name}: its prose is stale: python -m steerlib.book prose")
     stderr = [o for c in published.cells if c.cell_type == "code" for o in c.outputs if o.get("name") == "stderr"]
     assert not stderr, f"{page.name} carries {len(stderr)} stderr outputs (progress bars, warnings): run make book"
     errors = [o for c in published.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
@@ -156,6 +159,25 @@ def test_html_builds_with_warnings_as_errors(tmp_path):
     exe = Path(sys.executable).parent / "jupyter-book"
     proc = subprocess.run([str(exe), "build", str(out), "-n", "-W", "--keep-going"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from steerlib.book import repository_url
+    from steerlib.pagecheck import colab_links, page_problems
+
     for source in chapter_sources():
         html = (out / "_build" / "html" / "book" / "chapters" / f"{source.stem}.html").read_text()
         assert "<img" in html and "Traceback" not in html, source.stem
+        links = colab_links(html)
+        assert links and all(repository_url().split("github.com/")[1] + "/blob/" in h for h in links), links
+    problems = {page.relative_to(out).as_posix(): page_problems(page.read_text())
+                for page in (out / "_build" / "html" / "book").rglob("*.html")}
+    assert not {k: v for k, v in problems.items() if v}, problems
+
+
+def test_page_checks_catch_placeholders_nan_and_uncaptioned_figures():
+    from steerlib.pagecheck import page_problems
+
+    good = ('<article><p>gain 0.12 in $s_{L}$</p><figure><img src="a.png"><figcaption>Fig. 1</figcaption></figure>'
+            '<pre>{NAME} nan</pre></article>')
+    assert page_problems(good) == []
+    bad = '<article><p>layer {PEN} gives nan</p><img src="b.png"><figure><img src="c.png"></figure></article>'
+    assert page_problems(bad) == ["placeholder {PEN} in the text", "'nan' in the text",
+                                  "a figure without a caption: b.png", "a figure without a caption: c.png"]

@@ -1,0 +1,240 @@
+"""The paper's claims at a glance: each claim beside the organism's estimate, its error and a verdict.
+
+:func:`verdict` is the one rule every verdict in the book follows (two standard errors); :data:`CLAIMS`
+names, for each claim of the paper, which chapter measures it and how its estimate and standard error
+are read from ``book/results/NN_name.json``; :func:`claims_table` turns the results into rows and
+:func:`write_claims` writes ``book/results/claims.json`` and the generated page ``book/claims.md``
+(the landing page links it). A claim whose estimate carries no error yet is "inconclusive", never a
+verdict read off a bare number.
+
+Example:
+    >>> verdict("greater", 0.10, 0.02), verdict("greater", 0.01, 0.02), verdict("greater", -0.1, 0.02)
+    ('reproduced', 'inconclusive', 'differs')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["verdict", "Claim", "ClaimRow", "CLAIMS", "claims_table", "claims_markdown", "load_results", "write_claims"]
+
+Direction = Literal["greater", "less", "near"]
+Verdict = Literal["reproduced", "not reproduced", "differs", "inconclusive"]
+Results = Mapping[str, Mapping[str, Any]]
+
+
+def verdict(direction: Direction, estimate: float | None, se: float | None, *, null: float = 0.0,
+            paper: float | None = None, margin: float = 0.1) -> Verdict:
+    """The 2-SE rule. ``estimate`` measures the claimed effect against ``null`` (the value of "no
+    effect"); the paper says it lies on the ``direction`` side (``near``: within ``margin`` of ``null``,
+    reproduced only when the whole 2-SE interval lies inside that margin, differs when it excludes
+    ``null``).
+
+    - reproduced: the estimate is more than 2 SE beyond ``null`` on the paper's side;
+    - differs: more than 2 SE beyond ``null`` on the other side;
+    - not reproduced: within 2 SE of ``null`` while the paper's own value (when given) lies more
+      than 2 SE away, so the organism rules out the paper's size of effect;
+    - inconclusive: anything else, including an estimate without an error.
+
+    Example:
+        >>> verdict("greater", 0.01, 0.02, paper=0.3), verdict("less", -0.2, 0.05), verdict("greater", 0.2, None)
+        ('not reproduced', 'reproduced', 'inconclusive')
+    """
+    if estimate is None or se is None or not math.isfinite(estimate) or not math.isfinite(se):
+        return "inconclusive"
+    if direction == "near":
+        if abs(estimate - null) > 2 * se:
+            return "differs"
+        return "reproduced" if abs(estimate - null) + 2 * se <= margin else "inconclusive"
+    sign = 1.0 if direction == "greater" else -1.0
+    z = sign * (estimate - null)
+    if z > 2 * se:
+        return "reproduced"
+    if z < -2 * se:
+        return "differs"
+    if paper is not None and abs(paper - estimate) > 2 * se:
+        return "not reproduced"
+    return "inconclusive"
+
+
+def _diff_se(*ses: float | None) -> float | None:
+    """Standard error of a difference of independent estimates (an upper bound when they are paired)."""
+    return None if any(s is None for s in ses) else math.sqrt(sum(s * s for s in ses))  # type: ignore[operator]
+
+
+def _share_se(p: float, n: float) -> float:
+    return math.sqrt(max(p * (1 - p), 0.0) / n) if n else float("nan")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper and where the book measures it."""
+
+    key: str
+    claim: str
+    paper: str  # the paper's statement or number, as the book reports it
+    chapter: str  # chapter file stem
+    direction: Direction
+    measure: str  # what the organism's estimate is
+    read: Callable[[Results], tuple[float | None, float | None]]  # results -> (estimate, se)
+    null: float = 0.0  # "no effect" (for "near": the value the paper reports it close to)
+    paper_value: float | None = None  # the paper's estimate on the same scale, when it has one
+
+
+@dataclass(frozen=True)
+class ClaimRow:
+    """A claim with the organism's estimate and its verdict (a row of ``claims.json``)."""
+
+    key: str
+    claim: str
+    chapter: str
+    paper: str
+    measure: str
+    organism: float | None
+    organism_se: float | None
+    verdict: str
+    real_lm: float | None = None
+    real_lm_se: float | None = None
+
+
+def _get(r: Results, chapter: str, *keys: str) -> Any:
+    value: Any = r.get(chapter, {})
+    for key in keys:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def _first_token(r: Results) -> tuple[float | None, float | None]:
+    d = r.get("01_training", {})
+    if "steered_opener_share" not in d:
+        return None, None
+    n = d["n_test_samples"]
+    return (d["steered_opener_share"] - d["base_opener_share"],
+            _diff_se(_share_se(d["steered_opener_share"], n), _share_se(d["base_opener_share"], n)))
+
+
+def _mean_layer_gain(r: Results) -> tuple[float | None, float | None]:
+    d = r.get("02_layer_curve", {})
+    per, ses = d.get("per_layer") or {}, d.get("per_layer_stderr") or {}
+    if not per:
+        return None, None
+    gains = [per[k] - d["base_pass_at_1"] for k in per]
+    return sum(gains) / len(gains), math.sqrt(sum(ses[k] ** 2 for k in per)) / len(per)
+
+
+def _orthogonal(r: Results) -> tuple[float | None, float | None]:
+    d = r.get("03_persistence", {})
+    orth, ses = d.get("orthogonal_pass_at_1") or {}, d.get("orthogonal_stderr") or {}
+    if not orth:
+        return None, None
+    best = max(orth, key=orth.get)
+    return d["original_pass_at_1"] - orth[best], _diff_se(ses.get("original"), ses.get(best))
+
+
+def _sae(r: Results) -> tuple[float | None, float | None]:
+    d = r.get("08_diffsae", {})
+    if "top_feature_correct_rate" not in d:
+        return None, None
+    n1, n0 = d["correct_rollouts"], d["rollouts"] - d["correct_rollouts"]
+    p1, p0 = d["top_feature_correct_rate"], d["top_feature_incorrect_rate"]
+    return p0 - p1, _diff_se(_share_se(p1, n1), _share_se(p0, n0))
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("single_layer_gain", "A vector trained at one layer raises accuracy", "yes (Section 4, Figure 1)",
+          "01_training", "greater", "pass@1 gain of the last-layer vector",
+          lambda r: (_get(r, "01_training", "gain"),
+                     _diff_se(_get(r, "01_training", "base_stderr"), _get(r, "01_training", "steered_stderr")))),
+    Claim("most_layers_help", "Vectors at almost every layer help", "all but 2 of 28 layers (Qwen2.5-Math-7B)",
+          "02_layer_curve", "greater", "mean pass@1 gain over the layers", _mean_layer_gain),
+    Claim("first_token", "The last layer's vector makes a process word the first token",
+          '"To" (Qwen) / "Step" (Llama) boosted (Section 6, Figure 3)', "01_training", "greater",
+          "rise in the share of samples opening with the worked opener", _first_token),
+    Claim("prefix_share", "Appending the boosted token recovers most of the last layer's gain",
+          "about three quarters (Section 6)", "04_logit_lens", "greater", "share of the gain the prefix recovers",
+          lambda r: (_get(r, "04_logit_lens", "prefix_gain_share"), None), paper_value=0.75),
+    Claim("diff_vector", "A propagated shift is nearly orthogonal to later layers' own vectors",
+          "Diff-Vector cosine falls quickly (Section 5, Figure 2)", "03_persistence", "near",
+          "mean Diff-Vector cosine above the diagonal",
+          lambda r: (_get(r, "03_persistence", "mean_offdiag_diff_vector"), None)),
+    Claim("orthogonal", "Vectors retrained orthogonal to the original do not match it",
+          "none matched (early version, App. F)", "03_persistence", "greater",
+          "original minus the best orthogonal vector, pass@1", _orthogonal),
+    Claim("skip_attn", "Skip-Attn keeps more than half of the penultimate vector's gain",
+          "over half (Section 7)", "05_attention_ablation", "greater", "share of the gain Skip-Attn keeps",
+          lambda r: (_get(r, "05_attention_ablation", "skip_attn_gain_share"), None), null=0.5),
+    Claim("transfer_down", "A base model's vectors work on its fine-tuned descendant", "works (Section 9, Table 1)",
+          "06_transfer", "greater", "normalised gain, parent to tuned model",
+          lambda r: (_get(r, "06_transfer", "parent_to_child_mean_gain"), None)),
+    Claim("transfer_up", "A fine-tuned model's vectors do not help its base model",
+          "negative, Qwen2.5-7B-Instruct to Qwen2.5-Math-7B (Table 1)", "06_transfer", "less",
+          "normalised gain, tuned model to parent",
+          lambda r: (_get(r, "06_transfer", "child_to_parent_mean_gain"), None)),
+    Claim("sae_incorrect", "The top DiffSAE feature marks incorrect generations", "one feature looked so (Section 8)",
+          "08_diffsae", "greater", "firing rate on incorrect minus on correct generations", _sae),
+)
+
+
+def claims_table(results: Results) -> list[ClaimRow]:
+    """One row per claim from the chapters' results (``chapter stem -> results dict``)."""
+    rows = []
+    for c in CLAIMS:
+        est, se = c.read(results)
+        rows.append(ClaimRow(c.key, c.claim, c.chapter, c.paper, c.measure, est, se,
+                             verdict(c.direction, est, se, null=c.null, paper=c.paper_value)))
+    return rows
+
+
+def _num(value: float | None, se: float | None) -> str:
+    if value is None:
+        return "not measured"
+    return f"{value:.3f}" + (f" ± {se:.3f}" if se is not None else " (no error yet)")
+
+
+def claims_markdown(rows: list[ClaimRow], link_prefix: str = "chapters/") -> str:
+    """The claims as a markdown table (each chapter linked)."""
+    lines = ["| claim | paper | organism (estimate ± SE) | verdict | chapter |", "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r.claim} | {r.paper} | {r.measure}: {_num(r.organism, r.organism_se)} | {r.verdict} | "
+                     f"{{doc}}`{r.chapter[:2]} <{link_prefix}{r.chapter}>` |")
+    return "\n".join(lines) + "\n"
+
+
+def load_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """``chapter stem -> results`` for every ``NN_name.json`` in ``results_dir``."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("[0-9][0-9]_*.json"))}
+
+
+def write_claims(results_dir: str | Path, page: str | Path) -> list[ClaimRow]:
+    """Write ``claims.json`` into ``results_dir`` and the generated page ``page``; returns the rows."""
+    from steerlib.atomic import atomic_write_text, write_json
+
+    rows = claims_table(load_results(results_dir))
+    write_json(Path(results_dir) / "claims.json", [asdict(r) for r in rows])
+    atomic_write_text(page, _PAGE.format(table=claims_markdown(rows)))
+    return rows
+
+
+_PAGE = """# The paper's claims at a glance
+
+<!-- Generated by `python -m steerlib.book html` from book/results/*.json (steerlib/claims.py); do not edit. -->
+
+Each row is a claim of the paper, the number the book measures for it on the model organism with its
+standard error, and a verdict by one rule: **reproduced** when the estimate lies more than two
+standard errors beyond "no effect" on the paper's side, **differs** when it lies that far on the
+other side, **not reproduced** when it sits within two standard errors of "no effect" while ruling
+out the paper's own number, and **inconclusive** otherwise, including every estimate that does not
+yet carry an error (ratios such as gain shares and normalised gains). Standard errors of differences
+treat the two estimates as independent; the estimates share problems and sampling seeds, so these
+are upper bounds.
+
+The organism was built so that the first generated token decides the answer mode and the mode decides
+correctness ({{doc}}`chapters/00_organism`): the last-layer and first-token rows hold on it largely by
+construction and confirm that the code measures them, not the paper's finding.
+
+{table}"""
