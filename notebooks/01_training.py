@@ -5,8 +5,9 @@
 # layer $l$ of a frozen model, with RLOO policy gradient {cite:p}`ahmadian2024back,kool2019buy` on
 # problems whose answers Math-Verify checks {cite:p}`mathverify`, and reports that even one layer's
 # vector recovers a large part of what full RL fine-tuning gains {cite:p}`sinii2025small`. This chapter
-# trains one such vector (by default at the last layer), follows reward, $|s|$, the first generated
-# token and completion length over the steps, and compares held-out pass@1 before and after.
+# trains one such vector (by default at the last layer) with several training seeds, follows reward,
+# $|s|$, the first generated token and completion length over the steps, and compares held-out pass@1
+# before and after: the headline is the mean over seeds, and every difference carries a paired error.
 #
 # The recipe is the authors' ({doc}`notes on their code <../appendix_authors_code>`): $K$ samples per
 # prompt at $\tau = 1$, reward 1/0, advantage $A_i = r_i - \frac{1}{K-1}\sum_{j \neq i} r_j$, loss
@@ -28,7 +29,8 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
-seed: int = 0  # seeds sampling and prompt order
+seed: int = 0  # the first training seed (sampling and prompt order); later chapters use this seed's vectors
+n_seeds: int = 3  # training seeds seed, seed + 1, ...: the headline is their mean
 run_dir: Optional[str] = None  # where runs are kept, resumed if present - None: runs/<preset>
 layer: Optional[int] = None  # layer to steer - None: the last layer
 steps: Optional[int] = None  # RLOO steps - None: the preset's
@@ -47,21 +49,24 @@ import pandas as pd
 from steerlib import plots
 from steerlib.chapter import setup
 from steerlib.evaluate import per_benchmark
-from steerlib.selection import vector_run
+from steerlib.seeds import seed_list, seed_summary, seeded_vector_runs
+from steerlib.stats import paired_gain
 from steerlib.vectorfile import peft_parity
 
-ch = setup("01_training", globals())
-LAYER = ch.P.default_layer
+ch = setup("01_training", globals(), positive=("n_seeds",))
+LAYER, SEEDS = ch.P.default_layer, seed_list(ch.P.seed, n_seeds)
 
 # %% [markdown]
 # ## Training
-# The run is checkpointed in the run directory and resumed if it was interrupted; snapshots of the
-# vector are kept at the preset's checkpoint steps, and the best of them on the split named by
-# `select_on` (validation by default; `test` reproduces the authors' protocol) is the one used below.
+# One run per training seed, each checkpointed in its run directory and resumed if it was interrupted;
+# snapshots of the vector are kept at the preset's checkpoint steps, and the best of them on the split
+# named by `select_on` (validation by default; `test` reproduces the authors' protocol) is the one used
+# below. The curves are the first seed's.
 
 # %% tags=["hide-input"]
-run = vector_run(ch.org, ch.P, [LAYER], ch.run / f"single-layer-{LAYER}", lr=lr, val_problems=val_problems,
-                 select_on=select_on)
+runs = seeded_vector_runs(ch.org, ch.P, [LAYER], ch.run / f"single-layer-{LAYER}", SEEDS, lr=lr,
+                          val_problems=val_problems, select_on=select_on)
+run = runs[ch.P.seed]
 vec = run.vectors[0]
 ch.figure("fig_training", plots.training_curves(run.metrics, f"RLOO on a layer-{LAYER} vector ({ch.P.name})"))
 
@@ -75,44 +80,52 @@ ch.figure("fig_training", plots.training_curves(run.metrics, f"RLOO on a layer-{
 
 # %% [markdown]
 # ## Held-out pass@1 before and after
-# The chosen snapshot is evaluated on the test split together with the base model (one routed batch:
-# each row carries either no vector or the trained one).
+# Every seed's chosen snapshot is evaluated on the test split together with the base model (one routed
+# batch: each row carries no vector or one seed's vector), so every gain is paired: same problems,
+# and its standard error comes from the per-problem differences.
 
 # %% tags=["hide-input"]
-evals = ch.evaluate({"base": [], f"vector at layer {LAYER} (step {run.step})": [vec]})
-base, steered = evals.values()
+evals = ch.evaluate({"base": [], **{f"seed {s} (step {r.step})": r.vectors for s, r in runs.items()}})
+base, steered = evals["base"], dict(zip(SEEDS, list(evals.values())[1:]))
 opener = " Step" if ch.P.train_source == "organism" else " To"
+gains = {s: paired_gain(r, base) for s, r in steered.items()}
+acc = seed_summary({s: {"acc": r.pass_at_1, "opener": r.first_token_share(opener), "gain": gains[s].estimate}
+                    for s, r in steered.items()},
+                   {s: {"acc": r.stderr, "opener": 0.0, "gain": gains[s].se} for s, r in steered.items()})
 ch.table(pd.DataFrame({"pass@1": [r.pass_at_1 for r in evals.values()], "stderr": [r.stderr for r in evals.values()],
+                       "gain (paired)": [None, *[str(g) for g in gains.values()]],
                        f"first token '{opener.strip()}'": [r.first_token_share(opener) for r in evals.values()],
                        "mean length": [r.mean_length for r in evals.values()]}, index=list(evals)))
 
 # %% tags=["hide-input"]
-ch.figure("fig_before_after", plots.mode_shares(["base", f"+ s{LAYER}"], [base.pass_at_1, steered.pass_at_1],
-                                                [base.stderr, steered.stderr], title="Held-out pass@1 (τ = 1)"))
+ch.figure("fig_before_after", plots.mode_shares(["base", *[f"+ s{LAYER}, seed {s}" for s in SEEDS]],
+                                                [r.pass_at_1 for r in evals.values()],
+                                                [r.stderr for r in evals.values()], title="Held-out pass@1 (τ = 1)"))
 ch.figure("fig_first_tokens", plots.first_token_bars({"base": dict(base.top_first_tokens(4)),
-                                                      f"+ s{LAYER}": dict(steered.top_first_tokens(4))}))
+                                                      f"+ s{LAYER}": dict(steered[ch.P.seed].top_first_tokens(4))}))
 
 # %% [markdown]
 # ```{glue:figure} fig_before_after
 # :name: fig-01-before-after
 #
-# Held-out pass@1 at τ = 1 of the base model and of the model with the trained vector (the snapshot
-# chosen on validation), with standard errors.
+# Held-out pass@1 at τ = 1 of the base model and of the model with each training seed's vector (the
+# snapshot chosen on validation), with standard errors.
 # ```
 
 # %% [markdown]
 # ```{glue:figure} fig_first_tokens
 # :name: fig-01-first-tokens
 #
-# The four most frequent first generated tokens, base model against the steered model, as shares of
-# the held-out samples.
+# The four most frequent first generated tokens, base model against the model steered by the first
+# seed's vector, as shares of the held-out samples.
 # ```
 
 # %% [markdown]
 # ## The vector as a PEFT adapter
 # A `resid_post` vector is a bias on layer $l$'s `mlp.down_proj`; exported as a rank-1 LoRA with a zero
 # `B` matrix and `B`'s bias set to $s$, it serves without steerlib. The adapter's logits are compared
-# with the hook's, and the same held-out sampling (same prompts, batches and seed) is run through both.
+# with the hook's, and the same held-out sampling (same prompts, batches and seed) is run through both
+# (the first seed's vector).
 
 # %% tags=["hide-input"]
 parity = peft_parity(vec, ch.model, ch.tok, run.train.run_dir / "peft-adapter", *ch.prompts(),
@@ -121,27 +134,32 @@ ch.table(pd.Series(vars(parity), name="PEFT adapter vs hook"), digits=4)
 
 # %% tags=["remove-cell"]
 results = ch.publish({
-    "layer": LAYER, "base_pass_at_1": base.pass_at_1, "base_stderr": base.stderr,
-    "steered_pass_at_1": steered.pass_at_1, "steered_stderr": steered.stderr,
-    "gain": steered.pass_at_1 - base.pass_at_1, "best_step": run.step,
+    "layer": LAYER, "seeds": SEEDS, "base_pass_at_1": base.pass_at_1, "base_stderr": base.stderr,
+    "steered_pass_at_1": acc.mean["acc"], "steered_stderr": acc.se["acc"], "steered_sd_over_seeds": acc.sd["acc"],
+    "steered_pass_at_1_per_seed": {str(s): r.pass_at_1 for s, r in steered.items()},
+    "gain": acc.mean["gain"], "gain_se": acc.se["gain"], "gain_sd_over_seeds": acc.sd["gain"],
+    "gain_paired_se_per_seed": {str(s): g.se for s, g in gains.items()}, "best_step": run.step,
     "validation_pass_at_1": run.validation_pass_at_1, "base_opener_share": base.first_token_share(opener),
-    "steered_opener_share": steered.first_token_share(opener), "vector_norm": float(vec.vector.norm()),
+    "steered_opener_share": acc.mean["opener"], "steered_opener_share_sd": acc.sd["opener"],
+    "vector_norm": float(vec.vector.norm()),
     "train_seconds": run.train_seconds, "median_step_seconds": run.median_step_seconds, "steps": ch.P.steps,
     "select_on": select_on, "n_test_samples": len(base.completions), "peft_max_logit_diff": parity.max_logit_diff,
     "hook_pass_at_1": parity.hook_pass_at_1, "peft_pass_at_1": parity.peft_pass_at_1,
     "peft_identical_completions": parity.identical_completions, "per_benchmark": per_benchmark(evals),
-})
+}, n_seeds=len(SEEDS), seed0_gain=gains[ch.P.seed].estimate, seed0_gain_se=gains[ch.P.seed].se)
 
 # %% [markdown]
 # ## What we found
 #
-# A vector at layer {glue:text}`layer` trained for {glue:text}`train_seconds:.0f` s (median
-# {glue:text}`median_step_seconds:.2f` s per step) moved held-out pass@1 from
-# {glue:text}`base_pass_at_1:.3f` ± {glue:text}`base_stderr:.3f` to {glue:text}`steered_pass_at_1:.3f`
-# ± {glue:text}`steered_stderr:.3f` ({glue:text}`gain:+.3f`); the share of samples opening with the
-# worked-solution opener went from {glue:text}`base_opener_share:.2f` to
-# {glue:text}`steered_opener_share:.2f`, and $|s|$ ended at {glue:text}`vector_norm:.1f` (snapshot chosen
-# on the {glue:text}`select_on` split). Exported as a PEFT adapter, the vector gives the same logits as the
+# Vectors at layer {glue:text}`layer`, trained with {glue:text}`n_seeds` seeds (the first for
+# {glue:text}`train_seconds:.0f` s, median {glue:text}`median_step_seconds:.2f` s per step), moved held-out
+# pass@1 from {glue:text}`base_pass_at_1:.3f` ± {glue:text}`base_stderr:.3f` to
+# {glue:text}`steered_pass_at_1:.3f` ± {glue:text}`steered_stderr:.3f` on average over the seeds (standard
+# deviation over seeds {glue:text}`steered_sd_over_seeds:.3f`): a gain of {glue:text}`gain:+.3f` ±
+# {glue:text}`gain_se:.3f` (the first seed alone: {glue:text}`seed0_gain:+.3f` ± {glue:text}`seed0_gain_se:.3f`,
+# paired over problems). The share of samples opening with the worked-solution opener went from
+# {glue:text}`base_opener_share:.2f` to {glue:text}`steered_opener_share:.2f`, and the first seed's $|s|$
+# ended at {glue:text}`vector_norm:.1f` (snapshots chosen on the {glue:text}`select_on` split). Exported as a PEFT adapter, the vector gives the same logits as the
 # hook up to {glue:text}`peft_max_logit_diff:.1e` (float rounding of a bias added at a different point of
 # the same sum); sampled with the same seed,
 # the hook gives pass@1 {glue:text}`hook_pass_at_1:.3f` and the adapter {glue:text}`peft_pass_at_1:.3f`,
@@ -149,7 +167,7 @@ results = ch.publish({
 #
 # | | paper (Qwen2.5-Math-7B, DeepScaleR) | this run (organism) |
 # | --- | --- | --- |
-# | a single-layer vector improves accuracy | yes, at all but two layers | {glue:text}`base_pass_at_1:.3f` ± {glue:text}`base_stderr:.3f` -> {glue:text}`steered_pass_at_1:.3f` ± {glue:text}`steered_stderr:.3f` |
+# | a single-layer vector improves accuracy | yes, at all but two layers | gain {glue:text}`gain:+.3f` ± {glue:text}`gain_se:.3f` (mean of {glue:text}`n_seeds` seeds) |
 # | the last-layer vector switches the first token | boosts "To" / "Step" | opener share {glue:text}`base_opener_share:.2f` -> {glue:text}`steered_opener_share:.2f` |
 #
 # On the organism the gain comes from switching the answer mode: the worked mode is nearly always

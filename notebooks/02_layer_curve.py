@@ -12,7 +12,10 @@
 # comparison across layers), each prompt group is routed to one layer's vector, and advantages, token
 # normalisation, gradient clipping and Adam state never mix layers, so each vector gets exactly the
 # update a single-layer run would make from the same samples (a unit test checks this). Best snapshots
-# are chosen on a validation split disjoint from the test problems.
+# are chosen on a validation split disjoint from the test problems. The sweep is trained with several
+# training seeds: the curve is their mean, and a measured noise floor (one vector re-evaluated with
+# several sampling seeds) says which differences are too small to read. Chapters 03-08 use the first
+# seed's vectors.
 
 # %% tags=["remove-cell", "colab-install"]
 # Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.
@@ -28,7 +31,9 @@ if "google.colab" in sys.modules:
 
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
-seed: int = 0  # seeds sampling and prompt order
+seed: int = 0  # the first training seed (sampling and prompt order); later chapters use this seed's sweep
+n_seeds: int = 3  # training seeds of the sweep: seed, seed + 1, ...
+noise_seeds: int = 4  # extra sampling seeds re-evaluating one vector: the noise floor
 run_dir: Optional[str] = None  # where runs are kept, resumed if present - None: runs/<preset>
 steps: Optional[int] = None  # RLOO steps per run - None: the preset's
 model: Optional[str] = None  # organism name or HF id - None: the preset's
@@ -47,34 +52,41 @@ results_path: str = "book/results/02_layer_curve.json"  # headline numbers - JSO
 import pandas as pd
 from steerlib import plots
 from steerlib.chapter import setup
+from statistics import stdev
+
+from steerlib.efficiency import efficiency_rows
 from steerlib.evaluate import summary_table
+from steerlib.seeds import sampling_spread, seed_list, seed_summary, seeded_sweeps
 from steerlib.selection import baselines as train_baselines
-from steerlib.selection import evaluate_runs, layer_vectors, vector_run
+from steerlib.selection import evaluate_runs, vector_run
+from steerlib.stats import paired_gain
 
 ch = setup("02_layer_curve", globals(), choices={"sweep_mode": ("auto", "multiplexed", "sequential")},
-           plan_kwargs={"layers": layers})
+           plan_kwargs={"layers": layers}, positive=("n_seeds", "noise_seeds"))
 KW = dict(val_problems=val_problems, select_on=select_on)  # how every run chooses its snapshot
-LAYERS, LAST = ch.P.parse_layers(layers), ch.P.n_layers - 1
+LAYERS, LAST, SEEDS = ch.P.parse_layers(layers), ch.P.n_layers - 1, seed_list(ch.P.seed, n_seeds)
 
 # %% [markdown]
 # ## The sweep
-# Trained (or resumed) in the run directory; each layer's best snapshot is chosen on validation.
+# One sweep per training seed, trained (or resumed) in the run directory; each layer's best snapshot is
+# chosen on validation. The curves are the first seed's.
 
 # %% tags=["hide-input"]
-sweep = layer_vectors(ch.org, ch.P, ch.run, mode=sweep_mode, layers=LAYERS, **KW)
+sweeps = seeded_sweeps(ch.org, ch.P, ch.run, SEEDS, mode=sweep_mode, layers=LAYERS, **KW)
+sweep = sweeps[ch.P.seed]
 ch.figure("fig_sweep", plots.training_curves(sweep.metrics, f"Layer sweep ({sweep.mode}), {ch.P.name}"))
 
 # %% [markdown]
 # ```{glue:figure} fig_sweep
 # :name: fig-02-sweep
 #
-# Training the layer sweep: mean reward, every layer's vector norm, the worked-opener share of first
-# tokens and the mean completion length per step (in a multiplexed sweep each step trains every layer's
+# Training the layer sweep (first seed): mean reward, every layer's vector norm, the worked-opener share
+# of first tokens and the mean completion length per step (in a multiplexed sweep each step trains every layer's
 # vector on its own share of the prompts).
 # ```
 
 # %% [markdown]
-# Timing: the multiplexed sweep against (layers swept) x one single-layer run (chapter 01's, the cheapest
+# Timing: the first seed's multiplexed sweep against (layers swept) x one single-layer run (chapter 01's, the cheapest
 # layer to train, so the ratio overstates the sweep's cost; `benchmarks/bench_sweep.py` compares one
 # run per layer at equal work), from median seconds per step, which transient load does not distort.
 
@@ -89,34 +101,70 @@ ch.table(pd.Series({"sweep, total s": sweep.train_seconds, "single-layer run, to
 # %% [markdown]
 # ## Baselines and held-out pass@1
 # All-layer steering, LoRA and full fine-tuning are trained with the same RLOO recipe and chosen on
-# validation; then every layer's vector, all-layer steering and the base model are evaluated on the
-# test split in one routed batch, and the two weight baselines on the same problems.
+# validation; then every seed's vector of every layer, all-layer steering and the base model are
+# evaluated on the test split in one routed batch, and the two weight baselines on the same problems.
+# Per layer: each seed's pass@1, their mean, the standard deviation over seeds and the standard error
+# of the mean (which adds each seed's sampling error to the spread, on the wide side with three seeds).
 
 # %% tags=["hide-input"]
 runs = train_baselines(ch.org, ch.P, ch.run, **KW) if baselines else {}
-evals = evaluate_runs(ch.org, ch.P, runs, {"base": [], **{f"layer {l}": [v] for l, v in sweep.vectors.items()}})
-steps_of = {**{f"layer {l}": c.step for l, c in sweep.choices.items()}, **{k: r.step for k, r in runs.items()}}
-ch.table(summary_table(evals, extra={"best step": steps_of}))
+evals = evaluate_runs(ch.org, ch.P, runs, {"base": [], **{f"seed {s} layer {l}": [v] for s, sw in sweeps.items()
+                                                            for l, v in sw.vectors.items()}})
+per_seed = {s: {l: evals[f"seed {s} layer {l}"].pass_at_1 for l in LAYERS} for s in SEEDS}
+curve = seed_summary(per_seed, {s: {l: evals[f"seed {s} layer {l}"].stderr for l in LAYERS} for s in SEEDS})
+ch.table(pd.DataFrame({**{f"seed {s}": v for s, v in per_seed.items()}, "mean": curve.mean,
+                       "sd over seeds": curve.sd, "se of the mean": curve.se}).rename_axis("layer"))
 
 # %% tags=["hide-input"]
-per_layer = {l: evals[f"layer {l}"].pass_at_1 for l in LAYERS}
-errors = {l: evals[f"layer {l}"].stderr for l in LAYERS}
+steps_of = {**{f"layer {l}": c.step for l, c in sweep.choices.items()}, **{k: r.step for k, r in runs.items()}}
+ch.table(summary_table({k: evals[k] for k in ("base", *runs)}, extra={"best step": steps_of}))
 lines = {k: evals[k].pass_at_1 for k in ("base", *runs)}
-ch.figure("fig_layer_curve", plots.layer_curve(per_layer, errors, lines,
+ch.figure("fig_layer_curve", plots.layer_curve(curve.mean, curve.se, lines, per_seed=per_seed,
+                                               label=f"single-layer vector, mean of {len(SEEDS)} seeds",
                                                title=f"Single-layer steering vectors ({ch.P.name})"))
 
 # %% [markdown]
 # ```{glue:figure} fig_layer_curve
 # :name: fig-02-layer-curve
 #
-# Held-out pass@1 at τ = 1 of a single vector trained at each layer (standard errors as bars) against
-# the base model, all-layer steering, LoRA and full fine-tuning (the paper's Figure 1 on the organism).
+# Held-out pass@1 at τ = 1 of a single vector trained at each layer: each training seed (grey points)
+# and their mean (standard error of the mean as bars), against the base model, all-layer steering, LoRA
+# and full fine-tuning (the paper's Figure 1 on the organism).
 # ```
+
+# %% [markdown]
+# ## The noise floor
+# The first seed's last-layer vector re-evaluated with `noise_seeds` more sampling seeds (same problems,
+# same vector): the spread of these numbers is what sampling alone does, and a difference between two
+# configurations in this book smaller than about twice it is not an effect.
+
+# %% tags=["hide-input"]
+noise = [evals[f"seed {ch.P.seed} layer {LAST}"].pass_at_1,
+         *sampling_spread(ch.org, ch.P, {"v": [sweep.vectors[LAST]]}, range(1, 1 + noise_seeds))["v"]]
+ch.table(pd.Series({**{f"sampling seed {i}": v for i, v in enumerate(noise)}, "sd": stdev(noise)}, name="pass@1"))
+
+# %% [markdown]
+# ## What each method costs
+# Trainable parameters, the bytes Adam keeps for them (two float32 moments each) and the median
+# seconds per step of the loss and backward pass (generation is the same for every method), for this
+# chapter's runs, beside the precursor paper's table for Qwen2.5-14B {cite:p}`sinii2025steering`.
+
+# %% tags=["hide-input"]
+efficiency = efficiency_rows({"single-layer vector": single, **runs})
+ch.table(pd.DataFrame(efficiency).T, digits=3)
 
 # %% tags=["remove-cell"]
 base = evals["base"]
+per_layer, errors = curve.mean, curve.se
+helped = {l: per_layer[l] - base.pass_at_1 > 2 * (errors[l] ** 2 + base.stderr ** 2) ** 0.5 for l in LAYERS}
+vs_full = paired_gain(evals["all layers"], evals["full fine-tune"]) if baselines else None
 results = ch.publish({
-    "n_layers": ch.P.n_layers, "per_layer": per_layer, "per_layer_stderr": errors, "base_pass_at_1": base.pass_at_1,
+    "n_layers": ch.P.n_layers, "seeds": SEEDS, "per_layer_mean": curve.mean, "per_layer_sd": curve.sd,
+    "per_layer_per_seed": {str(s): v for s, v in per_seed.items()}, "noise_floor_sd": stdev(noise),
+    "noise_floor_values": noise, "efficiency": efficiency,
+    "all_layer_minus_full_ft": None if vs_full is None else vs_full.estimate,
+    "all_layer_minus_full_ft_se": None if vs_full is None else vs_full.se,
+    "per_layer": per_layer, "per_layer_stderr": errors, "base_pass_at_1": base.pass_at_1, "base_stderr": base.stderr,
     "all_layer_pass_at_1": lines.get("all layers"), "lora_pass_at_1": lines.get("LoRA"),
     "full_ft_pass_at_1": lines.get("full fine-tune"), "sweep_mode": sweep.mode, "sweep_seconds": sweep.train_seconds,
     "single_layer_seconds": single.train_seconds, "sweep_median_step_seconds": sweep.median_step_seconds,
@@ -127,24 +175,31 @@ results = ch.publish({
    best_layer_se=errors[max(per_layer, key=per_layer.get)], base_se=base.stderr,
    all_layer_se=evals["all layers"].stderr if "all layers" in evals else None,
    full_ft_se=evals["full fine-tune"].stderr if "full fine-tune" in evals else None,
-   n_helped=sum(per_layer[l] > base.pass_at_1 + 2 * errors[l] for l in LAYERS),
-   n_not_helped=sum(per_layer[l] <= base.pass_at_1 + 2 * errors[l] for l in LAYERS), n_swept=len(LAYERS))
+   n_helped=sum(helped.values()), n_not_helped=len(LAYERS) - sum(helped.values()), n_swept=len(LAYERS),
+   n_seeds=len(SEEDS), max_seed_sd=max(curve.sd.values()),
+   vector_params=efficiency["single-layer vector"]["parameters"],
+   full_params=efficiency.get("full fine-tune", {}).get("parameters"))
 
 # %% [markdown]
 # ## What we found
 #
-# {glue:text}`n_helped` of {glue:text}`n_swept` single-layer vectors beat the base model
-# ({glue:text}`base_pass_at_1:.3f`) by more than two standard errors. The highest is layer
-# {glue:text}`best_layer` ({glue:text}`best_layer_acc:.3f`), the lowest layer
-# {glue:text}`worst_layer` ({glue:text}`worst_layer_acc:.3f`); neighbouring layers within two standard
-# errors of each other are not distinguishable. All-layer steering reached
-# {glue:text}`all_layer_pass_at_1:.3f`, LoRA {glue:text}`lora_pass_at_1:.3f` and full fine-tuning
-# {glue:text}`full_ft_pass_at_1:.3f`. The sweep cost {glue:text}`sweep_vs_n_single:.2f` x (layers swept) x
+# Averaged over {glue:text}`n_seeds` training seeds, {glue:text}`n_helped` of {glue:text}`n_swept`
+# single-layer vectors beat the base model ({glue:text}`base_pass_at_1:.3f`) by more than two standard
+# errors. The highest is layer {glue:text}`best_layer` ({glue:text}`best_layer_acc:.3f` ±
+# {glue:text}`best_layer_se:.3f`), the lowest layer {glue:text}`worst_layer`
+# ({glue:text}`worst_layer_acc:.3f`); neighbouring layers within two standard errors of each other are
+# not distinguishable. Training seeds disagree by up to {glue:text}`max_seed_sd:.3f` (standard deviation
+# at one layer); sampling alone moves one vector's pass@1 by {glue:text}`noise_floor_sd:.3f` (the noise
+# floor). All-layer steering reached {glue:text}`all_layer_pass_at_1:.3f`, LoRA
+# {glue:text}`lora_pass_at_1:.3f` and full fine-tuning {glue:text}`full_ft_pass_at_1:.3f` (all-layer
+# minus full fine-tuning, paired: {glue:text}`all_layer_minus_full_ft:+.3f` ±
+# {glue:text}`all_layer_minus_full_ft_se:.3f`). The sweep cost {glue:text}`sweep_vs_n_single:.2f` x (layers swept) x
 # the last-layer run. Snapshots were chosen on the {glue:text}`select_on` split.
 #
 # | | paper (Qwen2.5-Math-7B) | this run (organism) |
 # | --- | --- | --- |
-# | single-layer vectors help | all but 2 of 28 layers | {glue:text}`n_helped` of {glue:text}`n_swept` |
+# | single-layer vectors help | all but 2 of 28 layers | {glue:text}`n_helped` of {glue:text}`n_swept` (mean of {glue:text}`n_seeds` seeds) |
 # | where the gain is largest | late layers (last, penultimate) | layer {glue:text}`best_layer` ({glue:text}`best_layer_acc:.3f` ± {glue:text}`best_layer_se:.3f`) |
 # | layers that fail | 23, 24 (next norm shrinks the vector) | {glue:text}`n_not_helped` of {glue:text}`n_swept` do not beat the base; see chapter 05's norm attenuation |
-# | all-layer steering vs full fine-tune | close ("explains a large portion") | {glue:text}`all_layer_pass_at_1:.3f` ± {glue:text}`all_layer_se:.3f` vs {glue:text}`full_ft_pass_at_1:.3f` ± {glue:text}`full_ft_se:.3f` |
+# | all-layer steering vs full fine-tune | close ("explains a large portion") | difference {glue:text}`all_layer_minus_full_ft:+.3f` ± {glue:text}`all_layer_minus_full_ft_se:.3f` |
+# | trainable parameters, vector vs full fine-tune | 245 K vs 14.7 B (Qwen2.5-14B, all layers) | {glue:text}`vector_params:,` vs {glue:text}`full_params:,.0f` (organism, one layer) |

@@ -16,6 +16,9 @@
 # with $\overline{\Delta_j}$ the mean over the sequence's tokens; each averaged over tokens, then prompts.
 # Pairs: **normalised pair accuracy** $= (acc_{ij} - \max(acc_i, acc_j)) / (acc_{all} - \max(acc_i, acc_j))$,
 # 0 = no better than the better vector alone, 1 = as good as all-layer steering.
+#
+# The vectors studied here are chapter 02's sweep of its first training seed; the spread over seeds
+# (chapter 02) is not propagated into this chapter's numbers.
 
 # %% tags=["remove-cell", "colab-install"]
 # Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.

@@ -16,6 +16,9 @@
 # head steered; **Skip-Head**: all but this head) or the steered input is fed to only the q, k or v
 # projection of one KV group. The attention-pattern change is measured as the Jensen-Shannon divergence
 # per head between steered and unsteered attention (our choice: the paper reports no number).
+#
+# The vectors studied here are chapter 02's sweep of its first training seed; the spread over seeds
+# (chapter 02) is not propagated into this chapter's numbers.
 
 # %% tags=["remove-cell", "colab-install"]
 # Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.
@@ -53,6 +56,7 @@ from steerlib.chapter import setup
 from steerlib.evaluate import summary_table
 from steerlib.lens import lens_table
 from steerlib.traces import sample_forced
+from steerlib.stats import share_estimate
 from steerlib.transfer import normalized_gain
 
 ch = setup("05_attention_ablation", globals(), positive=("js_prompts",))
@@ -175,6 +179,8 @@ results = ch.publish({
     "layer": PEN, "patched_block": NEXT, "base_pass_at_1": base_acc, "in_place_pass_at_1": full_acc,
     "skip_attn_pass_at_1": ev["Skip-Attn"].pass_at_1, "skip_layer_pass_at_1": ev["Skip-Layer"].pass_at_1,
     "skip_attn_gain_share": share["Skip-Attn"], "skip_layer_gain_share": share["Skip-Layer"],
+    "skip_attn_gain_share_se": share_estimate(ev["Skip-Attn"], ev["base"], ev["in place"]).se,
+    "skip_layer_gain_share_se": share_estimate(ev["Skip-Layer"], ev["base"], ev["in place"]).se,
     "head_patching": {k: {"pass_at_1": r.pass_at_1, "stderr": r.stderr, "gain_share": share[k]}
                       for k, r in head_ev.items()},
     "best_single_head": best_single, "best_single_head_gain_share": share[best_single],
@@ -194,8 +200,9 @@ results = ch.publish({
 # ## What we found
 #
 # The vector of layer {glue:text}`layer` lifts pass@1 from {glue:text}`base_pass_at_1:.3f` to
-# {glue:text}`in_place_pass_at_1:.3f`. Skip-Attn keeps {glue:text}`skip_attn_gain_share:.2f` of that gain,
-# Skip-Layer {glue:text}`skip_layer_gain_share:.2f`; the attention path alone (block
+# {glue:text}`in_place_pass_at_1:.3f`. Skip-Attn keeps {glue:text}`skip_attn_gain_share:.2f` ±
+# {glue:text}`skip_attn_gain_share_se:.2f` of that gain (bootstrap over problems), Skip-Layer
+# {glue:text}`skip_layer_gain_share:.2f` ± {glue:text}`skip_layer_gain_share_se:.2f`; the attention path alone (block
 # {glue:text}`patched_block`'s heads steered, the stream not) {glue:text}`attn_only_share:.2f`. The largest
 # share of one head, group or projection is {glue:text}`best_single_head_gain_share:.2f`
 # ({glue:text}`best_single_head`; compare its pass@1 with the base's in the table before reading it as a
@@ -207,7 +214,7 @@ results = ch.publish({
 #
 # | | paper (Qwen2.5-Math-7B / Llama-3.1-8B) | this run (organism) |
 # | --- | --- | --- |
-# | Skip-Attn keeps of the gain | more than half | {glue:text}`skip_attn_gain_share:.2f` |
+# | Skip-Attn keeps of the gain | more than half | {glue:text}`skip_attn_gain_share:.2f` ± {glue:text}`skip_attn_gain_share_se:.2f` |
 # | attention patterns | largely unchanged | JS {glue:text}`js_mean:.4f` vs random {glue:text}`js_rand_mean:.4f` |
 # | one value group recovers the gain | yes in Qwen ("V1"); no single head in Llama | attention path alone {glue:text}`attn_only_share:.2f`, best single {glue:text}`best_single_head_gain_share:.2f` |
 # | failing layers | 23, 24: the next norm shrinks the vector | attenuation ratios {glue:text}`ratio_min:.2f`-{glue:text}`ratio_max:.2f` |

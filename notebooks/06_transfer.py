@@ -14,6 +14,9 @@
 # model and its instruct version); `sibling`, the same recipe from another random seed; and `llama`,
 # the Llama-architecture twin (also trained from scratch). All share the tokenizer and the width. Each
 # model gets its own vectors at the chosen layers (a multiplexed sweep, best snapshot on validation).
+#
+# The vectors studied here are chapter 02's sweep of its first training seed; the spread over seeds
+# (chapter 02) is not propagated into this chapter's numbers.
 
 # %% tags=["remove-cell", "colab-install"]
 # Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.

@@ -13,6 +13,9 @@
 # Magnitudes are $|c_t| \cdot |B|$ divided by the mean norm of the layer's output (as the authors
 # normalise by the mean hidden norm), on completions sampled with the adapter. Prompt tokens are
 # labelled by segment: template text before the problem, the problem itself, template text after it.
+#
+# The vectors studied here are chapter 02's sweep of its first training seed; the spread over seeds
+# (chapter 02) is not propagated into this chapter's numbers.
 
 # %% tags=["remove-cell", "colab-install"]
 # Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.

@@ -185,7 +185,9 @@ def setup(name: str, params: Mapping[str, Any], *, load: bool = True, positive: 
     if "max_hours" in params:  # the cost plan first: a long run starts only when the user agreed to it
         from steerlib.plan import check_budget
 
-        check_budget(name, preset, float(params["max_hours"]), val_problems=ch.val_problems, **(plan_kwargs or {}))
+        seeds = {"n_seeds": int(params["n_seeds"])} if "n_seeds" in params else {}
+        check_budget(name, preset, float(params["max_hours"]), val_problems=ch.val_problems,
+                     **seeds, **(plan_kwargs or {}))
     _hidpi()
     if load:
         ch.org = load_model(preset)

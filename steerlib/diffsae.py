@@ -37,6 +37,7 @@ from steerlib.traces import Forced, add_to_output, encode_pairs, paired, run
 __all__ = [
     "TopKSAE",
     "train_sae",
+    "seed_spread",
     "Diffs",
     "collect_diffs",
     "feature_stats",
@@ -298,3 +299,26 @@ def explained_shares(
         ),
         f"all {n_features} features": share(None),
     }
+
+
+def seed_spread(diff_sets: dict[str, Diffs], n_features: int, k: int, *, steps: int,
+                seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """Which outcome the top feature tracks, for every rollout set and SAE seed: one SAE per pair,
+    its top feature by |correct rate - incorrect rate| and that feature's rates. A finding about the
+    top feature means something only if it holds across the rows.
+
+    Example:
+        >>> rows = seed_spread({"seed 0": diffs}, 64, 4, steps=3000, seeds=[0, 1, 2])  # doctest: +SKIP
+        >>> sorted({r["tracks"] for r in rows})                                     # doctest: +SKIP
+        ['correct']
+    """
+    rows = []
+    for name, diffs in diff_sets.items():
+        for seed in seeds:
+            sae, hist = train_sae(diffs.stacked(), n_features, k, steps=steps, seed=seed, progress=False)
+            top = feature_stats(sae, diffs)[0]
+            rows.append({"rollouts": name, "sae_seed": seed, "top_feature": top["feature"],
+                         "tracks": "correct" if top["difference"] > 0 else "incorrect",
+                         "correct_rate": top["correct_rate"], "incorrect_rate": top["incorrect_rate"],
+                         "final_fvu": hist["fvu"][-1]})
+    return rows

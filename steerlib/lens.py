@@ -257,9 +257,13 @@ class PrefixTest:
     def summary(self) -> dict[str, Any]:
         """Accuracies, the share of the vector's gain the prefix alone recovers, and what a vector
         retrained with the prefix adds over the prefix alone."""
+        from steerlib.stats import paired_gain, share_estimate
+
         acc = {k: r.pass_at_1 for k, r in self.evals.items()}
         gain = acc["vector"] - acc["base"]
         retrained = acc.get("prefix + retrained vector")
+        share = share_estimate(self.evals["prefix"], self.evals["base"], self.evals["vector"])
+        adds = None if retrained is None else paired_gain(self.evals["prefix + retrained vector"], self.evals["prefix"])
         return {
             "prefix_token": self.prefix,
             "base_pass_at_1": acc["base"],
@@ -267,8 +271,10 @@ class PrefixTest:
             "prefix_pass_at_1": acc["prefix"],
             "prefix_plus_vector_pass_at_1": acc["prefix + vector"],
             "prefix_gain_share": (acc["prefix"] - acc["base"]) / gain if gain else float("nan"),
+            "prefix_gain_share_se": share.se,
             "prefix_retrained_pass_at_1": retrained,
             "retrained_adds": None if retrained is None else retrained - acc["prefix"],
+            "retrained_adds_se": None if adds is None else adds.se,
         }
 
 

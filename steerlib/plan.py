@@ -218,7 +218,7 @@ def _test_samples(preset: Any) -> int:
 
 
 def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[int] | str | None = None,
-         val_problems: int = 200, prompt_len: int | None = None) -> Plan:
+         val_problems: int = 200, prompt_len: int | None = None, n_seeds: int = 1) -> Plan:
     """Project a chapter's wall time and peak memory (see the module docstring).
 
     Args:
@@ -226,6 +226,7 @@ def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[i
         preset: a :class:`~steerlib.presets.Preset` or a preset name.
         device: a key of :data:`DEVICES`.
         layers: chapter 02's layer subset (default: every layer; ``"all"`` or ``"14,27"`` as in the chapter).
+        n_seeds: training seeds of chapters 01 and 02 (each seed trains, selects and evaluates its own runs).
     """
     from steerlib.presets import resolve_preset
 
@@ -249,14 +250,14 @@ def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[i
     if chapter == "00_organism":
         out.seconds = {"measurements": 4 * cost.generate(P.eval_problems or 1000)}
     elif chapter == "01_training":
-        out.seconds = {"training": run(), "selection": cost.generate(n_snap * val_problems),
-                       "evaluation": cost.generate(2 * test) + cost.generate(2 * min(test, 1000))}
+        out.seconds = {"training": n_seeds * run(), "selection": n_seeds * cost.generate(n_snap * val_problems),
+                       "evaluation": cost.generate((1 + n_seeds) * test) + cost.generate(2 * min(test, 1000))}
     elif chapter == "02_layer_curve":
         lrs = {P.lr_for(layer) for layer in layers}
         sweep = run(len(layers), 0.5) if len(lrs) == 1 else sum(run(1, 1 - layer / P.n_layers) for layer in layers)
-        out.seconds = {"sweep": sweep, "baselines": run(1, 1.0) + run(1, 1.0, True) + run(1, 1.0, True),
-                       "selection": cost.generate((len(layers) + 3) * n_snap * val_problems),
-                       "evaluation": cost.generate((len(layers) + 3) * test)}
+        out.seconds = {"sweep": n_seeds * sweep, "baselines": run(1, 1.0) + run(1, 1.0, True) + run(1, 1.0, True),
+                       "selection": cost.generate((n_seeds * len(layers) + 3) * n_snap * val_problems),
+                       "evaluation": cost.generate((n_seeds * len(layers) + 3) * test + 4 * test)}
     else:
         extra_runs = {"03_persistence": 2, "04_logit_lens": 1, "05_attention_ablation": 2, "06_transfer": 6,
                       "07_adaptive": P.n_layers + 1, "08_diffsae": 0}
@@ -279,8 +280,9 @@ def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[i
 
 
 def table(presets: list[str] | None = None, devices: list[str] | None = None,
-          chapters: tuple[str, ...] = ("01_training", "02_layer_curve")) -> str:
-    """A markdown table of planned hours per chapter x preset x device."""
+          chapters: tuple[str, ...] = ("01_training", "02_layer_curve"), n_seeds: int = 3) -> str:
+    """A markdown table of planned hours per chapter x preset x device (with the chapters' default
+    ``n_seeds`` training seeds)."""
     from steerlib.presets import PRESETS
 
     presets = presets or list(PRESETS)
@@ -290,7 +292,7 @@ def table(presets: list[str] | None = None, devices: list[str] | None = None,
         for name in presets:
             cells = []
             for dev in devices:
-                p = plan(ch, name, dev)
+                p = plan(ch, name, dev, n_seeds=n_seeds)
                 cells.append(f"{p.hours:.1f}" + ("" if p.fits else " (OOM)"))
             lines.append(f"| {ch} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

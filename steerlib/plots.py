@@ -111,13 +111,19 @@ def layer_curve(
     *,
     label: str = "single-layer vector",
     others: dict[str, tuple[dict[int, float], dict[int, float]]] | None = None,
+    per_seed: dict[int, dict[int, float]] | None = None,
 ) -> Any:
     """pass@1 of a vector per layer (error bars) with horizontal baselines (the paper's Figure 1).
 
-    ``others``: more per-layer series, name -> (values, errors).
+    ``others``: more per-layer series, name -> (values, errors). ``per_seed``: each training seed's
+    value per layer, drawn as small points beside the main series (which is then their mean).
     """
     layers = sorted(per_layer)
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    for i, (seed, vals) in enumerate((per_seed or {}).items()):
+        ls = sorted(vals)
+        ax.scatter([l + 0.12 * (i - (len(per_seed or {}) - 1) / 2) for l in ls], [vals[l] for l in ls], s=14,
+                   color="grey", alpha=0.7, zorder=1, label="one training seed" if i == 0 else None)
     series = {label: (per_layer, errors), **(others or {})}
     for i, (name, (vals, errs)) in enumerate(series.items()):
         ls = sorted(vals)

@@ -33,15 +33,17 @@ def evaluate_configs(
     n_problems: int | None = None,
     prefix: str = "",
     progress: bool = False,
+    seed: int = 0,
 ) -> dict[str, EvalResult]:
-    """Several steering configurations (``[]``: the unsteered model) on one split, one routed batch.
+    """Several steering configurations (``[]``: the unsteered model) on one split, one routed batch
+    (``seed`` seeds the sampling).
 
     For a hub preset's test split every benchmark is evaluated on its own with its sample count
     (AVG@n) and each configuration's result is the benchmarks' Average, with the per-benchmark
     results in ``by_benchmark``.
     """
     kw = dict(max_new_tokens=preset.max_new_tokens, prefix=prefix, progress=progress,
-              stop_ids=stop_token_ids(org.tokenizer, preset.template))
+              stop_ids=stop_token_ids(org.tokenizer, preset.template), seed=seed)
     if split == "test" and preset.train_source != "organism":
         per: dict[str, dict[str, EvalResult]] = {name: {} for name in configs}
         for bench, probs in benchmark_sets(preset, n_problems).items():

@@ -22,6 +22,7 @@ import torch
 
 from steerlib.arch import model_parts
 from steerlib.evaluate import EvalResult, evaluate_routed
+from steerlib.stats import gain_share
 from steerlib.steering import SteeringVector
 
 __all__ = [
@@ -55,8 +56,7 @@ def transfer_vectors(vectors: dict[int, SteeringVector], target: Any) -> dict[in
 
 def normalized_gain(acc_transferred: float, acc_base: float, acc_own: float) -> float:
     """Share of the target's own steering gain recovered by a transferred vector (NaN if no own gain)."""
-    gain = acc_own - acc_base
-    return (acc_transferred - acc_base) / gain if gain else float("nan")
+    return gain_share(acc_transferred, acc_base, acc_own)
 
 
 def transfer_evaluation(

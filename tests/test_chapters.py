@@ -18,6 +18,7 @@ SMOKE = {
     "00_organism": {"organisms": "tiny", "n_problems": 16},
     "01_training": {
         "model": "tiny",
+        "n_seeds": 2,
         "steps": 2,
         "eval_problems": 8,
         "val_problems": 8,
@@ -26,6 +27,8 @@ SMOKE = {
     },
     "02_layer_curve": {
         "model": "tiny",
+        "n_seeds": 2,
+        "noise_seeds": 1,
         "steps": 2,
         "eval_problems": 8,
         "val_problems": 8,
@@ -92,6 +95,8 @@ SMOKE = {
         "k": 2,
         "sae_steps": 20,
         "top_n": 2,
+        "sae_seeds": 2,
+        "rollout_sets": 2,
     },
 }
 

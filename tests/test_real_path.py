@@ -289,7 +289,7 @@ def test_chapter_01_runs_end_to_end_on_a_hub_shaped_model(tmp_path, monkeypatch)
     folder = hub_shaped_model(tmp_path / "model")
     params = {"preset": "qwen2.5-math-1.5b", "model": str(folder), "steps": 2, "prompts_per_step": 1,
               "max_new_tokens": 4, "eval_problems": 1, "val_problems": 1, "run_dir": str(tmp_path / "runs"),
-              "results_path": str(tmp_path / "01.json")}
+              "n_seeds": 1, "results_path": str(tmp_path / "01.json")}
     import time
 
     from steerlib.plan import plan
@@ -306,7 +306,7 @@ def test_chapter_01_runs_end_to_end_on_a_hub_shaped_model(tmp_path, monkeypatch)
     assert 0.5 < projected / measured < 2.0, (projected, measured)
     assert results["preset"] == "qwen2.5-math-1.5b" and results["steps"] == 2
     per = results["per_benchmark"]
-    assert set(per) == {"base", "vector at layer 1 (step %d)" % results["best_step"]}
+    assert set(per) == {"base", "seed 0 (step %d)" % results["best_step"]}
     assert all(set(v) == {"aime24", "aime25", "amc23", "math500", "minerva", "olympiad"} for v in per.values())
     assert per["base"]["aime24"]["samples_per_problem"] == 32
     metrics = [json.loads(x) for x in (tmp_path / "runs" / "single-layer-1" / "metrics.jsonl").read_text().splitlines()]

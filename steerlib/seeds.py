@@ -1,0 +1,109 @@
+"""Training seeds: the same run trained with several seeds, and the spread the seeds and sampling show.
+
+A verdict that rests on one training seed mixes the effect with the luck of one run. Chapters 01 and
+02 train every vector with ``n_seeds`` seeds (the preset's seed and the next ones); the run of the
+preset's own seed keeps its usual directory (so later chapters, which use one seed's vectors, find
+it) and every other seed trains into a sibling directory ``<name>-seed<k>``. :func:`sampling_spread`
+measures the other source of noise, the noise floor: the same vectors re-evaluated with several
+sampling seeds.
+
+Example:
+    >>> seed_list(0, 3), seed_dir(Path("runs/x/single-layer-5"), 2, base=0).name
+    ([0, 1, 2], 'single-layer-5-seed2')
+    >>> mean, sd = spread({0: {5: 0.8, 4: 0.5}, 1: {5: 0.9, 4: 0.5}})
+    >>> round(mean[5], 3), round(sd[5], 3), sd[4]
+    (0.85, 0.071, 0.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from steerlib.presets import Preset
+
+__all__ = ["seed_list", "seed_dir", "seeded_vector_runs", "seeded_sweeps", "spread", "SeedSummary", "seed_summary",
+           "sampling_spread"]
+
+K = TypeVar("K")
+
+
+def seed_list(first: int, n: int) -> list[int]:
+    """``n`` consecutive training seeds starting at ``first`` (at least one)."""
+    if n < 1:
+        raise ValueError(f"n_seeds must be at least 1, not {n}")
+    return list(range(first, first + n))
+
+
+def seed_dir(run_dir: Path, seed: int, *, base: int) -> Path:
+    """Where the run of ``seed`` lives: ``run_dir`` for the preset's own seed, else ``<run_dir>-seed<k>``."""
+    return run_dir if seed == base else run_dir.with_name(f"{run_dir.name}-seed{seed}")
+
+
+def seeded_vector_runs(org: Any, preset: Preset, layers: Sequence[int], run_dir: str | Path, seeds: Sequence[int],
+                       **kwargs: Any) -> dict[int, Any]:
+    """:func:`steerlib.selection.vector_run` once per training seed (trained, resumed or read back)."""
+    from steerlib.selection import vector_run
+
+    return {s: vector_run(org, dataclasses.replace(preset, seed=s), layers,
+                          seed_dir(Path(run_dir), s, base=preset.seed), **kwargs) for s in seeds}
+
+
+def seeded_sweeps(org: Any, preset: Preset, run_dir: str | Path, seeds: Sequence[int], **kwargs: Any) -> dict[int, Any]:
+    """:func:`steerlib.selection.layer_vectors` once per training seed; the preset's seed sweeps in
+    ``run_dir`` itself (where chapters 03-08 read it), seed ``k`` in ``run_dir/seed<k>``."""
+    from steerlib.selection import layer_vectors
+
+    run = Path(run_dir)
+    return {s: layer_vectors(org, dataclasses.replace(preset, seed=s), run if s == preset.seed else run / f"seed{s}",
+                             **kwargs) for s in seeds}
+
+
+def spread(per_seed: Mapping[int, Mapping[K, float]]) -> tuple[dict[K, float], dict[K, float]]:
+    """Per key, the mean over seeds and the sample standard deviation (0 with one seed)."""
+    keys = list(next(iter(per_seed.values())))
+    mean = {k: sum(v[k] for v in per_seed.values()) / len(per_seed) for k in keys}
+    sd = {k: math.sqrt(sum((v[k] - mean[k]) ** 2 for v in per_seed.values()) / (len(per_seed) - 1))
+          if len(per_seed) > 1 else 0.0 for k in keys}
+    return mean, sd
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """Per key: the mean over training seeds, their standard deviation, and the standard error of the mean."""
+
+    mean: dict[Any, float]
+    sd: dict[Any, float]
+    se: dict[Any, float]
+
+
+def seed_summary(per_seed: Mapping[int, Mapping[K, float]],
+                 sampling_se: Mapping[int, Mapping[K, float]]) -> SeedSummary:
+    """Mean over seeds with a conservative error: ``sqrt((sd^2 + mean sampling se^2) / n_seeds)``.
+
+    The spread over seeds already holds sampling noise, so adding each estimate's own sampling error
+    counts it twice: with few seeds (whose spread is itself uncertain) that errs on the wide side.
+
+    Example:
+        >>> s = seed_summary({0: {5: 0.80}, 1: {5: 0.84}}, {0: {5: 0.01}, 1: {5: 0.01}})
+        >>> round(s.mean[5], 3), round(s.sd[5], 4), round(s.se[5], 4)
+        (0.82, 0.0283, 0.0212)
+    """
+    mean, sd = spread(per_seed)
+    n = len(per_seed)
+    se = {k: math.sqrt((sd[k] ** 2 + sum(sampling_se[s][k] ** 2 for s in per_seed) / n) / n) for k in mean}
+    return SeedSummary(mean, sd, se)
+
+
+def sampling_spread(org: Any, preset: Preset, configs: Mapping[str, Sequence[Any]], seeds: Sequence[int],
+                    **kwargs: Any) -> dict[str, list[float]]:
+    """pass@1 of every configuration on the test split under each sampling seed (same problems, same
+    vectors): the spread is the noise floor below which two numbers in the book are not different."""
+    from steerlib.preset_eval import evaluate_configs
+
+    runs = [evaluate_configs(org, preset, dict(configs), seed=s, **kwargs) for s in seeds]
+    return {name: [r[name].pass_at_1 for r in runs] for name in configs}

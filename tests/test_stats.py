@@ -1,0 +1,91 @@
+"""Errors for comparisons: paired differences, bootstrap ratios, seed summaries, the efficiency rows."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from steerlib.efficiency import adam_state_bytes, efficiency_rows, median_update_seconds, trainable_parameters
+from steerlib.seeds import seed_dir, seed_list, seed_summary, spread
+from steerlib.stats import Estimate, bootstrap, describe, gain_share, paired_difference, paired_gain, share_estimate
+
+
+def test_paired_error_is_the_sd_of_differences_and_beats_unpaired_when_problems_agree():
+    rng = np.random.default_rng(0)
+    hard = rng.random(2000) < 0.5  # shared difficulty: both configurations fail the hard problems
+    a = (~hard | (rng.random(2000) < 0.3)).astype(float)
+    b = (~hard & (rng.random(2000) < 0.9)).astype(float)
+    d = paired_difference(a, b)
+    assert d.estimate == pytest.approx(a.mean() - b.mean())
+    assert d.se == pytest.approx(np.std(a - b, ddof=1) / math.sqrt(2000))
+    unpaired = math.sqrt(a.var(ddof=1) / 2000 + b.var(ddof=1) / 2000)
+    assert d.se < unpaired
+    with pytest.raises(ValueError, match="same length"):
+        paired_difference([1, 0], [1])
+
+
+def test_bootstrap_error_of_a_mean_difference_matches_the_paired_formula():
+    rng = np.random.default_rng(1)
+    a, b = rng.random(800) < 0.7, rng.random(800) < 0.4
+    boot = bootstrap({"a": a, "b": b}, lambda m: m["a"] - m["b"], n_boot=3000)
+    assert boot.se == pytest.approx(paired_difference(a, b).se, rel=0.1)
+
+
+def test_share_error_grows_as_the_reference_gain_shrinks_and_vanishes_into_nan():
+    rng = np.random.default_rng(2)
+    base = SimpleNamespace(per_problem=(rng.random(1000) < 0.3).astype(float))
+    part = SimpleNamespace(per_problem=(rng.random(1000) < 0.5).astype(float))
+    big = share_estimate(part, base, SimpleNamespace(per_problem=(rng.random(1000) < 0.8).astype(float)))
+    small = share_estimate(part, base, SimpleNamespace(per_problem=(rng.random(1000) < 0.4).astype(float)))
+    assert big.se < small.se
+    flat = share_estimate(part, base, base)  # no reference gain at all
+    assert math.isnan(flat.estimate) and math.isnan(flat.se)
+    assert gain_share(0.5, 0.3, 0.7) == pytest.approx(0.5)
+    assert paired_gain(part, base).estimate == pytest.approx(part.per_problem.mean() - base.per_problem.mean())
+
+
+def test_describe_applies_the_two_se_rule():
+    assert describe(Estimate(0.03, 0.01)).endswith("above zero")
+    assert "not an effect" in describe(Estimate(0.019, 0.01))
+    assert "no error" in describe(Estimate(0.1, float("nan")))
+
+
+def test_seed_summary_and_directories():
+    assert seed_list(3, 2) == [3, 4] and seed_dir(Path("r/a"), 3, base=3) == Path("r/a")
+    assert seed_dir(Path("r/a"), 4, base=3) == Path("r/a-seed4")
+    with pytest.raises(ValueError):
+        seed_list(0, 0)
+    mean, sd = spread({0: {1: 0.5}, 1: {1: 0.7}, 2: {1: 0.6}})
+    assert mean[1] == pytest.approx(0.6) and sd[1] == pytest.approx(0.1)
+    s = seed_summary({0: {1: 0.5}, 1: {1: 0.7}, 2: {1: 0.6}}, {i: {1: 0.0} for i in range(3)})
+    assert s.se[1] == pytest.approx(0.1 / math.sqrt(3))
+    one = seed_summary({0: {1: 0.5}}, {0: {1: 0.02}})
+    assert one.sd[1] == 0.0 and one.se[1] == pytest.approx(0.02)  # one seed: its sampling error
+
+
+def test_efficiency_rows_count_parameters_and_adam_state():
+    vec = torch.nn.Parameter(torch.zeros(96))
+    run = SimpleNamespace(train=SimpleNamespace(trainable=SimpleNamespace(param_groups=lambda: [[vec]])),
+                          metrics=[{"seconds_loss_backward": t} for t in (0.3, 0.1, 0.2)])
+    assert trainable_parameters(run) == 96 and adam_state_bytes(96) == 768
+    assert median_update_seconds(run) == pytest.approx(0.2)
+    rows = efficiency_rows({"vector": run})
+    assert rows["vector"] == {"parameters": 96, "optimizer_bytes": 768, "update_seconds": pytest.approx(0.2)}
+    assert rows["paper, Qwen2.5-14B: full fine-tune"]["parameters"] == 14.7e9
+
+
+def test_layer_curve_draws_each_seed():
+    import matplotlib.pyplot as plt
+
+    from steerlib import plots
+
+    fig = plots.layer_curve({0: 0.5, 1: 0.6}, {0: 0.01, 1: 0.02}, {"base": 0.3}, title="t",
+                            per_seed={0: {0: 0.48, 1: 0.61}, 1: {0: 0.52, 1: 0.59}})
+    points = [c for c in fig.axes[0].collections if c.get_offsets().shape[0] == 2 and c.get_label() != "_nolegend_"]
+    assert len(fig.axes[0].collections) >= 2 and points
+    plt.close(fig)
