@@ -147,9 +147,13 @@ results = ch.publish({
     "hook_pass_at_1": parity.hook_pass_at_1, "peft_pass_at_1": parity.peft_pass_at_1,
     "peft_identical_completions": parity.identical_completions, "per_benchmark": per_benchmark(evals),
 }, n_seeds=len(SEEDS), seed0_gain=gains[ch.P.seed].estimate, seed0_gain_se=gains[ch.P.seed].se)
+ch.claims(results)
 
 # %% [markdown]
 # ## What we found
+#
+# **Against the paper** (verdicts by the two-standard-error rule of {doc}`../claims`):
+# {glue:text}`claims_note`.
 #
 # Vectors at layer {glue:text}`layer`, trained with {glue:text}`n_seeds` seeds (the first for
 # {glue:text}`train_seconds:.0f` s, median {glue:text}`median_step_seconds:.2f` s per step), moved held-out

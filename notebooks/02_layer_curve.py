@@ -157,6 +157,8 @@ ch.table(pd.DataFrame(efficiency).T, digits=3)
 base = evals["base"]
 per_layer, errors = curve.mean, curve.se
 helped = {l: per_layer[l] - base.pass_at_1 > 2 * (errors[l] ** 2 + base.stderr ** 2) ** 0.5 for l in LAYERS}
+best = max(per_layer, key=per_layer.get)
+tied = [l for l in LAYERS if per_layer[best] - per_layer[l] <= 2 * (errors[best] ** 2 + errors[l] ** 2) ** 0.5]
 vs_full = paired_gain(evals["all layers"], evals["full fine-tune"]) if baselines else None
 results = ch.publish({
     "n_layers": ch.P.n_layers, "seeds": SEEDS, "per_layer_mean": curve.mean, "per_layer_sd": curve.sd,
@@ -170,7 +172,7 @@ results = ch.publish({
     "single_layer_seconds": single.train_seconds, "sweep_median_step_seconds": sweep.median_step_seconds,
     "single_layer_median_step_seconds": single.median_step_seconds, "sweep_vs_n_single": sweep_ratio,
     "best_steps": steps_of, "steps": ch.P.steps, "select_on": select_on,
-}, best_layer=max(per_layer, key=per_layer.get), worst_layer=min(per_layer, key=per_layer.get),
+}, best_layer=best, worst_layer=min(per_layer, key=per_layer.get), tied_with_best=", ".join(map(str, tied)),
    best_layer_acc=max(per_layer.values()), worst_layer_acc=min(per_layer.values()),
    best_layer_se=errors[max(per_layer, key=per_layer.get)], base_se=base.stderr,
    all_layer_se=evals["all layers"].stderr if "all layers" in evals else None,
@@ -179,16 +181,20 @@ results = ch.publish({
    n_seeds=len(SEEDS), max_seed_sd=max(curve.sd.values()),
    vector_params=efficiency["single-layer vector"]["parameters"],
    full_params=efficiency.get("full fine-tune", {}).get("parameters"))
+ch.claims(results)
 
 # %% [markdown]
 # ## What we found
+#
+# **Against the paper** (verdicts by the two-standard-error rule of {doc}`../claims`):
+# {glue:text}`claims_note`.
 #
 # Averaged over {glue:text}`n_seeds` training seeds, {glue:text}`n_helped` of {glue:text}`n_swept`
 # single-layer vectors beat the base model ({glue:text}`base_pass_at_1:.3f`) by more than two standard
 # errors. The highest is layer {glue:text}`best_layer` ({glue:text}`best_layer_acc:.3f` ±
 # {glue:text}`best_layer_se:.3f`), the lowest layer {glue:text}`worst_layer`
-# ({glue:text}`worst_layer_acc:.3f`); neighbouring layers within two standard errors of each other are
-# not distinguishable. Training seeds disagree by up to {glue:text}`max_seed_sd:.3f` (standard deviation
+# ({glue:text}`worst_layer_acc:.3f`); layers {glue:text}`tied_with_best` lie within two standard errors
+# of the highest, so the data do not single out one best layer among them. Training seeds disagree by up to {glue:text}`max_seed_sd:.3f` (standard deviation
 # at one layer); sampling alone moves one vector's pass@1 by {glue:text}`noise_floor_sd:.3f` (the noise
 # floor). All-layer steering reached {glue:text}`all_layer_pass_at_1:.3f`, LoRA
 # {glue:text}`lora_pass_at_1:.3f` and full fine-tuning {glue:text}`full_ft_pass_at_1:.3f` (all-layer

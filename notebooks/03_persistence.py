@@ -198,9 +198,13 @@ results = ch.publish({
    dv_verdict=("stays well aligned with the vector trained at the read-out layer, unlike the paper's models"
                if pers.summary()["mean_offdiag_diff_vector"] > 0.3 else
                "is nearly orthogonal to the vector trained at the read-out layer, as in the paper"))
+ch.claims(results)
 
 # %% [markdown]
 # ## What we found
+#
+# **Against the paper** (verdicts by the two-standard-error rule of {doc}`../claims`):
+# {glue:text}`claims_note`.
 #
 # **Persistence.** Above the diagonal the Diff-Diff cosine averages
 # {glue:text}`mean_offdiag_diff_diff:.2f` (lowest {glue:text}`min_offdiag_diff_diff:.2f`): the shift a

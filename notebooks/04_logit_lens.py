@@ -165,9 +165,13 @@ results = ch.publish({
                 if bottom_common == DIRECT_OPENER else "see the first table for what it is"),
    retrained_note=describe(paired_gain(test.evals["prefix + retrained vector"], test.evals["prefix"]))
    if retrained is not None else "not run")
+ch.claims(results)
 
 # %% [markdown]
 # ## What we found
+#
+# **Against the paper** (verdicts by the two-standard-error rule of {doc}`../claims`):
+# {glue:text}`claims_note`.
 #
 # Through the lens the last-layer vector's top token is {glue:text}`top_last`. The token most pushed
 # down (lowest cosine) is {glue:text}`bottom_common` for {glue:text}`n_bottom_common` of the

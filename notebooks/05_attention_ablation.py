@@ -56,7 +56,7 @@ from steerlib.chapter import setup
 from steerlib.evaluate import summary_table
 from steerlib.lens import lens_table
 from steerlib.traces import sample_forced
-from steerlib.stats import share_estimate
+from steerlib.stats import describe, paired_gain, share_estimate
 from steerlib.transfer import normalized_gain
 
 ch = setup("05_attention_ablation", globals(), positive=("js_prompts",))
@@ -185,19 +185,25 @@ results = ch.publish({
                       for k, r in head_ev.items()},
     "best_single_head": best_single, "best_single_head_gain_share": share[best_single],
     "best_single_head_stderr": head_ev[best_single].stderr,
+    "best_single_head_minus_base_se": paired_gain(head_ev[best_single], ev["base"]).se,
     "attention_js": {str(l): js[l] for l in later}, "attention_js_random": {str(l): js_rand[l] for l in later},
     "norm_attenuation": att, "where_to_add": {k: v.pass_at_1 for k, v in where.items()},
     "where_to_add_runs": where_runs, "site_norms": norms, "weakest_layer": weak,
 }, attn_only_share=share["all heads (attention path only)"], js_mean=float(np.mean(list(js.values()))),
+   best_head_note=describe(paired_gain(head_ev[best_single], ev["base"])),
    js_rand_mean=float(np.mean(list(js_rand.values()))), weak_ratio=att[weak]["ratio"], ratio_min=min(ratios),
    ratio_max=max(ratios), norm_post_attn=norms["post_attn"], norm_resid_post=norms["resid_post"],
    in_place_weak=where[f"after block {weak} (default)"].pass_at_1,
    where_note="; ".join(f"after its attention at {k}: {r['pass_at_1']:.3f}" + (
        " (the training reward fell to zero and never recovered: with every sample wrong, RLOO has no signal left)"
        if r["min_reward"] == 0 else "") for k, r in where_runs.items()) or "not run")
+ch.claims(results)
 
 # %% [markdown]
 # ## What we found
+#
+# **Against the paper** (verdicts by the two-standard-error rule of {doc}`../claims`):
+# {glue:text}`claims_note`.
 #
 # The vector of layer {glue:text}`layer` lifts pass@1 from {glue:text}`base_pass_at_1:.3f` to
 # {glue:text}`in_place_pass_at_1:.3f`. Skip-Attn keeps {glue:text}`skip_attn_gain_share:.2f` ±
@@ -205,8 +211,8 @@ results = ch.publish({
 # {glue:text}`skip_layer_gain_share:.2f` ± {glue:text}`skip_layer_gain_share_se:.2f`; the attention path alone (block
 # {glue:text}`patched_block`'s heads steered, the stream not) {glue:text}`attn_only_share:.2f`. The largest
 # share of one head, group or projection is {glue:text}`best_single_head_gain_share:.2f`
-# ({glue:text}`best_single_head`; compare its pass@1 with the base's in the table before reading it as a
-# gain). Attention JS divergence: {glue:text}`js_mean:.4f` nats, random direction {glue:text}`js_rand_mean:.4f`.
+# ({glue:text}`best_single_head`, the largest of many: against the base model, paired over problems,
+# {glue:text}`best_head_note`). Attention JS divergence: {glue:text}`js_mean:.4f` nats, random direction {glue:text}`js_rand_mean:.4f`.
 # The next norm scales the vectors by {glue:text}`ratio_min:.2f`-{glue:text}`ratio_max:.2f` (weakest
 # layer {glue:text}`weakest_layer`: {glue:text}`weak_ratio:.2f`). Where to add there (in place
 # {glue:text}`in_place_weak:.3f`): {glue:text}`where_note`; mean residual norm {glue:text}`norm_post_attn:.1f`

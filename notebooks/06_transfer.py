@@ -119,18 +119,25 @@ results = ch.publish({
     "own_vector_cosine": cos, **family,
 }, best_pair=max(means, key=means.get), best_pair_gain=max(means.values()),
    worst_pair=min(means, key=means.get), worst_pair_gain=min(means.values()))
+ch.claims(results)
 
 # %% [markdown]
 # ## What we found
 #
+# **Against the paper** (verdicts by the two-standard-error rule of {doc}`../claims`):
+# {glue:text}`claims_note`.
+#
 # Averaged over the compared layers, the normalised gain between related models (one trained from the
-# other; {glue:text}`n_related` directions) is {glue:text}`related_mean_gain:.2f`: from the parent to
-# the tuned model {glue:text}`parent_to_child_mean_gain:.2f`, from the tuned model back to its parent
-# {glue:text}`child_to_parent_mean_gain:.2f`. Between unrelated models ({glue:text}`n_unrelated`
-# directions) it is {glue:text}`unrelated_mean_gain:.2f`. The highest direction is
+# other; {glue:text}`n_related` directions) is {glue:text}`related_mean_gain:.2f` ±
+# {glue:text}`related_mean_gain_se:.2f`: from the parent to the tuned model
+# {glue:text}`parent_to_child_mean_gain:.2f` ± {glue:text}`parent_to_child_mean_gain_se:.2f`, from the
+# tuned model back to its parent {glue:text}`child_to_parent_mean_gain:.2f` ±
+# {glue:text}`child_to_parent_mean_gain_se:.2f`. Between unrelated models ({glue:text}`n_unrelated`
+# directions) it is {glue:text}`unrelated_mean_gain:.2f` ± {glue:text}`unrelated_mean_gain_se:.2f`
+# (bootstrap over each target's problems). The highest direction is
 # {glue:text}`best_pair` ({glue:text}`best_pair_gain:.2f`), the lowest {glue:text}`worst_pair`
-# ({glue:text}`worst_pair_gain:.2f`). These rest on one training seed and two layers; the normalised
-# gain is a ratio of two noisy differences and carries no error bar here.
+# ({glue:text}`worst_pair_gain:.2f`). These rest on one training seed, two layers and four small models
+# built here: they describe these organisms, not a rule about transfer.
 #
 # | | paper | this run (organism) |
 # | --- | --- | --- |

@@ -55,6 +55,7 @@ from steerlib import adaptive, plots
 from steerlib.chapter import setup
 from steerlib.data import split_problems
 from steerlib.selection import evaluate_runs, weight_run
+from steerlib.stats import paired_gain
 
 ch = setup("07_adaptive", globals(), positive=("magnitude_prompts",))
 ADAPT, MAG = ch.P.parse_layers(adaptive_layers), ch.P.parse_layers(magnitude_layers)
@@ -158,7 +159,7 @@ ch.figure("fig_magnitude", plots.curves(FACTORS, {f"layer {l}": list(curve[str(l
 # ```
 
 # %% tags=["remove-cell"]
-diffs = [ev[f"adaptive {l}"].pass_at_1 - ev[str(l)].pass_at_1 for l in ADAPT]
+diffs = [paired_gain(ev[f"adaptive {l}"], ev[str(l)]) for l in ADAPT]
 mean_seg = seg.mean().to_dict()
 results = ch.publish({
     "per_layer_adaptive": {str(l): ev[f"adaptive {l}"].pass_at_1 for l in ADAPT},
@@ -167,7 +168,9 @@ results = ch.publish({
     "full_ft_pass_at_1": ev["full fine-tune"].pass_at_1, "cos_lora_direction_vector": per_layer["cos(B, s)"].to_dict(),
     "segment_magnitude": {str(l): st.segments for l, st in studies.items()}, "magnitude_curve": curve,
     "adaptive_best_steps": {str(l): r.step for l, r in runs.items()},
-}, n_adapt=len(ADAPT), n_better=sum(d > 0 for d in diffs), mean_diff=float(np.mean(diffs)), best_adapt=best_adapt,
+}, n_adapt=len(ADAPT), n_better=sum(d.estimate > 2 * d.se for d in diffs),
+   n_worse=sum(d.estimate < -2 * d.se for d in diffs), mean_diff=float(np.mean([d.estimate for d in diffs])),
+   best_adapt=best_adapt,
    best_adapt_acc=ev[f"adaptive {best_adapt}"].pass_at_1, mean_abs_cos=float(per_layer["cos(B, s)"].abs().mean()),
    top_segment=max(mean_seg, key=mean_seg.get), top_segment_mag=max(mean_seg.values()),
    gen_mag=mean_seg["generated"], problem_mag=mean_seg["problem"],
@@ -177,8 +180,9 @@ results = ch.publish({
 # %% [markdown]
 # ## What we found
 #
-# The rank-1 LoRA scores above the plain vector of the same layer at {glue:text}`n_better` of
-# {glue:text}`n_adapt` layers (mean difference {glue:text}`mean_diff:.3f`); its highest layer is
+# Paired over problems, the rank-1 LoRA scores more than two standard errors above the plain vector of
+# the same layer at {glue:text}`n_better` of {glue:text}`n_adapt` layers and below it at
+# {glue:text}`n_worse` (mean difference {glue:text}`mean_diff:.3f`); its highest layer is
 # {glue:text}`best_adapt` ({glue:text}`best_adapt_acc:.3f`; base {glue:text}`base_pass_at_1:.3f`, full
 # fine-tuning {glue:text}`full_ft_pass_at_1:.3f`). Its direction $B$ has a mean absolute cosine of
 # {glue:text}`mean_abs_cos:.2f` with the plain vector of the same layer. Averaged over layers the

@@ -172,9 +172,13 @@ results = ch.publish({
 }, n_stability=len(stability), n_tracks_correct=sum(r["tracks"] == "correct" for r in stability),
    f0_dir="correct" if top[0]["difference"] > 0 else "incorrect", top_n=top_n,
    alive=int((diffsae.firing_frequency(sae, diffs) > 0).sum()))
+ch.claims(results)
 
 # %% [markdown]
 # ## What we found
+#
+# **Against the paper** (verdicts by the two-standard-error rule of {doc}`../claims`):
+# {glue:text}`claims_note`.
 #
 # On {glue:text}`rollouts` rollouts ({glue:text}`correct_rollouts` correct) with the vector of layer
 # {glue:text}`vector_layer`, read after layer {glue:text}`read_layer`, the SAE leaves

@@ -135,6 +135,15 @@ class Chapter:
 
         return tidy(table, digits)
 
+    def claims(self, results: dict[str, Any]) -> str:
+        """Glue ``claims_note``: the verdicts (:func:`steerlib.claims.verdict`) of the paper's claims this
+        chapter measures, read from its published ``results``."""
+        from steerlib.claims import chapter_findings
+
+        text = chapter_findings(self.name, results)
+        _glue("claims_note", text)
+        return text
+
     def publish(self, results: dict[str, Any], **glue: Any) -> dict[str, Any]:
         """Write ``results`` (plus the preset's name) to the chapter's results file and glue every
         scalar entry and every ``glue`` keyword into the page. Returns the JSON as written."""

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["verdict", "Claim", "ClaimRow", "CLAIMS", "claims_table", "claims_markdown", "load_results", "write_claims"]
+__all__ = ["verdict", "Claim", "ClaimRow", "CLAIMS", "claims_table", "claims_markdown", "load_results", "write_claims",
+           "chapter_findings"]
 
 Direction = Literal["greater", "less", "near"]
 Verdict = Literal["reproduced", "not reproduced", "differs", "inconclusive"]
@@ -177,11 +178,13 @@ CLAIMS: tuple[Claim, ...] = (
                      _get(r, "05_attention_ablation", "skip_attn_gain_share_se")), null=0.5),
     Claim("transfer_down", "A base model's vectors work on its fine-tuned descendant", "works (Section 9, Table 1)",
           "06_transfer", "greater", "normalised gain, parent to tuned model",
-          lambda r: (_get(r, "06_transfer", "parent_to_child_mean_gain"), None)),
+          lambda r: (_get(r, "06_transfer", "parent_to_child_mean_gain"),
+                     _get(r, "06_transfer", "parent_to_child_mean_gain_se"))),
     Claim("transfer_up", "A fine-tuned model's vectors do not help its base model",
           "negative, Qwen2.5-7B-Instruct to Qwen2.5-Math-7B (Table 1)", "06_transfer", "less",
           "normalised gain, tuned model to parent",
-          lambda r: (_get(r, "06_transfer", "child_to_parent_mean_gain"), None)),
+          lambda r: (_get(r, "06_transfer", "child_to_parent_mean_gain"),
+                     _get(r, "06_transfer", "child_to_parent_mean_gain_se"))),
     Claim("sae_incorrect", "The top DiffSAE feature marks incorrect generations", "one feature looked so (Section 8)",
           "08_diffsae", "greater", "firing rate on incorrect minus on correct generations", _sae),
 )
@@ -191,10 +194,25 @@ def claims_table(results: Results) -> list[ClaimRow]:
     """One row per claim from the chapters' results (``chapter stem -> results dict``)."""
     rows = []
     for c in CLAIMS:
-        est, se = c.read(results)
+        try:
+            est, se = c.read(results)
+        except (TypeError, KeyError, ZeroDivisionError):  # an input missing or null (e.g. no incorrect rollouts)
+            est, se = None, None
         rows.append(ClaimRow(c.key, c.claim, c.chapter, c.paper, c.measure, est, se,
                              verdict(c.direction, est, se, null=c.null, paper=c.paper_value, margin=c.margin)))
     return rows
+
+
+def chapter_findings(chapter: str, results: Mapping[str, Any]) -> str:
+    """The verdicts of the claims chapter ``chapter`` measures, as one sentence for its findings.
+
+    Example:
+        >>> chapter_findings("01_training", {"gain": 0.5, "gain_se": 0.02})[:60]
+        'A vector trained at one layer raises accuracy (paper: yes (S'
+    """
+    rows = [r for r in claims_table({chapter: results}) if r.chapter == chapter]
+    return "; ".join(f"{r.claim} (paper: {r.paper}): {r.verdict.upper()}, {r.measure} {_num(r.organism, r.organism_se)}"
+                     for r in rows) or "this chapter measures none of the claims listed on the claims page"
 
 
 def _num(value: float | None, se: float | None) -> str:

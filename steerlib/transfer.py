@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -138,9 +139,24 @@ class TransferStudy:
         """Normalised gain of every direction, averaged over layers."""
         return {pair: float(np.nanmean(list(g.values()))) for pair, g in self.gains.items()}
 
+    def gain_errors(self, n_boot: int = 500, seed: int = 0) -> dict[str, float]:
+        """Bootstrap standard error of every direction's layer-mean normalised gain (the target's
+        problems resampled, the same draw for its base, own and transferred evaluations)."""
+        from steerlib.stats import bootstrap
+
+        out = {}
+        for pair in self.gains:
+            donor, target = pair.split("->")
+            res, layers = self.results[target], [l for l in self.layers if f"{donor}/{l}" in self.results[target]]
+            per = {"base": res["base"].per_problem, **{f"own/{l}": res[f"own/{l}"].per_problem for l in layers},
+                   **{f"x/{l}": res[f"{donor}/{l}"].per_problem for l in layers}}
+            out[pair] = bootstrap(per, functools.partial(_mean_gain, layers=layers), n_boot=n_boot, seed=seed).se
+        return out
+
     def family_summary(self, parent: dict[str, str | None]) -> dict[str, Any]:
-        """Mean gain parent -> child, child -> parent, related (both) and unrelated directions."""
-        means = self.mean_gains()
+        """Mean gain parent -> child, child -> parent, related (both) and unrelated directions, each with
+        a standard error from the directions' bootstrap errors (treated as independent)."""
+        means, errors = self.mean_gains(), self.gain_errors()
         down = [v for p, v in means.items() if parent.get(p.split("->")[1]) == p.split("->")[0]]
         up = [v for p, v in means.items() if parent.get(p.split("->")[0]) == p.split("->")[1]]
         other = [
@@ -154,14 +170,29 @@ class TransferStudy:
             }
         ]
         mean = lambda xs: float(np.mean(xs)) if xs else None  # noqa: E731
+        se = {p: errors[p] for p in means}
+        group_se = lambda ps: float(np.sqrt(sum(se[p] ** 2 for p in ps)) / len(ps)) if ps else None  # noqa: E731
+        pairs_down = [p for p in means if parent.get(p.split("->")[1]) == p.split("->")[0]]
+        pairs_up = [p for p in means if parent.get(p.split("->")[0]) == p.split("->")[1]]
+        pairs_other = [p for p in means if p not in pairs_down + pairs_up]
         return {
             "related_mean_gain": mean(down + up),
             "parent_to_child_mean_gain": mean(down),
             "child_to_parent_mean_gain": mean(up),
             "unrelated_mean_gain": mean(other),
+            "related_mean_gain_se": group_se(pairs_down + pairs_up),
+            "parent_to_child_mean_gain_se": group_se(pairs_down),
+            "child_to_parent_mean_gain_se": group_se(pairs_up),
+            "unrelated_mean_gain_se": group_se(pairs_other),
+            "normalized_gain_se": se,
             "n_related": len(down + up),
             "n_unrelated": len(other),
         }
+
+
+def _mean_gain(m: dict[str, float], layers: Sequence[int]) -> float:
+    gains = [g for g in (normalized_gain(m[f"x/{l}"], m["base"], m[f"own/{l}"]) for l in layers) if np.isfinite(g)]
+    return float(np.mean(gains)) if gains else float("nan")
 
 
 def transfer_study(

@@ -70,8 +70,9 @@ def _code_lines(source: Path) -> int:
 
 
 def test_notebooks_stay_within_the_code_budget():
-    # 545 code lines when the chapters moved their logic into the library (prose and captions are free)
-    assert sum(_code_lines(p) for p in chapter_sources()) <= 620  # + seeds, noise floor, SAE stability (01, 02, 08)
+    # 545 code lines when the chapters moved their logic into the library (prose and captions are free);
+    # + seeds, the noise floor, SAE stability and paired verdicts (01, 02, 05, 07, 08)
+    assert sum(_code_lines(p) for p in chapter_sources()) <= 630
 
 
 def test_library_cites_no_private_notes():
