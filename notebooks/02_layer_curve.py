@@ -193,8 +193,8 @@ ch.claims(results)
 # single-layer vectors beat the base model ({glue:text}`base_pass_at_1:.3f`) by more than two standard
 # errors. The highest is layer {glue:text}`best_layer` ({glue:text}`best_layer_acc:.3f` ±
 # {glue:text}`best_layer_se:.3f`), the lowest layer {glue:text}`worst_layer`
-# ({glue:text}`worst_layer_acc:.3f`); layers {glue:text}`tied_with_best` lie within two standard errors
-# of the highest, so the data do not single out one best layer among them. Training seeds disagree by up to {glue:text}`max_seed_sd:.3f` (standard deviation
+# ({glue:text}`worst_layer_acc:.3f`). Layers within two standard errors of the highest, itself
+# included: {glue:text}`tied_with_best` (more than one would mean the data do not single out a best layer). Training seeds disagree by up to {glue:text}`max_seed_sd:.3f` (standard deviation
 # at one layer); sampling alone moves one vector's pass@1 by {glue:text}`noise_floor_sd:.3f` (the noise
 # floor). All-layer steering reached {glue:text}`all_layer_pass_at_1:.3f`, LoRA
 # {glue:text}`lora_pass_at_1:.3f` and full fine-tuning {glue:text}`full_ft_pass_at_1:.3f` (all-layer

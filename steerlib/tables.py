@@ -32,6 +32,7 @@ def cell(value: Any, digits: int = 3) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
+        value = value + 0.0  # -0.0 (a rounded tiny negative) reads as 0
         if math.isinf(value):
             return "∞" if value > 0 else "−∞"
         if abs(value) >= 10 and (value.is_integer() or abs(value) >= 10 ** 4):
