@@ -139,7 +139,13 @@ def _orthogonal(r: Results) -> tuple[float | None, float | None]:
 
 
 def _sae(r: Results) -> tuple[float | None, float | None]:
+    """Share of SAEs (seeds x rollout sets) whose top feature fires more on incorrect generations, with
+    its binomial error; without the stability check, the one SAE's difference in firing rates."""
     d = r.get("08_diffsae", {})
+    rows = d.get("top_feature_stability")
+    if rows:
+        p = sum(row["tracks"] == "incorrect" for row in rows) / len(rows)
+        return p, _share_se(p, len(rows)) if 0 < p < 1 else 1 / (2 * len(rows))
     if "top_feature_correct_rate" not in d:
         return None, None
     n1, n0 = d["correct_rollouts"], d["rollouts"] - d["correct_rollouts"]
@@ -186,7 +192,8 @@ CLAIMS: tuple[Claim, ...] = (
           lambda r: (_get(r, "06_transfer", "child_to_parent_mean_gain"),
                      _get(r, "06_transfer", "child_to_parent_mean_gain_se"))),
     Claim("sae_incorrect", "The top DiffSAE feature marks incorrect generations", "one feature looked so (Section 8)",
-          "08_diffsae", "greater", "firing rate on incorrect minus on correct generations", _sae),
+          "08_diffsae", "greater", "share of SAEs (seeds x rollout sets) whose top feature fires more on incorrect "
+          "generations", _sae, null=0.5),
 )
 
 
