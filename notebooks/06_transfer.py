@@ -141,7 +141,7 @@ ch.claims(results)
 #
 # | | paper | this run (organism) |
 # | --- | --- | --- |
-# | within a family, donor = base model | works | parent -> tuned model {glue:text}`parent_to_child_mean_gain:.2f` |
-# | within a family, donor = tuned model | negative for Qwen2.5-7B-Instruct -> Qwen2.5-Math-7B | tuned model -> parent {glue:text}`child_to_parent_mean_gain:.2f` (the paper's direction is not reproduced if this is clearly positive) |
+# | within a family, donor = base model | works | parent -> tuned model {glue:text}`parent_to_child_mean_gain:.2f` ± {glue:text}`parent_to_child_mean_gain_se:.2f` |
+# | within a family, donor = tuned model | negative for Qwen2.5-7B-Instruct -> Qwen2.5-Math-7B | tuned model -> parent {glue:text}`child_to_parent_mean_gain:.2f` ± {glue:text}`child_to_parent_mean_gain_se:.2f` (verdict above) |
 # | Llama base <-> instruct | fails (blamed on chat templates) | no analogue: the organism's Llama twin is unrelated |
-# | unrelated models | not tested | {glue:text}`unrelated_mean_gain:.2f` |
+# | unrelated models | not tested | {glue:text}`unrelated_mean_gain:.2f` ± {glue:text}`unrelated_mean_gain_se:.2f` |
