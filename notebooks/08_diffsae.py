@@ -56,6 +56,7 @@ results_path: str = "book/results/08_diffsae.json"  # headline numbers - JSON
 # %% tags=["hide-input"]
 import pandas as pd
 import torch
+from IPython.display import display
 from steerlib import diffsae, plots
 from steerlib.chapter import setup
 from steerlib.lens import lens_table
@@ -94,8 +95,8 @@ ch.figure("fig_fvu", plots.curves(hist["step"], {"fraction of variance unexplain
 # %% [markdown]
 # ## Features on correct and incorrect generations
 # Every feature's firing rate on correct against incorrect generations; features off the diagonal
-# separate them. The table lists the features with the largest absolute difference and what their
-# decoder directions say through the logit lens (exact for the last layer's residual stream).
+# separate them. The first table lists the features with the largest absolute difference, the second
+# what their decoder directions say through the logit lens (exact for the last layer's residual stream).
 
 # %% tags=["hide-input"]
 stats = diffsae.feature_stats(sae, diffs)
@@ -117,7 +118,8 @@ ch.figure("fig_rates", fig)
 top = stats[:8]
 lens = lens_table(ch.model, ch.tok, {s["feature"]: sae.w_dec[s["feature"]].detach() for s in top}, k=3,
                   columns=("top by cosine", "bottom by cosine"))
-ch.table(pd.DataFrame(top).set_index("feature").join(pd.DataFrame(lens).set_index("direction").drop(columns="|·|")))
+display(ch.table(pd.DataFrame(top).set_index("feature")))
+ch.table(pd.DataFrame(lens).set_index("direction").rename_axis("feature").drop(columns="|·|"))
 
 # %% [markdown]
 # Where the top feature is most active: the tokens with its largest activations, with a few tokens of
