@@ -209,7 +209,8 @@ ch.claims(results)
 # **Persistence.** Above the diagonal the Diff-Diff cosine averages
 # {glue:text}`mean_offdiag_diff_diff:.2f` (lowest {glue:text}`min_offdiag_diff_diff:.2f`): the shift a
 # vector causes downstream stays aligned with its own sequence mean. The Diff-Vector cosine averages
-# {glue:text}`mean_offdiag_diff_vector:.2f`: the propagated shift {glue:text}`dv_verdict`.
+# {glue:text}`mean_offdiag_diff_vector:.2f` ± {glue:text}`mean_offdiag_diff_vector_se:.2f` (bootstrap over
+# prompts): the propagated shift {glue:text}`dv_verdict`.
 #
 # **Orthogonal vectors.** At layer {glue:text}`orthogonal_layer` the original vector reaches
 # {glue:text}`original_pass_at_1:.3f` (base {glue:text}`base_pass_at_1:.3f`); the best of
@@ -230,6 +231,6 @@ ch.claims(results)
 # | | paper (Qwen2.5-Math-7B / Llama-3.1-8B) | this run (organism) |
 # | --- | --- | --- |
 # | Diff-Diff CosSim downstream | clearly above zero | mean {glue:text}`mean_offdiag_diff_diff:.2f` |
-# | Diff-Vector CosSim downstream | falls quickly with distance, near orthogonal | mean {glue:text}`mean_offdiag_diff_vector:.2f` |
+# | Diff-Vector CosSim downstream | falls quickly with distance, near orthogonal | mean {glue:text}`mean_offdiag_diff_vector:.2f` ± {glue:text}`mean_offdiag_diff_vector_se:.2f` |
 # | orthogonal vectors | none matched the original | {glue:text}`orth_verdict` |
 # | pairs of vectors | constructive in Qwen, often harmful in Llama | {glue:text}`n_beyond` better, {glue:text}`n_harmful` worse of {glue:text}`n_pairs` |

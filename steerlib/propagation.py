@@ -57,6 +57,20 @@ class Persistence:
     delta_norm: np.ndarray  # mean |Δ_j(t)| over tokens
     final_shift: dict[int, torch.Tensor] = field(default_factory=dict)  # i -> mean Δ at the last layer
     n_tokens: dict[int, int] = field(default_factory=dict)
+    per_sequence_dv: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (i, j) -> per prompt
+
+    def offdiag_diff_vector_se(self, n_boot: int = 1000, seed: int = 0) -> float:
+        """Bootstrap standard error of the mean Diff-Vector cosine above the diagonal: the prompts are
+        resampled (the same draw for every pair of layers) and the per-pair means averaged again."""
+        pairs = [(i, j) for (i, j) in self.per_sequence_dv if j > i]
+        if not pairs:
+            return float("nan")
+        n = min(len(self.per_sequence_dv[p]) for p in pairs)
+        if n < 2:
+            return float("nan")
+        idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+        draws = np.mean([self.per_sequence_dv[p][:n][idx].mean(axis=1) for p in pairs], axis=0)
+        return float(draws.std(ddof=1))
 
     def summary(self) -> dict[str, Any]:
         """The matrices and their means (minimum for Diff-Diff) above the diagonal."""
@@ -66,6 +80,7 @@ class Persistence:
             "diff_diff": self.diff_diff,
             "layer_cos": self.layer_cos,
             "mean_offdiag_diff_vector": float(np.nanmean(self.diff_vector[upper])),
+            "mean_offdiag_diff_vector_se": self.offdiag_diff_vector_se(),
             "mean_offdiag_diff_diff": float(np.nanmean(self.diff_diff[upper])),
             "min_offdiag_diff_diff": float(np.nanmin(self.diff_diff[upper])),
         }
@@ -141,6 +156,7 @@ def persistence(
         for j in range(i, n):
             if j in vectors:
                 dv[i, j] = float(np.mean(seq_dv[j]))
+                out.per_sequence_dv[(i, j)] = np.asarray(seq_dv[j])
                 lc[i, j] = float(_cos(total[j] / count, vectors[j].vector.detach().float().cpu()))
             dd[i, j] = float(np.mean(seq_dd[j]))
             dn[i, j] = float(np.mean(norms[j]))

@@ -89,3 +89,16 @@ def test_layer_curve_draws_each_seed():
     points = [c for c in fig.axes[0].collections if c.get_offsets().shape[0] == 2 and c.get_label() != "_nolegend_"]
     assert len(fig.axes[0].collections) >= 2 and points
     plt.close(fig)
+
+
+def test_persistence_error_resamples_prompts():
+    from steerlib.propagation import Persistence
+
+    rng = np.random.default_rng(3)
+    nan = np.full((3, 3), np.nan)
+    p = Persistence(nan, nan, nan, nan)
+    p.per_sequence_dv = {(0, 1): rng.normal(0.5, 0.2, 400), (0, 2): rng.normal(0.3, 0.2, 400),
+                         (1, 2): rng.normal(0.4, 0.2, 400), (1, 1): np.ones(400)}  # the diagonal is ignored
+    se = p.offdiag_diff_vector_se(n_boot=2000)
+    assert 0.5 * 0.2 / math.sqrt(3 * 400) < se < 1.5 * 0.2 / math.sqrt(3 * 400)  # independent pairs: sd/sqrt(3n)
+    assert math.isnan(Persistence(nan, nan, nan, nan).offdiag_diff_vector_se())
