@@ -68,8 +68,8 @@ def _chapter_imports() -> str:
 
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="the simulation installs this checkout with git+file://")
 def test_the_install_cell_in_a_simulated_colab_keeps_torch_and_the_chapters_import(tmp_path):
-    """A fresh virtual environment with torch already installed stands in for Colab's runtime; the
-    install cell runs there (with google.colab present and the URL pointed at this checkout's HEAD)."""
+    """A fresh virtual environment with torch and IPython already installed stands in for Colab's runtime;
+    the install cell runs there (with google.colab present and the URL pointed at this checkout's HEAD)."""
     import torch
 
     venv = tmp_path / "colab"
@@ -77,7 +77,8 @@ def test_the_install_cell_in_a_simulated_colab_keeps_torch_and_the_chapters_impo
     py = str(venv / "bin" / "python")
     pip = [py, "-m", "pip", "install", "-q"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True, capture_output=True)  # Colab's pip is recent
-    subprocess.run([*pip, f"torch=={torch.__version__.split('+')[0]}"], check=True, capture_output=True)
+    # what every Colab runtime has before the cell runs: its torch, and IPython (a notebook's kernel)
+    subprocess.run([*pip, f"torch=={torch.__version__.split('+')[0]}", "ipython"], check=True, capture_output=True)
     probe = "import torch, pathlib; print(torch.__version__, pathlib.Path(torch.__file__).stat().st_mtime_ns)"
     before = subprocess.run([py, "-c", probe], check=True, capture_output=True, text=True).stdout
 
