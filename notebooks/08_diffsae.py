@@ -198,6 +198,6 @@ ch.claims(results)
 #
 # | | paper | this run (organism) |
 # | --- | --- | --- |
-# | top feature by correct-vs-incorrect firing | one looked associated with incorrectness | {glue:text}`f0_dir` for the first SAE; correct in {glue:text}`n_tracks_correct` of {glue:text}`n_stability` SAEs (not stable) |
+# | top feature by correct-vs-incorrect firing | one looked associated with incorrectness | {glue:text}`f0_dir` for the first SAE; correct in {glue:text}`n_tracks_correct` of {glue:text}`n_stability` SAEs |
 # | share of correct generations activating it | about half (layer 10) | {glue:text}`top_feature_correct_rate:.2f` |
 # | share of the effect the top features explain | not published | {glue:text}`explained_share:.2f` |
