@@ -54,7 +54,7 @@ from steerlib import plots
 from steerlib.chapter import setup
 from statistics import stdev
 
-from steerlib.efficiency import efficiency_rows
+from steerlib.efficiency import PARAMETERS, efficiency_rows
 from steerlib.evaluate import summary_table
 from steerlib.seeds import sampling_spread, seed_list, seed_summary, seeded_sweeps
 from steerlib.selection import baselines as train_baselines
@@ -179,8 +179,8 @@ results = ch.publish({
    full_ft_se=evals["full fine-tune"].stderr if "full fine-tune" in evals else None,
    n_helped=sum(helped.values()), n_not_helped=len(LAYERS) - sum(helped.values()), n_swept=len(LAYERS),
    n_seeds=len(SEEDS), max_seed_sd=max(curve.sd.values()),
-   vector_params=efficiency["single-layer vector"]["parameters"],
-   full_params=efficiency.get("full fine-tune", {}).get("parameters"))
+   vector_params=efficiency["single-layer vector"][PARAMETERS],
+   full_params=efficiency.get("full fine-tune", {}).get(PARAMETERS))
 ch.claims(results)
 
 # %% [markdown]

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from steerlib.efficiency import adam_state_bytes, efficiency_rows, median_update_seconds, trainable_parameters
+from steerlib.efficiency import (PARAMETERS, STATE, UPDATE, adam_state_bytes, efficiency_rows, median_update_seconds,
+                                  trainable_parameters)
 from steerlib.seeds import seed_dir, seed_list, seed_summary, spread
 from steerlib.stats import Estimate, bootstrap, describe, gain_share, paired_difference, paired_gain, share_estimate
 
@@ -75,8 +76,8 @@ def test_efficiency_rows_count_parameters_and_adam_state():
     assert trainable_parameters(run) == 96 and adam_state_bytes(96) == 768
     assert median_update_seconds(run) == pytest.approx(0.2)
     rows = efficiency_rows({"vector": run})
-    assert rows["vector"] == {"parameters": 96, "optimizer_bytes": 768, "update_seconds": pytest.approx(0.2)}
-    assert rows["paper, Qwen2.5-14B: full fine-tune"]["parameters"] == 14.7e9
+    assert rows["vector"] == {PARAMETERS: 96, STATE: 768, UPDATE: pytest.approx(0.2)}
+    assert rows["paper, Qwen2.5-14B: full fine-tune"][PARAMETERS] == 14.7e9
 
 
 def test_layer_curve_draws_each_seed():
