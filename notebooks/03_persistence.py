@@ -11,7 +11,7 @@
 #
 # Definitions are the authors' (the paper, Section 5 and Figures 2 and 13; {doc}`notes on their code <../appendix_authors_code>`). For a prompt, one completion is sampled with
 # only $s_i$ active; prompt + completion is teacher-forced with and without $s_i$, and every decoder
-# layer's output recorded: $\Delta_j(t) = h_j(t; s_i) - h_j(t; \text{base})$ at every token.
+# layer's output recorded: $\Delta_j(t) = h_j(t; s_i) - h_j(t)$ (steered minus base) at every token.
 # **Diff-Vector** $= \cos(\Delta_j(t), s_j)$, **Diff-Diff** $= \cos(\Delta_j(t), \overline{\Delta_j})$
 # with $\overline{\Delta_j}$ the mean over the sequence's tokens; each averaged over tokens, then prompts.
 # Pairs: **normalised pair accuracy** $= (acc_{ij} - \max(acc_i, acc_j)) / (acc_{all} - \max(acc_i, acc_j))$,

@@ -6,8 +6,8 @@
 # {cite:p}`sinii2025small`; reviewers noted that the top feature can also track incorrectness and that
 # about half of the correct generations activate it (Section 8, Figure 7). Architecture, width and sparsity
 # were not published, so the choices here are ours: a top-$k$ SAE (no decoder bias, so the mean shift
-# is a feature too) on the per-token differences $\Delta_j(t) = h_j(t; s_i) - h_j(t; \text{base})$ at a
-# read-out layer $j$ for the vector of a middle layer $i$, collected on completions sampled with the
+# is a feature too) on the per-token differences $\Delta_j(t) = h_j(t; s_i) - h_j(t)$ (steered minus
+# base) at a read-out layer $j$ for the vector of a middle layer $i$, collected on completions sampled with the
 # vector (prompt and completion tokens; the last prompt token's activation decides the first
 # generated token). At the injection layer itself $\Delta_i(t) = s_i$ at every token, so the read-out
 # layer must lie above it.
@@ -15,7 +15,7 @@
 # A feature *fires on a generation* when it is active at any of its tokens. "Share of the vector's
 # effect explained" is measured on next-token predictions along the completions: the read-out
 # layer's difference is replaced by its reconstruction from the chosen features only, and the share is
-# $1 - \mathrm{KL}(\text{steered} \,\|\, \text{patched}) / \mathrm{KL}(\text{steered} \,\|\, \text{base})$.
+# 1 − KL(steered ‖ patched) / KL(steered ‖ base).
 #
 # The vectors studied here are chapter 02's sweep of its first training seed; the spread over seeds
 # (chapter 02) is not propagated into this chapter's numbers.

@@ -318,6 +318,8 @@ def build_html(root: Path = ROOT) -> None:
 def build_all(root: Path = ROOT) -> None:
     """Every chapter in order with its defaults (progress: chapter k of n, the cell bar, elapsed and
     planned minutes from the previous build's ``book/build_times.json``), then the HTML."""
+    from steerlib.atomic import write_json
+
     sync_install_cells(root)
     sources = chapter_sources(root)
     planned = json.loads(BUILD_TIMES.read_text()) if BUILD_TIMES.exists() else {}
@@ -331,8 +333,6 @@ def build_all(root: Path = ROOT) -> None:
         execute_chapter(source, CHAPTERS / f"{source.stem}.ipynb", progress=True)
         times[source.stem] = round((time.monotonic() - t0) / 60, 2)
         print(f"[{k}/{len(sources)}] {source.stem}: done in {times[source.stem]:.1f} min", flush=True)
-        from steerlib.atomic import write_json
-
         write_json(BUILD_TIMES, times)
     print(f"all {len(sources)} chapters in {(time.monotonic() - start) / 60:.1f} min", flush=True)
     build_html(root)

@@ -21,7 +21,7 @@ __all__ = ["page_problems", "colab_links"]
 
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?::[^{}]*)?\}")
 _NAN = re.compile(r"\b(?:nan|NaN|NAN)\b")
-_SKIP = {"script", "style", "code", "pre", "div.highlight"}
+_SKIP = {"script", "style", "code", "pre"}  # code and page machinery are not prose
 
 
 class _Page(HTMLParser):
@@ -32,11 +32,9 @@ class _Page(HTMLParser):
         self.uncaptioned: list[str] = []  # images outside a captioned figure
         self.figures: list[dict[str, Any]] = []
         self.links: list[str] = []
-        self.math = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
-        classes = (a.get("class") or "").split()
         if tag in ("br", "img", "meta", "link", "input", "hr", "source"):
             if tag == "img":
                 (self.figures[-1]["srcs"] if self.figures else self.uncaptioned).append(a.get("src") or "")
@@ -48,8 +46,6 @@ class _Page(HTMLParser):
             self.figures.append({"caption": False, "srcs": []})
         if tag == "figcaption" and self.figures:
             self.figures[-1]["caption"] = True
-        if "math" in classes or tag == "math":
-            self.math += 1
 
     def handle_endtag(self, tag: str) -> None:
         if tag not in self.stack:

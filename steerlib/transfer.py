@@ -156,34 +156,21 @@ class TransferStudy:
     def family_summary(self, parent: dict[str, str | None]) -> dict[str, Any]:
         """Mean gain parent -> child, child -> parent, related (both) and unrelated directions, each with
         a standard error from the directions' bootstrap errors (treated as independent)."""
-        means, errors = self.mean_gains(), self.gain_errors()
-        down = [v for p, v in means.items() if parent.get(p.split("->")[1]) == p.split("->")[0]]
-        up = [v for p, v in means.items() if parent.get(p.split("->")[0]) == p.split("->")[1]]
-        other = [
-            v
-            for p, v in means.items()
-            if p
-            not in {
-                q
-                for q in means
-                if parent.get(q.split("->")[1]) == q.split("->")[0] or parent.get(q.split("->")[0]) == q.split("->")[1]
-            }
-        ]
-        mean = lambda xs: float(np.mean(xs)) if xs else None  # noqa: E731
-        se = {p: errors[p] for p in means}
+        means, se = self.mean_gains(), self.gain_errors()
+        down = [p for p in means if parent.get(p.split("->")[1]) == p.split("->")[0]]  # donor is the parent
+        up = [p for p in means if parent.get(p.split("->")[0]) == p.split("->")[1]]  # donor is the child
+        other = [p for p in means if p not in down + up]
+        mean = lambda ps: float(np.mean([means[p] for p in ps])) if ps else None  # noqa: E731
         group_se = lambda ps: float(np.sqrt(sum(se[p] ** 2 for p in ps)) / len(ps)) if ps else None  # noqa: E731
-        pairs_down = [p for p in means if parent.get(p.split("->")[1]) == p.split("->")[0]]
-        pairs_up = [p for p in means if parent.get(p.split("->")[0]) == p.split("->")[1]]
-        pairs_other = [p for p in means if p not in pairs_down + pairs_up]
         return {
             "related_mean_gain": mean(down + up),
             "parent_to_child_mean_gain": mean(down),
             "child_to_parent_mean_gain": mean(up),
             "unrelated_mean_gain": mean(other),
-            "related_mean_gain_se": group_se(pairs_down + pairs_up),
-            "parent_to_child_mean_gain_se": group_se(pairs_down),
-            "child_to_parent_mean_gain_se": group_se(pairs_up),
-            "unrelated_mean_gain_se": group_se(pairs_other),
+            "related_mean_gain_se": group_se(down + up),
+            "parent_to_child_mean_gain_se": group_se(down),
+            "child_to_parent_mean_gain_se": group_se(up),
+            "unrelated_mean_gain_se": group_se(other),
             "normalized_gain_se": se,
             "n_related": len(down + up),
             "n_unrelated": len(other),

@@ -103,3 +103,26 @@ def test_persistence_error_resamples_prompts():
     se = p.offdiag_diff_vector_se(n_boot=2000)
     assert 0.5 * 0.2 / math.sqrt(3 * 400) < se < 1.5 * 0.2 / math.sqrt(3 * 400)  # independent pairs: sd/sqrt(3n)
     assert math.isnan(Persistence(nan, nan, nan, nan).offdiag_diff_vector_se())
+
+
+def test_transfer_family_summary_groups_directions_and_their_errors():
+    from steerlib.transfer import TransferStudy, normalized_gain
+
+    rng = np.random.default_rng(4)
+    acc = {"p": {"base": 0.3, "own/0": 0.8, "c/0": 0.4}, "c": {"base": 0.2, "own/0": 0.7, "p/0": 0.6},
+           "u": {"base": 0.5, "own/0": 0.9, "p/0": 0.5, "c/0": 0.5}}
+    acc["p"]["u/0"], acc["c"]["u/0"] = 0.3, 0.2
+    results = {t: {k: SimpleNamespace(per_problem=(rng.random(2000) < a).astype(float)) for k, a in cfg.items()}
+               for t, cfg in acc.items()}
+    for cfg in results.values():
+        for r in cfg.values():
+            r.pass_at_1 = float(r.per_problem.mean())
+    gains = {f"{d}->{t}": {0: normalized_gain(results[t][f"{d}/0"].pass_at_1, results[t]["base"].pass_at_1,
+                                              results[t]["own/0"].pass_at_1)}
+             for t in acc for d in acc if d != t}
+    fam = TransferStudy(["p", "c", "u"], [0], results, gains).family_summary({"c": "p", "p": None, "u": None})
+    assert fam["parent_to_child_mean_gain"] == pytest.approx(gains["p->c"][0])
+    assert fam["child_to_parent_mean_gain"] == pytest.approx(gains["c->p"][0])
+    assert fam["n_related"] == 2 and fam["n_unrelated"] == 4
+    assert fam["parent_to_child_mean_gain_se"] == pytest.approx(fam["normalized_gain_se"]["p->c"])
+    assert 0 < fam["related_mean_gain_se"] < max(fam["normalized_gain_se"]["p->c"], fam["normalized_gain_se"]["c->p"])
