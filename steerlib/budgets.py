@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["kv_token_budget", "micro_batch_token_budget", "logit_element_budget"]
+__all__ = ["kv_token_budget", "micro_batch_token_budget", "logit_element_budget", "hidden_byte_budget"]
 
 
 def kv_token_budget(model: Any, *, cpu_tokens: int = 1 << 20, share: float = 0.5) -> int:
@@ -64,3 +64,18 @@ def logit_element_budget(model: Any, *, share: float = 0.05, cpu_elements: int =
         return cpu_elements
     free, _ = torch.cuda.mem_get_info(device)
     return max(1 << 20, int(share * free) // 12)
+
+
+def hidden_byte_budget(model: Any, *, share: float = 0.1, cpu_bytes: int = 1 << 31) -> int:
+    """Bytes a step's rollouts may keep of the hidden state entering the first steered block (so the
+    loss pass starts there): ``share`` of the free memory on CUDA, ``cpu_bytes`` on a CPU.
+
+    Example:
+        >>> hidden_byte_budget(model)                 # doctest: +SKIP
+        2147483648
+    """
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return cpu_bytes
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(share * free)

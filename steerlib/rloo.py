@@ -23,9 +23,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 
 from steerlib.arch import model_parts
 from steerlib.rewards import MathVerifier, default_verifier
-from steerlib.budgets import kv_token_budget, logit_element_budget, micro_batch_token_budget
+from steerlib.budgets import hidden_byte_budget, kv_token_budget, logit_element_budget, micro_batch_token_budget
 from steerlib.rollout import Rollouts, sample_rollouts_chunked
 from steerlib.trainables import FullTrainable, LoraTrainable, Trainable, VectorTrainable
 
@@ -71,6 +72,7 @@ class RLOOConfig:
     kv_tokens: int | None = None  # KV-cache tokens per rollout chunk (None: from free memory on CUDA, 2^20 on CPU)
     checkpoint_every: int = 10
     seed: int = 0
+    loss_from_rollout: bool = True  # start the loss pass at the first steered block (rollout's hidden state)
 
 
 def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
@@ -93,6 +95,25 @@ def _gather_logprobs(lm_head: Any, hidden: torch.Tensor, tokens: torch.Tensor, t
     return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
+@contextlib.contextmanager
+def _from_block(model: Any, block: int) -> Iterator[None]:
+    """Within the context the decoder runs only blocks ``block ...`` (its ``inputs_embeds`` are then the
+    hidden state entering ``block``). Hooks on the blocks stay where they are."""
+    decoder = model_parts(model).decoder
+    layers = decoder.layers
+    decoder.layers = torch.nn.ModuleList(list(layers)[block:])
+    try:
+        yield
+    finally:
+        decoder.layers = layers
+
+
+def starts_anywhere(model: Any) -> bool:
+    """Whether the loss pass may start at any block: every layer has the same attention type (the
+    decoder picks a layer's mask by its position in ``layers``)."""
+    return len(set(getattr(model_parts(model).causal_lm.config, "layer_types", None) or ["full"])) == 1
+
+
 def _token_logprobs(
     model: Any, ro: Rollouts, rows: torch.Tensor, temperature: float, logit_elements: int = 1 << 62
 ) -> torch.Tensor:
@@ -103,23 +124,32 @@ def _token_logprobs(
     ``rows x positions x vocab`` exceeds ``logit_elements`` the unembedding and log-softmax run chunk by
     chunk over positions, each chunk recomputed in the backward pass (activation checkpointing), so the
     full-vocabulary logits of the whole micro-batch never exist at once.
-    """
-    from steerlib.arch import model_parts
 
+    When the rollouts kept the hidden state entering a block (:attr:`Rollouts.hidden`) the pass starts
+    there: the blocks below it are not run again (their activations do not depend on what is trained).
+    """
     comp_mask = ro.completion_mask[rows]
     n = max(1, int(comp_mask.sum(-1).max()))
     comp = ro.completion_ids[rows, :n]
     ids = torch.cat([ro.prompt_ids[rows], comp], 1)
     mask = torch.cat([ro.prompt_mask[rows], comp_mask[:, :n]], 1)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    block = int(ro.hidden_block[rows[0]]) if ro.hidden is not None and ro.hidden_block is not None else 0
+    inputs: dict[str, torch.Tensor] = {"input_ids": ids}
+    ctx: Any = contextlib.nullcontext()
+    if block > 0:
+        inputs = {"inputs_embeds": ro.hidden[rows, : ids.shape[1]].clone()}  # type: ignore[index]
+        ctx = _from_block(model, block)
     parts = model_parts(model)
     vocab = parts.lm_head.weight.shape[0]
     step = max(1, logit_elements // max(1, len(rows) * vocab))
     if step >= n + 1:  # everything fits: one pass, as the causal LM itself computes it
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=n + 1).logits[:, :-1]
+        with ctx:
+            logits = model(**inputs, attention_mask=mask, position_ids=pos, logits_to_keep=n + 1).logits[:, :-1]
         out = (logits.float() / temperature).log_softmax(-1).gather(-1, comp.unsqueeze(-1)).squeeze(-1)
     else:
-        hidden = parts.decoder(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state[:, -(n + 1) : -1]
+        with ctx:
+            hidden = parts.decoder(**inputs, attention_mask=mask, position_ids=pos).last_hidden_state[:, -(n + 1) : -1]
         chunks = []
         for lo in range(0, n, step):
             h, t = hidden[:, lo : lo + step], comp[:, lo : lo + step]
@@ -156,6 +186,8 @@ class RLOOTrainer:
         self.stop_ids = list(stop_ids) if stop_ids else [tokenizer.eos_token_id]
         self.micro_tokens = cfg.micro_batch_tokens or micro_batch_token_budget(trainable.model)
         self.logit_elements = cfg.logit_elements or logit_element_budget(trainable.model)
+        self.hidden_bytes = hidden_byte_budget(trainable.model)
+        self.elt = next(trainable.model.parameters()).element_size()
         self.verifier = verifier or default_verifier()
         self.opts = [torch.optim.Adam(g, lr=cfg.lr, betas=cfg.betas) for g in trainable.optimizer_groups()]
         self.step_idx = 0
@@ -205,6 +237,11 @@ class RLOOTrainer:
             kv_tokens=cfg.kv_tokens or kv_token_budget(tr.model),
             logit_elements=self.logit_elements,
         )
+        blocks = [tr.start_block(r) for r in (routes if routes is not None else [None] * len(all_prompts))]
+        width = max(len(p) for p in all_prompts) + cfg.max_new_tokens
+        fits = len(all_prompts) * k * width * model_parts(tr.model).hidden_size * self.elt <= self.hidden_bytes
+        if cfg.loss_from_rollout and max(blocks) > 0 and starts_anywhere(tr.model) and fits:
+            kw["capture"] = blocks
         if vectors is None:
             with tr.context(None):
                 ro = sample_rollouts_chunked(tr.model, all_prompts, k, **kw)

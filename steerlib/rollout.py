@@ -6,6 +6,10 @@ a row that emits EOS leaves the batch (``cache.batch_select_indices``) and costs
 Steering (any site, position mask and per-prompt routing of :mod:`steerlib.steering`) is applied during
 prefill and decoding, so the samples are on-policy. Everything runs under ``torch.inference_mode``.
 
+With ``capture=`` (one decoder block per prompt) the hidden state entering that block is kept for every
+prompt and completion column (:attr:`Rollouts.hidden`): the activations below the first steered block do
+not depend on the vector, so the loss pass can start there (:func:`steerlib.rloo.RLOOTrainer.update`).
+
 Example:
     >>> ro = sample_rollouts(model, [[5, 6, 7]], k=4, eos_id=1, pad_id=0, max_new_tokens=8)  # doctest: +SKIP
     >>> ro.completion_ids.shape                                                              # doctest: +SKIP
@@ -38,6 +42,10 @@ class Rollouts:
             generated tokens up to and including EOS.
         prompt_index: ``(N,)`` index of each row's prompt.
         finished: ``(N,)`` whether the row emitted EOS.
+        hidden: ``(N, T + M, d)`` the hidden state entering block ``hidden_block[i]`` at every column of
+            row ``i`` (zeros at padding and at the last completion token, which is never fed back), or
+            ``None`` when not captured.
+        hidden_block: ``(N,)`` the block each row's ``hidden`` enters (``None`` with ``hidden``).
     """
 
     prompt_ids: torch.Tensor
@@ -46,6 +54,8 @@ class Rollouts:
     completion_mask: torch.Tensor
     prompt_index: torch.Tensor
     finished: torch.Tensor
+    hidden: torch.Tensor | None = None
+    hidden_block: torch.Tensor | None = None
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -63,6 +73,10 @@ class Rollouts:
         def pad(t: torch.Tensor, value: int) -> torch.Tensor:
             return torch.nn.functional.pad(t, (width - t.shape[1], 0), value=value)
 
+        hidden = None
+        if all(p.hidden is not None for p in parts):
+            hidden = torch.cat([torch.nn.functional.pad(p.hidden, (0, 0, width - p.prompt_ids.shape[1], 0))
+                                for p in parts])  # type: ignore[arg-type]
         offsets, total = [], 0
         for p in parts:
             offsets.append(total)
@@ -74,7 +88,45 @@ class Rollouts:
             completion_mask=torch.cat([p.completion_mask for p in parts]),
             prompt_index=torch.cat([p.prompt_index + o for p, o in zip(parts, offsets)]),
             finished=torch.cat([p.finished for p in parts]),
+            hidden=hidden,
+            hidden_block=torch.cat([p.hidden_block for p in parts]) if hidden is not None else None,  # type: ignore[misc]
         )
+
+
+class _Capture:
+    """Forward pre-hooks that keep the hidden state entering each row's block (prefill, then one column
+    per decode step). The hooks run before any steering hook on the same block (``prepend``)."""
+
+    def __init__(self, layers: Any, blocks: torch.Tensor, k: int, width: int, new: int) -> None:
+        self.blocks, self.k = blocks, k  # blocks: one per prompt
+        self.prefill: torch.Tensor | None = None
+        self.decode: torch.Tensor | None = None
+        self.width, self.new = width, new
+        self.rows: torch.Tensor | None = None  # None: the prefill (rows are prompts); else row ids
+        self.col = 0
+        self.handles = [layers[int(b)].register_forward_pre_hook(self._hook(int(b)), with_kwargs=True, prepend=True)
+                        for b in blocks.unique().tolist()]
+
+    def _hook(self, block: int) -> Any:
+        def hook(module: Any, args: tuple, kwargs: dict) -> None:
+            h = args[0] if args else kwargs["hidden_states"]
+            if self.rows is None:
+                if self.prefill is None:
+                    self.prefill = h.new_zeros(h.shape[0], self.width, h.shape[-1])
+                    self.decode = h.new_zeros(h.shape[0] * self.k, self.new, h.shape[-1])
+                mine = (self.blocks == block).nonzero().flatten()
+                self.prefill[mine] = h[mine]
+            else:
+                mine = (self.blocks.repeat_interleave(self.k)[self.rows] == block).nonzero().flatten()
+                self.decode[self.rows[mine], self.col] = h[mine, -1]  # type: ignore[index]
+        return hook
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        for handle in self.handles:
+            handle.remove()
+        assert self.prefill is not None and self.decode is not None
+        hidden = torch.cat([self.prefill.repeat_interleave(self.k, 0), self.decode], 1)
+        return hidden, self.blocks.repeat_interleave(self.k)
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,6 +181,7 @@ def sample_rollouts(
     routes: Sequence[int] | None = None,
     positions: Positions = "all",
     generator: torch.Generator | None = None,
+    capture: Sequence[int] | None = None,
 ) -> Rollouts:
     """Sample ``k`` completions for each prompt (token ids) under optional steering.
 
@@ -137,6 +190,7 @@ def sample_rollouts(
             token is kept in the completion and its mask.
         routes: one routing group per *prompt* (its ``k`` samples share it).
         generator: the sampling RNG (on the model's device).
+        capture: one decoder block per prompt: keep the hidden state entering it (:class:`Rollouts`).
     """
     from transformers import DynamicCache
 
@@ -155,6 +209,12 @@ def sample_rollouts(
         ctx = steer(model, vectors, positions=positions, routing=routing)
     out_tokens = torch.full((n_prompts * k, max_new_tokens), pad_id, dtype=torch.long, device=device)
     finished = torch.zeros(n_prompts * k, dtype=torch.bool, device=device)
+    cap = None
+    if capture is not None:
+        from steerlib.arch import model_parts
+
+        cap = _Capture(model_parts(model).layers, torch.as_tensor(list(capture), device=device), k, ids.shape[1],
+                       max_new_tokens)
     with ctx as handle:
         if handle is not None:
             follow(cache, handle)
@@ -179,6 +239,8 @@ def sample_rollouts(
                 active, tok, mask, last = active[keep], tok[keep], mask[keep], last[keep]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
             last = last + 1
+            if cap is not None:
+                cap.rows, cap.col = active, t
             logits = model(
                 input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None], use_cache=True, **{key: cache}
             ).logits[:, -1]
@@ -190,6 +252,7 @@ def sample_rollouts(
     )
     comp_mask = (torch.arange(max_new_tokens, device=device)[None] <= last_valid[:, None]).long()
     out_tokens = torch.where(comp_mask.bool(), out_tokens, torch.full_like(out_tokens, pad_id))
+    hidden, blocks = cap.result() if cap is not None else (None, None)
     return Rollouts(
         prompt_ids=prompt_ids.repeat_interleave(k, 0),
         prompt_mask=prompt_mask.repeat_interleave(k, 0),
@@ -197,6 +260,8 @@ def sample_rollouts(
         completion_mask=comp_mask,
         prompt_index=torch.arange(n_prompts, device=device).repeat_interleave(k),
         finished=finished,
+        hidden=hidden,
+        hidden_block=blocks,
     )
 
 
@@ -209,6 +274,7 @@ def sample_rollouts_chunked(
     logit_elements: int = 1 << 62,
     max_new_tokens: int = 64,
     routes: Sequence[int] | None = None,
+    capture: Sequence[int] | None = None,
     pad_id: int,
     **kwargs: Any,
 ) -> Rollouts:
@@ -226,5 +292,6 @@ def sample_rollouts_chunked(
     for lo in range(0, len(prompts), per_chunk):
         sel = slice(lo, lo + per_chunk)
         parts.append(sample_rollouts(model, prompts[sel], k, max_new_tokens=max_new_tokens, pad_id=pad_id,
-                                     routes=None if routes is None else list(routes)[sel], **kwargs))
+                                     routes=None if routes is None else list(routes)[sel],
+                                     capture=None if capture is None else list(capture)[sel], **kwargs))
     return Rollouts.cat(parts, pad_id)

@@ -40,6 +40,10 @@ class Trainable:
         """Routing groups of a multiplexed run (``None``: one policy for every row)."""
         return None
 
+    def start_block(self, route: int | None) -> int:
+        """The first decoder block whose computation depends on what is trained (for one route)."""
+        return 0
+
     def context(
         self, routing: Sequence[int] | None, prompt_length: int | None = None
     ) -> contextlib.AbstractContextManager:
@@ -113,6 +117,10 @@ class VectorTrainable(Trainable):
             return self.vectors
         b = self.basis
         return [dataclasses.replace(v, vector=v.vector - b.T @ (b @ v.vector)) for v in self.vectors]
+
+    def start_block(self, route: int | None) -> int:
+        layers = [v.layer for v in self.vectors if route is None or v.route == route]
+        return min(layers) if layers else 0
 
     def context(self, routing, prompt_length=None):
         vectors = self.effective_vectors()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from steerlib.rloo import (
@@ -14,7 +15,7 @@ from steerlib.rloo import (
     rloo_advantages,
     train,
 )
-from steerlib.rollout import sample_rollouts
+from steerlib.rollout import sample_rollouts, sample_rollouts_chunked
 from steerlib.steering import SteeringVector, steer, zero_vectors
 from steerlib.world import sample_problems
 
@@ -262,3 +263,67 @@ def test_trimmed_loss_pass_equals_the_full_width_pass(tiny_org):
     m = ro.completion_mask.bool()
     assert got.shape == ref.shape
     torch.testing.assert_close(got[m], ref[m], atol=1e-5, rtol=1e-5)
+
+
+def _random_vectors(model, layers, site, routed=False):
+    vecs = zero_vectors(model, layers, site, dtype=torch.float64, routed=routed)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for v in vecs:
+            v.vector.copy_(torch.randn(v.vector.shape, generator=g, dtype=torch.float64))
+    return vecs
+
+
+@pytest.mark.parametrize("site", ["resid_post", "resid_pre", "post_attn", "v_in"])
+def test_loss_pass_from_the_steered_block_equals_the_full_pass(site):
+    """The rollout keeps the hidden state entering the steered block; the loss pass that starts there
+    gives the full pass's log-probs and gradient (float64)."""
+    import dataclasses
+
+    from steerlib.rloo import _token_logprobs
+    from tests.conftest import tiny_model
+
+    model = tiny_model("qwen2")
+    tr = VectorTrainable(model, _random_vectors(model, [1], site))
+    prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+    vectors, positions = tr.steering()
+    # in chunks of one prompt: each chunk's hidden state is re-padded to the batch's prompt width
+    ro = sample_rollouts_chunked(model, prompts, 3, eos_id=2, pad_id=0, max_new_tokens=9, vectors=vectors,
+                                 generator=torch.Generator().manual_seed(0), capture=[1, 1, 1], kv_tokens=3 * 14)
+    assert ro.hidden is not None and ro.hidden.shape == (9, 5 + 9, 16)
+    rows = torch.arange(9)
+    m = ro.completion_mask.bool()
+    got, want = [], []
+    for r, out in ((ro, got), (dataclasses.replace(ro, hidden=None, hidden_block=None), want)):
+        with tr.context(None, ro.prompt_ids.shape[1]):
+            logp = _token_logprobs(model, r, rows, 1.0)
+        (grad,) = torch.autograd.grad((logp * m).sum(), [tr.vectors[0].vector])
+        out += [logp[m], grad]
+    torch.testing.assert_close(got[0], want[0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-10, atol=1e-10)
+    assert want[1].abs().sum() > 0
+
+
+def test_multiplexed_rloo_update_from_the_rollout_equals_the_full_pass(tiny_org):
+    """A routed sweep over layers 0 and 1 (each route starts at its own block): one RLOO update with
+    the loss pass from the rollout's hidden state moves the vectors as the full pass does (float64)."""
+    import copy
+    import dataclasses
+
+    model, tok = copy.deepcopy(tiny_org.model).double(), tiny_org.tokenizer
+    prompts, answers = _pool(4)
+    ids = tok(prompts, add_special_tokens=False)["input_ids"]
+    cfg = RLOOConfig(prompts_per_step=4, completions_per_prompt=3, max_new_tokens=16, lr=0.1, micro_batch_tokens=5 * 40)
+    moved = []
+    for reuse in (True, False):
+        tr = VectorTrainable(model, _random_vectors(model, [0, 1], "resid_post", routed=True))
+        trainer = RLOOTrainer(tr, tok, dataclasses.replace(cfg, loss_from_rollout=reuse))
+        batch = trainer.collect(ids, answers)
+        assert (batch["rollouts"].hidden is not None) == reuse
+        if reuse:
+            assert batch["rollouts"].hidden_block.tolist() == [0] * 12 + [1] * 12
+        batch["rewards"] = torch.tensor([1.0, 0, 0] * 8)
+        trainer.update(batch)
+        moved.append([v.vector.detach().clone() for v in tr.vectors])
+    for a, b in zip(*moved):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
