@@ -5,11 +5,13 @@ the ids, splits and columns of the authors' scripts (the book's notes on the aut
 for training and AIME 2024, AIME 2025, AMC 2023, MATH-500, Minerva Math and OlympiadBench for evaluation
 (Minerva's answer is the last ``\\boxed{}`` of its solution). Pass ``path=`` (a local JSON/JSONL file in
 the same schema) to load without the hub: that is how the tests run. The organism's arithmetic world is
-the ``organism`` source.
+the ``organism`` source; ``addition`` is natural-language two-digit addition for a real pretrained LM
+(train / validation / test disjoint by construction).
 
 Templates: ``qwen_math`` (the authors' default: the tokenizer's chat template with the system prompt
 "Please reason step by step, and put your final answer within \\boxed{}.", or their plain-text fallback
-when the tokenizer has none), ``llama3`` (the Llama-3.1 chat format) and ``organism``. ``append``
+when the tokenizer has none), ``llama3`` (the Llama-3.1 chat format), ``organism`` and ``fewshot`` (two
+worked examples in plain text, then ``Q: <problem>\nA:``; a blank line ends the answer). ``append``
 puts a fixed first token after the generation prompt (the paper's prefix test).
 
 Example:
@@ -50,7 +52,10 @@ _LLAMA3 = (
     "<|start_header_id|>user<|end_header_id|>\n\n{problem}<|eot_id|>"
     "<|start_header_id|>assistant<|end_header_id|>\n\n"
 )
-TEMPLATES = ("qwen_math", "llama3", "organism")
+FEWSHOT_EXAMPLES = ((12, 35), (58, 27))  # never drawn as problems
+_FEWSHOT = "".join(f"Q: What is {a} + {b}?\nA: {a} + {b} = {a + b}. The answer is \\boxed{{{a + b}}}.\n\n"
+                   for a, b in FEWSHOT_EXAMPLES)
+TEMPLATES = ("qwen_math", "llama3", "organism", "fewshot")
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ def load_problems(
         split: for ``organism`` only: ``train``, ``validation`` or ``test``.
         seed: for ``organism`` only: which problems are drawn.
     """
+    if source == "addition":
+        return addition_problems(split, n)
     if source == "organism":
         from steerlib.world import sample_problems
 
@@ -162,6 +169,26 @@ def load_problems(
     return out
 
 
+def addition_problems(split: str = "test", n: int | None = None) -> list[MathProblem]:
+    """Two-digit additions ``What is a + b?`` (10 <= a, b <= 99; the few-shot examples excluded), in a
+    fixed shuffled order cut into test (first 1,000), validation (next 1,000) and train (the rest, 6,098):
+    disjoint by construction.
+
+    Example:
+        >>> addition_problems("test", 1)[0].problem.startswith("What is ")
+        True
+    """
+    import random
+
+    if split not in ("train", "validation", "test"):
+        raise ValueError(f"split must be train, validation or test, not {split!r}")
+    pairs = [(a, b) for a in range(10, 100) for b in range(10, 100) if (a, b) not in FEWSHOT_EXAMPLES]
+    random.Random("addition").shuffle(pairs)
+    lo, hi = {"test": (0, 1000), "validation": (1000, 2000), "train": (2000, len(pairs))}[split]
+    part = pairs[lo:hi][:n] if n is not None else pairs[lo:hi]
+    return [MathProblem(f"addition-{a}+{b}", f"What is {a} + {b}?", str(a + b), "addition") for a, b in part]
+
+
 def render_prompt(problem: MathProblem | str, template: str, tokenizer: Any = None, append: str = "") -> str:
     """The prompt text for one problem.
 
@@ -174,6 +201,8 @@ def render_prompt(problem: MathProblem | str, template: str, tokenizer: Any = No
     text = problem.problem if isinstance(problem, MathProblem) else problem
     if template == "organism":
         prompt = f"Q: {text}=?\nA:"
+    elif template == "fewshot":
+        prompt = f"{_FEWSHOT}Q: {text}\nA:"
     elif template in ("qwen_math", "llama3"):
         if tokenizer is not None and getattr(tokenizer, "chat_template", None):
             messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": text}]
@@ -212,6 +241,8 @@ def split_problems(preset: Any, split: str, n: int | None = None) -> list[MathPr
         raise ValueError(f"split must be train, validation or test, not {split!r}")
     if preset.train_source == "organism":
         return load_problems("organism", n=n or (20000 if split == "train" else 1000), split=split, seed=preset.seed)
+    if preset.train_source == "addition":
+        return addition_problems(split, n)
     if split == "test":
         return [p for probs in benchmark_sets(preset, n).values() for p in probs]
     rows = load_problems(preset.train_source)
@@ -244,7 +275,7 @@ def split_prompts(
 #: not always the tokenizer's EOS (Qwen's base models use ``<|endoftext|>`` as EOS, Llama 3.1's
 #: ``<|end_of_text|>``), so sampling that stops only at EOS runs past the answer.
 STOP_TOKENS = {"qwen_math": ("<|im_end|>", "<|endoftext|>"), "llama3": ("<|eot_id|>", "<|end_of_text|>"),
-               "organism": ()}
+               "organism": (), "fewshot": ("<|im_end|>", "<|endoftext|>")}
 
 
 def stop_token_ids(tokenizer: Any, template: str) -> list[int]:
@@ -266,5 +297,9 @@ def stop_token_ids(tokenizer: Any, template: str) -> list[int]:
             ids.append(i)
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
+    if template == "fewshot":  # a blank line ends the answer (the examples' format): every token holding one
+        vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        ids += [i for i, t in enumerate(vocab) if t and "\n\n" in tokenizer.convert_tokens_to_string([t])
+                and i not in ids]
     return ids
 

