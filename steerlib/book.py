@@ -60,11 +60,11 @@ _TIMING_KEYS = ("execution", "papermill", "ExecuteTime")
 BUILD_TIMES = ROOT / "book" / "build_times.json"
 INSTALL_TAG = "colab-install"
 #: Chapters that run on the CPU organism whatever the preset: their Colab pages ask for no GPU.
-CPU_CHAPTERS = ("00_organism",)
+CPU_CHAPTERS = ("00_organism", "09_real_lm")
 #: Devices in the landing page's cost table.
 COST_DEVICES = ["a100-40gb", "h100", "l4", "cpu"]
 #: Optional extras a chapter's install cell adds to steerlib's core (nothing else: never the book tooling).
-CHAPTER_EXTRAS: dict[str, str] = {}
+CHAPTER_EXTRAS: dict[str, str] = {"09_real_lm": "smollm2"}
 
 
 class ChapterError(RuntimeError):

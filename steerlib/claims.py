@@ -86,6 +86,7 @@ class Claim:
     null: float = 0.0  # "no effect" (for "near": the value the paper reports it close to)
     paper_value: float | None = None  # the paper's estimate on the same scale, when it has one
     margin: float = 0.1  # "near": how close counts as reproduced
+    real: Callable[[Results], tuple[float | None, float | None]] | None = None  # the same measure, chapter 09
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class ClaimRow:
     verdict: str
     real_lm: float | None = None
     real_lm_se: float | None = None
+    real_lm_verdict: str | None = None
 
 
 def _get(r: Results, chapter: str, *keys: str) -> Any:
@@ -118,6 +120,19 @@ def _first_token(r: Results) -> tuple[float | None, float | None]:
     n = d["n_test_samples"]
     return (d["steered_opener_share"] - d["base_opener_share"],
             _diff_se(_share_se(d["steered_opener_share"], n), _share_se(d["base_opener_share"], n)))
+
+
+def _real(key: str, se_key: str, pick: str | None = None) -> Callable[[Results], tuple[float | None, float | None]]:
+    """Read an estimate and its error from chapter 09 (``pick``: the entry of a per-layer dict; ``"last"``:
+    its last trained layer)."""
+    def read(r: Results) -> tuple[float | None, float | None]:
+        d = r.get("09_real_lm", {})
+        est, se = d.get(key), d.get(se_key)
+        if pick is not None and isinstance(est, Mapping):
+            layer = str(d["layers"][0]) if pick == "last" else pick
+            est, se = est.get(layer), (se or {}).get(layer)
+        return est, se
+    return read
 
 
 def _mean_layer_gain(r: Results) -> tuple[float | None, float | None]:
@@ -156,7 +171,8 @@ def _sae(r: Results) -> tuple[float | None, float | None]:
 CLAIMS: tuple[Claim, ...] = (
     Claim("single_layer_gain", "A vector trained at one layer raises accuracy", "yes (Section 4, Figure 1)",
           "01_training", "greater", "pass@1 gain of the last-layer vector",
-          lambda r: (_get(r, "01_training", "gain"), _get(r, "01_training", "gain_se"))),
+          lambda r: (_get(r, "01_training", "gain"), _get(r, "01_training", "gain_se")),
+          real=_real("gain", "gain_se", "last")),
     Claim("most_layers_help", "Vectors at almost every layer help", "all but 2 of 28 layers (Qwen2.5-Math-7B)",
           "02_layer_curve", "greater", "mean pass@1 gain over the layers", _mean_layer_gain),
     Claim("all_layer_vs_full", "All-layer steering comes close to full fine-tuning",
@@ -166,11 +182,12 @@ CLAIMS: tuple[Claim, ...] = (
                      _get(r, "02_layer_curve", "all_layer_minus_full_ft_se")), margin=0.05),
     Claim("first_token", "The last layer's vector makes a process word the first token",
           '"To" (Qwen) / "Step" (Llama) boosted (Section 6, Figure 3)', "01_training", "greater",
-          "rise in the share of samples opening with the worked opener", _first_token),
+          "rise in the share of samples opening with the worked opener", _first_token,
+          real=_real("prefix_share_rise", "prefix_share_rise_se")),
     Claim("prefix_share", "Appending the boosted token recovers most of the last layer's gain",
           "about three quarters (Section 6)", "04_logit_lens", "greater", "share of the gain the prefix recovers",
           lambda r: (_get(r, "04_logit_lens", "prefix_gain_share"), _get(r, "04_logit_lens", "prefix_gain_share_se")),
-          paper_value=0.75),
+          paper_value=0.75, real=_real("prefix_gain_share", "prefix_gain_share_se")),
     Claim("diff_vector", "A propagated shift is nearly orthogonal to later layers' own vectors",
           "Diff-Vector cosine falls quickly (Section 5, Figure 2)", "03_persistence", "near",
           "mean Diff-Vector cosine above the diagonal",
@@ -206,8 +223,16 @@ def claims_table(results: Results) -> list[ClaimRow]:
             est, se = c.read(results)
         except (TypeError, KeyError, ZeroDivisionError):  # an input missing or null (e.g. no incorrect rollouts)
             est, se = None, None
+        real, real_se, real_verdict = None, None, None
+        if c.real is not None and "09_real_lm" in results:
+            try:
+                real, real_se = c.real(results)
+            except (TypeError, KeyError):
+                real, real_se = None, None
+            real_verdict = verdict(c.direction, real, real_se, null=c.null, paper=c.paper_value, margin=c.margin)
         rows.append(ClaimRow(c.key, c.claim, c.chapter, c.paper, c.measure, est, se,
-                             verdict(c.direction, est, se, null=c.null, paper=c.paper_value, margin=c.margin)))
+                             verdict(c.direction, est, se, null=c.null, paper=c.paper_value, margin=c.margin),
+                             real, real_se, real_verdict))
     return rows
 
 
@@ -218,6 +243,10 @@ def chapter_findings(chapter: str, results: Mapping[str, Any]) -> str:
         >>> chapter_findings("01_training", {"gain": 0.5, "gain_se": 0.02})[:60]
         'A vector trained at one layer raises accuracy (paper: yes (S'
     """
+    if chapter == "09_real_lm":
+        rows = [r for r in claims_table({chapter: results}) if r.real_lm_verdict is not None]
+        return "; ".join(f"{r.claim} (paper: {r.paper}): {r.real_lm_verdict.upper()}, {r.measure} "
+                         f"{_num(r.real_lm, r.real_lm_se)}" for r in rows)
     rows = [r for r in claims_table({chapter: results}) if r.chapter == chapter]
     return "; ".join(f"{r.claim} (paper: {r.paper}): {r.verdict.upper()}, {r.measure} {_num(r.organism, r.organism_se)}"
                      for r in rows) or "this chapter measures none of the claims listed on the claims page"
@@ -231,10 +260,12 @@ def _num(value: float | None, se: float | None) -> str:
 
 def claims_markdown(rows: list[ClaimRow], link_prefix: str = "chapters/") -> str:
     """The claims as a markdown table (each chapter linked)."""
-    lines = ["| claim | paper | organism (estimate ± SE) | verdict | chapter |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| claim | paper | organism (estimate ± SE) | verdict | chapter | SmolLM2-135M (chapter 09) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
+        real = "–" if r.real_lm_verdict is None else f"{_num(r.real_lm, r.real_lm_se)}: {r.real_lm_verdict}"
         lines.append(f"| {r.claim} | {r.paper} | {r.measure}: {_num(r.organism, r.organism_se)} | {r.verdict} | "
-                     f"{{doc}}`{r.chapter[:2]} <{link_prefix}{r.chapter}>` |")
+                     f"{{doc}}`{r.chapter[:2]} <{link_prefix}{r.chapter}>` | {real} |")
     return "\n".join(lines) + "\n"
 
 
@@ -268,6 +299,10 @@ are upper bounds.
 
 The organism was built so that the first generated token decides the answer mode and the mode decides
 correctness ({{doc}}`chapters/00_organism`): the last-layer and first-token rows hold on it largely by
-construction and confirm that the code measures them, not the paper's finding.
+construction and confirm that the code measures them, not the paper's finding. The last column puts
+three of the claims to a real pretrained model nobody here designed, SmolLM2-135M-Instruct on
+two-digit addition ({{doc}}`chapters/09_real_lm`), by the same rule: the last-layer gain, the rise in
+the share of samples opening with the token the last layer's vector boosts most, and the share of the
+gain that forcing that token recovers.
 
 {table}"""

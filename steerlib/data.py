@@ -11,7 +11,7 @@ the ``organism`` source; ``addition`` is natural-language two-digit addition for
 Templates: ``qwen_math`` (the authors' default: the tokenizer's chat template with the system prompt
 "Please reason step by step, and put your final answer within \\boxed{}.", or their plain-text fallback
 when the tokenizer has none), ``llama3`` (the Llama-3.1 chat format), ``organism`` and ``fewshot`` (two
-worked examples in plain text, then ``Q: <problem>\nA:``; a blank line ends the answer). ``append``
+worked examples in plain text, then ``Q: <problem>\nA:``; the answer is one line). ``append``
 puts a fixed first token after the generation prompt (the paper's prefix test).
 
 Example:
@@ -297,9 +297,9 @@ def stop_token_ids(tokenizer: Any, template: str) -> list[int]:
             ids.append(i)
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
-    if template == "fewshot":  # a blank line ends the answer (the examples' format): every token holding one
+    if template == "fewshot":  # the answer is one line: every token holding a line break ends it
         vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        ids += [i for i, t in enumerate(vocab) if t and "\n\n" in tokenizer.convert_tokens_to_string([t])
+        ids += [i for i, t in enumerate(vocab) if t and "\n" in tokenizer.convert_tokens_to_string([t])
                 and i not in ids]
     return ids
 

@@ -249,7 +249,9 @@ def position_shifts(
 
 @dataclass
 class PrefixTest:
-    """pass@1 with and without the vector, with and without the most boosted first token forced."""
+    """pass@1 with and without the vector, with and without the most boosted first token forced
+    (``evals``: ``base``, ``vector``, ``prefix`` and, optionally, ``prefix + vector`` and
+    ``prefix + retrained vector``)."""
 
     prefix: str
     evals: dict[str, Any]
@@ -269,7 +271,7 @@ class PrefixTest:
             "base_pass_at_1": acc["base"],
             "steered_pass_at_1": acc["vector"],
             "prefix_pass_at_1": acc["prefix"],
-            "prefix_plus_vector_pass_at_1": acc["prefix + vector"],
+            "prefix_plus_vector_pass_at_1": acc.get("prefix + vector"),
             "prefix_gain_share": (acc["prefix"] - acc["base"]) / gain if gain else float("nan"),
             "prefix_gain_share_se": share.se,
             "prefix_retrained_pass_at_1": retrained,

@@ -71,6 +71,7 @@ MODELS: dict[str, ModelShape] = {
     "Qwen/Qwen2.5-Math-1.5B": ModelShape(28, 1536, 8960, 12, 2, 151936, tied=True),
     "Qwen/Qwen2.5-Math-7B": ModelShape(28, 3584, 18944, 28, 4, 152064),
     "meta-llama/Llama-3.1-8B-Instruct": ModelShape(32, 4096, 14336, 32, 8, 128256),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ModelShape(30, 576, 1536, 9, 3, 49152, tied=True),
 }
 
 
@@ -235,7 +236,7 @@ def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[i
         raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     dev = DEVICES[device]
     shape = model_shape(P)
-    p_len = prompt_len or (20 if P.train_source == "organism" else 200)
+    p_len = prompt_len or {"organism": 20, "addition": 95}.get(P.train_source, 200)
     cost = _Cost(shape, dev, p_len, P.max_new_tokens)
     rows, k = P.prompts_per_step * P.completions_per_prompt, P.completions_per_prompt
     n_snap = len(P.checkpoints)
@@ -247,7 +248,10 @@ def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[i
     def run(n_groups: int = 1, share: float = 1 / P.n_layers, weights: bool = False) -> float:
         return P.steps * (cost.generate(rows * n_groups, k) + n_groups * cost.loss(rows, share, weights))
 
-    if chapter == "00_organism":
+    if chapter == "09_real_lm":  # the last layer and a middle one, five evaluated configurations
+        out.seconds = {"training": run(1, 1 / P.n_layers) + run(1, 0.5),
+                       "selection": cost.generate(2 * n_snap * val_problems), "evaluation": cost.generate(5 * test)}
+    elif chapter == "00_organism":
         out.seconds = {"measurements": 4 * cost.generate(P.eval_problems or 1000)}
     elif chapter == "01_training":
         out.seconds = {"training": n_seeds * run(), "selection": n_seeds * cost.generate(n_snap * val_problems),

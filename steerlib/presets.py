@@ -92,6 +92,9 @@ class Preset:
     seed: int = 0
     val_holdout: int = 500  # hub presets: the training source's last rows, held out for validation
     gguf: str | None = None  # "<python package>/<file>.gguf": weights and tokenizer from a GGUF file in a package
+    logit_elements: int | None = None  # full-vocabulary logits a loss pass holds at once (None: the device's budget)
+    loss_from_rollout: bool = True  # the loss pass starts at the steered block (from the rollout's hidden state)
+    sampling: str = "batch"  # "batch" (one RNG per step) or "per_prompt" (seeded per prompt: data-parallel runs)
 
     def lr_for(self, layer: int) -> float:
         """The single-layer learning rate of ``layer``."""
@@ -139,6 +142,7 @@ _PAPER = dict(
     checkpoints=(106, 159, 212, 265, 314),
     max_new_tokens=3072,
     template="qwen_math",
+    sampling="per_prompt",  # a run is the same on 1 or N processes (steerlib.launch)
 )
 PRESETS: dict[str, Preset] = {
     "organism": Preset(
@@ -211,10 +215,13 @@ PRESETS["smollm2-135m"] = Preset(
     eval_problems=128,
     prompts_per_step=8,
     completions_per_prompt=8,
-    steps=20,
-    checkpoints=(10, 20),
-    max_new_tokens=24,
+    steps=12,
+    checkpoints=(6, 12),
+    max_new_tokens=32,
     lr=1e-2,
+    layer_lr={29: 1e-1},  # the authors' Qwen table's rates: 1e-2 in the middle, 1e-1 at the last layers
+    logit_elements=1 << 27,  # a step's logits at once (64 rows x 32 x 49,152 = 0.4 GB): no recomputed chunks
+    sampling="per_prompt",
     dtype="float32",
 )
 # Sized for one Colab A100 session: chapter 01 is planned at about half an hour (python -m steerlib.plan);
@@ -270,6 +277,8 @@ def resolve_preset(name: str, **overrides: Any) -> Preset:
         raise ValueError(f"checkpoints {preset.checkpoints} must lie within 1..steps ({preset.steps})")
     if preset.completions_per_prompt < 2:
         raise ValueError("completions_per_prompt must be >= 2 (RLOO needs a leave-one-out baseline)")
+    if preset.sampling not in ("batch", "per_prompt"):
+        raise ValueError(f"sampling must be batch or per_prompt, not {preset.sampling!r}")
     if not 0 <= preset.temperature <= 2:
         raise ValueError(f"temperature must be in [0, 2] (got {preset.temperature})")
     return preset
@@ -359,4 +368,9 @@ def load_model(preset: Preset, *, device: str | None = None) -> Any:
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return Organism(preset.name, model, tok, config=None, info={})  # type: ignore[arg-type]
+    info = {}
+    if preset.gguf:  # runs bind to the file's bytes (a GGUF carries no hub revision)
+        import hashlib
+
+        info["weights_sha256"] = hashlib.sha256((Path(source) / extra["gguf_file"]).read_bytes()).hexdigest()
+    return Organism(preset.name, model, tok, config=None, info=info)  # type: ignore[arg-type]

@@ -26,7 +26,8 @@ import torch
 
 from steerlib.data import split_prompts, stop_token_ids
 from steerlib.presets import Preset
-from steerlib.rloo import FullTrainable, LoraTrainable, RLOOConfig, Trainable, VectorTrainable, train
+from steerlib.distributed import DataParallel
+from steerlib.rloo import FullTrainable, LoraTrainable, RLOOConfig, Trainable, VectorTrainable, manifest_params, train
 from steerlib.runs import RunDir
 from steerlib.steering import Site, zero_vectors
 from steerlib.vectorfile import save_vectors
@@ -82,7 +83,11 @@ def rloo_config(preset: Preset, lr: float, **overrides: Any) -> RLOOConfig:
         max_new_tokens=preset.max_new_tokens,
         seed=preset.seed,
         checkpoint_every=min(preset.checkpoints),
+        loss_from_rollout=preset.loss_from_rollout,
+        sampling=preset.sampling,
     )
+    if preset.logit_elements is not None:
+        base["logit_elements"] = preset.logit_elements
     base.update(overrides)
     return RLOOConfig(**base)
 
@@ -98,10 +103,16 @@ def _run(
     progress: bool,
     prompt_suffix: str = "",
     binding: dict[str, Any] | None = None,
+    dp: DataParallel | None = None,
 ) -> TrainResult:
     prompts, answers = split_prompts(preset, tok, "train", append=prompt_suffix)
-    run = RunDir.open(run_dir, {"preset": preset.name, **params, **{f"rloo.{k}": v for k, v in cfg.__dict__.items()}},
+    dp = dp or DataParallel()
+    if not dp.main:  # the main rank writes the manifest first
+        dp.barrier()
+    run = RunDir.open(run_dir, {"preset": preset.name, **params, **manifest_params(cfg)},
                       model=binding)
+    if dp.main:
+        dp.barrier()
     start = time.perf_counter()
 
     def on_step(step_done: int) -> None:
@@ -109,7 +120,7 @@ def _run(
             snapshot(run.path / f"snapshot-{step_done}.safetensors")
 
     rows = train(trainable, tok, prompts, answers, cfg, run_dir=run, progress=progress, on_step=on_step,
-                 stop_ids=stop_token_ids(tok, preset.template))
+                 stop_ids=stop_token_ids(tok, preset.template), dp=dp)
     # snapshots on disk, also those written by an earlier, interrupted session of this run
     paths = {step: run.path / f"snapshot-{step}.safetensors" for step in preset.checkpoints}
     snaps = {step: path for step, path in paths.items() if path.exists()}
@@ -128,6 +139,7 @@ def train_vectors(
     prompt_suffix: str = "",
     orthogonal_to: torch.Tensor | None = None,
     progress: bool = True,
+    dp: DataParallel | None = None,
     **cfg_overrides: Any,
 ) -> TrainResult:
     """Train steering vectors.
@@ -141,6 +153,8 @@ def train_vectors(
         prompt_suffix: text appended to every training prompt (the prefix control of chapter 04).
         orthogonal_to: ``(k, d)`` or ``(d,)`` directions the trained vector must stay orthogonal to
             (the vector is used and saved with its component in their span removed).
+        dp: this process's place in a data-parallel group (:mod:`steerlib.distributed`); the preset
+            must sample ``per_prompt``.
     """
     model, tok = org.model, org.tokenizer
     for layer in layers:
@@ -168,7 +182,7 @@ def train_vectors(
     def snap(path: Path) -> Path:
         return save_vectors(path, tr.effective_vectors(), model=model, training=params)
 
-    result = _run(tr, tok, preset, cfg, run_dir, params, snap, progress, prompt_suffix, model_binding(org, preset))
+    result = _run(tr, tok, preset, cfg, run_dir, params, snap, progress, prompt_suffix, model_binding(org, preset), dp)
     result.site = site
     return result
 

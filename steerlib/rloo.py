@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 from steerlib.arch import model_parts
 from steerlib.rewards import MathVerifier, default_verifier
 from steerlib.budgets import hidden_byte_budget, kv_token_budget, logit_element_budget, micro_batch_token_budget
-from steerlib.rollout import Rollouts, sample_rollouts_chunked
+from steerlib.distributed import DataParallel
+from steerlib.rollout import Rollouts, prompt_seed, sample_rollouts_chunked
 from steerlib.trainables import FullTrainable, LoraTrainable, Trainable, VectorTrainable
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "rloo_advantages",
     "policy_loss",
     "RLOOTrainer",
+    "manifest_params",
     "train",
 ]
 
@@ -73,6 +75,7 @@ class RLOOConfig:
     checkpoint_every: int = 10
     seed: int = 0
     loss_from_rollout: bool = True  # start the loss pass at the first steered block (rollout's hidden state)
+    sampling: Literal["batch", "per_prompt"] = "batch"  # one RNG per step, or one seed per prompt (data-parallel)
 
 
 def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
@@ -181,8 +184,14 @@ class RLOOTrainer:
         cfg: RLOOConfig,
         verifier: MathVerifier | None = None,
         stop_ids: Sequence[int] | None = None,
+        dp: DataParallel | None = None,
+        engine: Any = None,
     ) -> None:
         self.tr, self.tok, self.cfg = trainable, tokenizer, cfg
+        self.engine = engine  # a rollout engine (steerlib.vllm_backend.VLLMRollouts); None: steerlib's own loop
+        self.dp = dp or DataParallel()
+        if self.dp.world > 1 and cfg.sampling != "per_prompt":
+            raise ValueError("data-parallel training needs sampling='per_prompt' (completions independent of the rank)")
         self.stop_ids = list(stop_ids) if stop_ids else [tokenizer.eos_token_id]
         self.micro_tokens = cfg.micro_batch_tokens or micro_batch_token_budget(trainable.model)
         self.logit_elements = cfg.logit_elements or logit_element_budget(trainable.model)
@@ -215,8 +224,10 @@ class RLOOTrainer:
                     opt.state[p] = {k.rsplit(".", 1)[1]: tensors[k].clone() for k in keys}
 
     # -- one step -----------------------------------------------------------------------------------
-    def collect(self, prompt_ids: Sequence[Sequence[int]], answers: Sequence[str]) -> dict[str, Any]:
-        """Rollouts and rewards for one step (every routing group gets the same prompts)."""
+    def collect(self, prompt_ids: Sequence[Sequence[int]], answers: Sequence[str],
+                indices: Sequence[int] | None = None) -> dict[str, Any]:
+        """Rollouts and rewards for one step (every routing group gets the same prompts). ``indices``:
+        the prompts' places in the step's draw, which seed them under ``sampling="per_prompt"``."""
         cfg, tr = self.cfg, self.tr
         route_ids = tr.route_ids()
         groups = route_ids if route_ids is not None else [None]
@@ -242,7 +253,12 @@ class RLOOTrainer:
         fits = len(all_prompts) * k * width * model_parts(tr.model).hidden_size * self.elt <= self.hidden_bytes
         if cfg.loss_from_rollout and max(blocks) > 0 and starts_anywhere(tr.model) and fits:
             kw["capture"] = blocks
-        if vectors is None:
+        if cfg.sampling == "per_prompt":
+            places = list(indices) if indices is not None else list(range(len(prompt_ids)))
+            kw["prompt_seeds"] = [prompt_seed(cfg.seed, self.step_idx, i) for _ in groups for i in places]
+        if self.engine is not None:
+            ro = self.engine.sample(tr, all_prompts, k, **kw)
+        elif vectors is None:
             with tr.context(None):
                 ro = sample_rollouts_chunked(tr.model, all_prompts, k, **kw)
         else:
@@ -280,10 +296,12 @@ class RLOOTrainer:
             opt.zero_grad(set_to_none=True)
         n_rows = ro.completion_ids.shape[0]
         rows_per_group = n_rows // len(groups)
+        masks = [ro.completion_mask[g * rows_per_group : (g + 1) * rows_per_group] for g in range(len(groups))]
+        # each group's denominator over every rank's rows: the ranks' losses then sum to the global loss
+        denoms = self.dp.sum([float(m.sum()) if cfg.loss_norm == "token" else float(rows_per_group) for m in masks])
         for g in range(len(groups)):  # never mix groups: each has its own normalisation
             lo, hi = g * rows_per_group, (g + 1) * rows_per_group
-            gmask = ro.completion_mask[lo:hi]
-            denom = float(gmask.sum()) if cfg.loss_norm == "token" else float(rows_per_group)
+            gmask, denom = masks[g], denoms[g]
             seq_width = width + max(1, int(gmask.sum(-1).max()))
             vocab = model_parts(tr.model).lm_head.weight.shape[0]
             # rows per micro-batch: from the token budget, and few enough that one position's logits fit
@@ -304,6 +322,7 @@ class RLOOTrainer:
                     loss = loss + cfg.kl_coef * kl
                 loss.backward()
         grad_norms = []
+        self.dp.sum_grads(p for opt in self.opts for p in opt.param_groups[0]["params"])
         tr.before_step()
         for opt in self.opts:
             params = opt.param_groups[0]["params"]
@@ -314,7 +333,7 @@ class RLOOTrainer:
         first = Counter(self.tok.decode([int(x)]) for x in ro.completion_ids[:, 0])
         row = {
             "step": self.step_idx - 1,
-            "reward_mean": float(rewards.mean()),
+            "reward_mean": self.dp.sum([float(rewards.sum())])[0] / self.dp.sum([len(rewards)])[0],
             "reward_by_group": dict(zip([str(g) for g in groups], rewards.reshape(len(groups), -1).mean(-1).tolist())),
             "prompt_pass_rates": rewards.reshape(-1, k).mean(-1).tolist(),
             "first_tokens_top5": {t: c / n_rows for t, c in first.most_common(5)},
@@ -328,9 +347,23 @@ class RLOOTrainer:
             row["vector_norms"] = {f"{v.layer}:{v.site}": float(v.vector.detach().norm()) for v in tr.vectors}
         return row
 
-    def step(self, prompt_ids: Sequence[Sequence[int]], answers: Sequence[str]) -> dict[str, Any]:
+    def step(self, prompt_ids: Sequence[Sequence[int]], answers: Sequence[str],
+             indices: Sequence[int] | None = None) -> dict[str, Any]:
         """:meth:`collect` then :meth:`update`."""
-        return self.update(self.collect(prompt_ids, answers))
+        return self.update(self.collect(prompt_ids, answers, indices))
+
+
+def manifest_params(cfg: RLOOConfig) -> dict[str, Any]:
+    """The configuration a run directory records (``rloo.<field>``). How the loss pass is computed is
+    not recorded (it changes float rounding, not the run), nor batch sampling, the default that runs made
+    before per-prompt sampling existed used, so their directories still resume.
+
+    Example:
+        >>> "rloo.sampling" in manifest_params(RLOOConfig()), "rloo.loss_from_rollout" in manifest_params(RLOOConfig())
+        (False, False)
+    """
+    skip = {"loss_from_rollout"} | ({"sampling"} if cfg.sampling == "batch" else set())
+    return {f"rloo.{k}": v for k, v in asdict(cfg).items() if k not in skip}
 
 
 def train(
@@ -348,6 +381,7 @@ def train(
     verifier: MathVerifier | None = None,
     on_step: Any = None,
     stop_ids: Sequence[int] | None = None,
+    dp: DataParallel | None = None,
 ) -> list[dict[str, Any]]:
     """Train for ``cfg.steps`` steps, checkpointing to ``run_dir`` and resuming from it.
 
@@ -363,6 +397,9 @@ def train(
         on_step: called with the number of completed steps after each step (e.g. to save snapshots).
         stop_ids: tokens that end a completion (default: the tokenizer's EOS); see
             :func:`steerlib.data.stop_token_ids`.
+        dp: this process's place in a data-parallel group (:mod:`steerlib.distributed`): each rank
+            samples its share of every step's prompts; only the main rank writes ``run_dir``, every
+            rank resumes from it.
 
     Returns:
         The metric rows of every step of the run (also those of earlier, resumed sessions).
@@ -371,36 +408,47 @@ def train(
 
     from steerlib.runs import RunDir
 
-    trainer = RLOOTrainer(trainable, tokenizer, cfg, verifier, stop_ids)
+    dp = dp or DataParallel()
+    if cfg.prompts_per_step < dp.world:
+        raise ValueError(f"prompts_per_step ({cfg.prompts_per_step}) must be at least the number of processes "
+                         f"({dp.world})")
+    trainer = RLOOTrainer(trainable, tokenizer, cfg, verifier, stop_ids, dp)
     run = None
     if run_dir is not None:
+        if not dp.main and not isinstance(run_dir, RunDir):  # the main rank writes the manifest first
+            dp.barrier()
         run = (
             run_dir
             if isinstance(run_dir, RunDir)
-            else RunDir.open(run_dir, {**(params or {}), **{f"rloo.{k}": v for k, v in asdict(cfg).items()}})
+            else RunDir.open(run_dir, {**(params or {}), **manifest_params(cfg)})
         )
+        if dp.main and not isinstance(run_dir, RunDir):
+            dp.barrier()
         ckpt = run.load_checkpoint() if resume else None
         if ckpt is not None:
             trainer.load_state_tensors(ckpt[0])
             trainer.step_idx = int(ckpt[1]["step"])
-        run.truncate_metrics(trainer.step_idx)
+        if dp.main:
+            run.truncate_metrics(trainer.step_idx)
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     rows: list[dict[str, Any]] = []
     bar = tqdm(
-        range(trainer.step_idx, cfg.steps), desc="RLOO", disable=not progress, initial=trainer.step_idx, total=cfg.steps
+        range(trainer.step_idx, cfg.steps), desc="RLOO", disable=not (progress and dp.main), initial=trainer.step_idx,
+        total=cfg.steps
     )
     done_here = 0
     for step in bar:
         rng = random.Random(f"{cfg.seed}-{step}")
         idx = rng.sample(range(len(encoded)), cfg.prompts_per_step)
-        row = trainer.step([encoded[i] for i in idx], [answers[i] for i in idx])
+        places = dp.shard(range(len(idx)))
+        row = trainer.step([encoded[idx[j]] for j in places], [answers[idx[j]] for j in places], places)
         rows.append(row)
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}")
-        if run is not None:
+        if run is not None and dp.main:
             run.log_metrics(row)
             if trainer.step_idx % cfg.checkpoint_every == 0 or trainer.step_idx == cfg.steps:
                 run.save_checkpoint(trainer.state_tensors(), {"step": trainer.step_idx})
-        if on_step is not None:
+        if on_step is not None and dp.main:
             on_step(trainer.step_idx)
         done_here += 1
         if stop_after is not None and done_here >= stop_after:

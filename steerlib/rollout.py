@@ -29,7 +29,8 @@ import torch
 from steerlib.cachesync import follow
 from steerlib.steering import Positions, SteeringVector, steer
 
-__all__ = ["Rollouts", "left_pad", "cache_kwarg", "sample_token", "sample_rollouts", "sample_rollouts_chunked"]
+__all__ = ["Rollouts", "left_pad", "cache_kwarg", "sample_token", "row_uniforms", "prompt_seed", "sample_rollouts",
+           "sample_rollouts_chunked"]
 
 
 @dataclass
@@ -153,8 +154,10 @@ def cache_kwarg(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def sample_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None):
-    """Sample one token per row from ``logits`` (greedy when ``temperature == 0``)."""
+def sample_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None,
+                 uniforms: torch.Tensor | None = None):
+    """Sample one token per row from ``logits`` (greedy when ``temperature == 0``): from ``generator``, or,
+    given one uniform number per row (``uniforms``), by inverting each row's cumulative distribution."""
     if temperature == 0:
         return logits.argmax(-1)
     probs = (logits.float() / temperature).softmax(-1)
@@ -163,7 +166,48 @@ def sample_token(logits: torch.Tensor, temperature: float, top_p: float, generat
         keep = sorted_p.cumsum(-1) - sorted_p < top_p
         sorted_p = sorted_p * keep
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    if uniforms is not None:
+        cdf = probs.cumsum(-1)
+        picked = torch.searchsorted(cdf, (uniforms.to(cdf) * cdf[:, -1]).unsqueeze(-1)).squeeze(-1)
+        return picked.clamp(max=probs.shape[-1] - 1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+_MOD = 1 << 31
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """Three rounds of a 31-bit multiplicative hash (products stay below 2^62: no int64 overflow)."""
+    for _ in range(3):
+        x = (x * 1103515245 + 12345) % _MOD
+        x = x ^ (x >> 13)
+    return x
+
+
+def prompt_seed(run_seed: int, step: int, index: int) -> int:
+    """The sampling seed of one prompt: from the run's seed, the step and the prompt's index in the
+    step's draw, never from which process or batch it lands in.
+
+    Example:
+        >>> prompt_seed(0, 3, 5) == prompt_seed(0, 3, 5) != prompt_seed(0, 3, 6)
+        True
+    """
+    x = torch.tensor([(run_seed * 1_000_003 + step) % _MOD], dtype=torch.long)
+    x = _mix(_mix(x) ^ (index % _MOD))
+    return int(x)
+
+
+def row_uniforms(row_seeds: torch.Tensor, t: int) -> torch.Tensor:
+    """One number in (0, 1) per row for decode step ``t``: a hash of the row's seed and ``t``, so a row's
+    draws do not depend on the other rows of its batch.
+
+    Example:
+        >>> u = row_uniforms(torch.tensor([1, 2]), 0)
+        >>> bool((u > 0).all() and (u < 1).all() and u[0] != u[1])
+        True
+    """
+    x = _mix(_mix(row_seeds % _MOD) ^ (t % _MOD))
+    return (x.double() + 0.5) / _MOD
 
 
 @torch.inference_mode()
@@ -182,6 +226,7 @@ def sample_rollouts(
     positions: Positions = "all",
     generator: torch.Generator | None = None,
     capture: Sequence[int] | None = None,
+    prompt_seeds: Sequence[int] | None = None,
 ) -> Rollouts:
     """Sample ``k`` completions for each prompt (token ids) under optional steering.
 
@@ -191,6 +236,9 @@ def sample_rollouts(
         routes: one routing group per *prompt* (its ``k`` samples share it).
         generator: the sampling RNG (on the model's device).
         capture: one decoder block per prompt: keep the hidden state entering it (:class:`Rollouts`).
+        prompt_seeds: one sampling seed per prompt (:func:`prompt_seed`); its ``k`` samples draw from it
+            (:func:`row_uniforms`), so a prompt's completions do not depend on the batch it is in.
+            ``None``: one ``generator`` for the whole batch.
     """
     from transformers import DynamicCache
 
@@ -226,8 +274,13 @@ def sample_rollouts(
         mask = mask.repeat_interleave(k, 0)
         last = pos[:, -1].repeat_interleave(k, 0)
         active = torch.arange(n_prompts * k, device=device)
+        row_seeds = None
+        if prompt_seeds is not None:
+            base = torch.as_tensor(list(prompt_seeds), dtype=torch.long, device=device).repeat_interleave(k)
+            row_seeds = _mix(base ^ torch.arange(k, device=device).repeat(n_prompts))
         for t in range(max_new_tokens):
-            tok = sample_token(logits, temperature, top_p, generator)
+            u = row_uniforms(row_seeds[active], t) if row_seeds is not None else None
+            tok = sample_token(logits, temperature, top_p, generator, u)
             out_tokens[active, t] = tok
             done = torch.isin(tok, stops)
             finished[active[done]] = True
@@ -275,6 +328,7 @@ def sample_rollouts_chunked(
     max_new_tokens: int = 64,
     routes: Sequence[int] | None = None,
     capture: Sequence[int] | None = None,
+    prompt_seeds: Sequence[int] | None = None,
     pad_id: int,
     **kwargs: Any,
 ) -> Rollouts:
@@ -293,5 +347,6 @@ def sample_rollouts_chunked(
         sel = slice(lo, lo + per_chunk)
         parts.append(sample_rollouts(model, prompts[sel], k, max_new_tokens=max_new_tokens, pad_id=pad_id,
                                      routes=None if routes is None else list(routes)[sel],
-                                     capture=None if capture is None else list(capture)[sel], **kwargs))
+                                     capture=None if capture is None else list(capture)[sel],
+                                     prompt_seeds=None if prompt_seeds is None else list(prompt_seeds)[sel], **kwargs))
     return Rollouts.cat(parts, pad_id)

@@ -69,8 +69,14 @@ def tiny_chat_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def tiny_org(tmp_path_factory):
+def tiny_cache(tmp_path_factory):
+    """The organism cache of this test session (a temporary folder)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_org(tiny_cache):
     """The seconds-scale 'tiny' organism, pretrained once per test session into a temporary cache."""
     from steerlib.organism import load_organism
 
-    return load_organism("tiny", cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+    return load_organism("tiny", cache_dir=tiny_cache, progress=False)

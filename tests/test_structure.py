@@ -71,8 +71,8 @@ def _code_lines(source: Path) -> int:
 
 def test_notebooks_stay_within_the_code_budget():
     # 545 code lines when the chapters moved their logic into the library (prose and captions are free);
-    # + seeds, the noise floor, SAE stability and paired verdicts (01, 02, 05, 07, 08)
-    assert sum(_code_lines(p) for p in chapter_sources()) <= 630
+    # + seeds, the noise floor, SAE stability and paired verdicts (01, 02, 05, 07, 08); + chapter 09 (70)
+    assert sum(_code_lines(p) for p in chapter_sources()) <= 700
 
 
 def test_library_cites_no_private_notes():

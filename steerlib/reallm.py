@@ -1,0 +1,114 @@
+"""Reading the real-LM chapter's runs: what each RLOO run did per step, and the organism's numbers
+that the real model's results are set beside.
+
+A vector that learns nothing is a result too; :func:`training_table` gives what explains it: the reward
+at the start and the end of training, the gradient and vector norms, and the seconds per step spent in
+rollouts and in the update.
+
+Example:
+    >>> training_table({29: run29, 15: run15}).loc[29, "reward, first 3 steps"]   # doctest: +SKIP
+    0.21
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["training_table", "organism_reference", "first_token_rise", "per_layer", "lens_extremes"]
+
+
+def training_table(runs: Mapping[int, Any]) -> Any:
+    """One row per trained layer (``layer -> RunResult``): steps, learning rate, the mean reward of the
+    first and last three steps, the largest and median gradient norm (before clipping), the final
+    vector norm, the snapshot kept, and median seconds per step for rollouts and for the update."""
+    import pandas as pd
+
+    rows = {}
+    for layer, run in runs.items():
+        m = run.metrics
+        grads = [g for row in m for g in row["grad_norms"]]
+        rows[layer] = {
+            "steps": len(m),
+            "lr": run.lr,
+            "reward, first 3 steps": statistics.fmean(r["reward_mean"] for r in m[:3]),
+            "reward, last 3 steps": statistics.fmean(r["reward_mean"] for r in m[-3:]),
+            "max grad norm": max(grads),
+            "median grad norm": statistics.median(grads),
+            "final |s|": next(iter(m[-1]["vector_norms"].values())),
+            "snapshot kept (step)": run.step,
+            "rollout s/step": statistics.median(r["seconds_generation"] for r in m),
+            "update s/step": statistics.median(r["seconds_loss_backward"] for r in m),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("layer")
+
+
+def per_layer(evals: Mapping[str, Any], runs: Mapping[int, Any]) -> dict[str, dict[str, Any]]:
+    """Per trained layer (``evals``: ``base`` and ``+ s<layer>`` per run): pass@1 and its error, the
+    paired gain over the base and its error, training seconds and the snapshot kept, keyed by layer.
+
+    Example:
+        >>> per_layer(evals, {29: run})["gain"]["29"]                     # doctest: +SKIP
+        0.02
+    """
+    from steerlib.stats import paired_gain
+
+    gains = {l: paired_gain(evals[f"+ s{l}"], evals["base"]) for l in runs}
+    return {"steered_pass_at_1": {str(l): evals[f"+ s{l}"].pass_at_1 for l in runs},
+            "steered_stderr": {str(l): evals[f"+ s{l}"].stderr for l in runs},
+            "gain": {str(l): g.estimate for l, g in gains.items()}, "gain_se": {str(l): g.se for l, g in gains.items()},
+            "train_seconds": {str(l): r.train_seconds for l, r in runs.items()},
+            "best_step": {str(l): r.step for l, r in runs.items()}}
+
+
+def lens_extremes(model: Any, tokenizer: Any, vectors: Mapping[int, Any], k: int) -> dict[str, dict[str, Any]]:
+    """Per layer: the ``k`` top tokens of each vector through the final norm and unembedding
+    (``lens_top_tokens``) and the ``k`` lowest by cosine with the unembedding rows (``lens_bottom_tokens``)."""
+    from steerlib.lens import top_tokens
+
+    return {"lens_top_tokens": {str(l): top_tokens(model, tokenizer, v.vector, k=k) for l, v in vectors.items()},
+            "lens_bottom_tokens": {str(l): top_tokens(model, tokenizer, v.vector, k=k, ranking="cossim", bottom=True)
+                                   for l, v in vectors.items()}}
+
+
+def first_token_rise(steered: Any, base: Any, token: str) -> Any:
+    """The rise in the share of samples whose first generated token is ``token`` (two evaluations, each
+    with ``first_tokens`` counts), with the standard error of a difference of two binomial shares (the
+    same reading as the claims page's first-token row).
+
+    Example:
+        >>> first_token_rise(steered_eval, base_eval, " ")                   # doctest: +SKIP
+        Estimate(estimate=0.05, se=0.013)
+    """
+    import math
+
+    from steerlib.stats import Estimate
+
+    shares = [(r.first_token_share(token), sum(r.first_tokens.values())) for r in (steered, base)]
+    se = math.sqrt(sum(p * (1 - p) / n for p, n in shares if n))
+    return Estimate(shares[0][0] - shares[1][0], se)
+
+
+def organism_reference(results_dir: str | Path | None = None) -> dict[str, Any]:
+    """The organism's numbers for the same tests (chapters 01 and 04) from ``results_dir`` (default:
+    this repository's ``book/results``), empty where a chapter has not run: last-layer gain ± SE, the
+    first-token opener shares, the prefix token and its gain share.
+
+    Example:
+        >>> organism_reference()["gain"]                                # doctest: +SKIP
+        0.509
+    """
+    if results_dir is None:
+        results_dir = Path(__file__).resolve().parent.parent / "book" / "results"
+
+    def read(name: str) -> dict[str, Any]:
+        path = Path(results_dir) / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    r01, r04 = read("01_training"), read("04_logit_lens")
+    keys01 = ("gain", "gain_se", "base_opener_share", "steered_opener_share")
+    keys04 = ("prefix_token", "prefix_gain_share", "prefix_gain_share_se")
+    return {**{k: r01[k] for k in keys01 if k in r01}, **{k: r04[k] for k in keys04 if k in r04}}
