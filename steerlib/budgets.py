@@ -21,6 +21,14 @@ import torch
 __all__ = ["kv_token_budget", "micro_batch_token_budget", "logit_element_budget", "hidden_byte_budget"]
 
 
+def _cuda_free(model: Any) -> int | None:
+    """Free bytes on the model's CUDA device; ``None`` on any other device (the fixed budgets apply)."""
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return None
+    return int(torch.cuda.mem_get_info(device)[0])
+
+
 def kv_token_budget(model: Any, *, cpu_tokens: int = 1 << 20, share: float = 0.5) -> int:
     """How many tokens of KV cache one rollout batch may hold: on CUDA, ``share`` of the free memory
     divided by the cache bytes per token (2 x layers x KV heads x head width x element size); on the
@@ -30,14 +38,13 @@ def kv_token_budget(model: Any, *, cpu_tokens: int = 1 << 20, share: float = 0.5
         >>> kv_token_budget(model)                    # doctest: +SKIP
         1048576
     """
-    device = next(model.parameters()).device
-    if device.type != "cuda":
+    free = _cuda_free(model)
+    if free is None:
         return cpu_tokens
     from steerlib.arch import model_parts
 
     parts = model_parts(model)
     per_token = 2 * parts.n_layers * parts.n_kv_heads * parts.head_dim * next(model.parameters()).element_size()
-    free, _ = torch.cuda.mem_get_info(device)
     return max(1, int(free * share) // per_token)
 
 
@@ -45,12 +52,11 @@ def micro_batch_token_budget(model: Any, *, share: float = 0.4, cpu_tokens: int 
     """Tokens per teacher-forced micro-batch: on CUDA, ``share`` of the free memory over the activations
     a token keeps for the backward pass (:func:`steerlib.plan.micro_batch_tokens`); ``cpu_tokens`` on a
     CPU."""
-    device = next(model.parameters()).device
-    if device.type != "cuda":
+    free = _cuda_free(model)
+    if free is None:
         return cpu_tokens
     from steerlib.plan import shape_of
 
-    free, _ = torch.cuda.mem_get_info(device)
     per_token = shape_of(model).activation_bytes_per_token(next(model.parameters()).element_size())
     return max(256, min(1 << 20, int(share * free) // per_token))
 
@@ -59,11 +65,8 @@ def logit_element_budget(model: Any, *, share: float = 0.05, cpu_elements: int =
     """Full-vocabulary logits held at once (a decode step's batch, a loss-pass chunk): on CUDA,
     ``share`` of the free memory over 12 bytes an element (float32 logits, their softmax and its
     gradient); ``cpu_elements`` on a CPU."""
-    device = next(model.parameters()).device
-    if device.type != "cuda":
-        return cpu_elements
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(1 << 20, int(share * free) // 12)
+    free = _cuda_free(model)
+    return cpu_elements if free is None else max(1 << 20, int(share * free) // 12)
 
 
 def hidden_byte_budget(model: Any, *, share: float = 0.1, cpu_bytes: int = 1 << 31) -> int:
@@ -74,8 +77,5 @@ def hidden_byte_budget(model: Any, *, share: float = 0.1, cpu_bytes: int = 1 << 
         >>> hidden_byte_budget(model)                 # doctest: +SKIP
         2147483648
     """
-    device = next(model.parameters()).device
-    if device.type != "cuda":
-        return cpu_bytes
-    free, _ = torch.cuda.mem_get_info(device)
-    return int(share * free)
+    free = _cuda_free(model)
+    return cpu_bytes if free is None else int(share * free)

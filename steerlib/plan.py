@@ -11,6 +11,13 @@ Command line::
 
     python -m steerlib.plan 01_training --preset qwen2.5-math-1.5b --device a100-80gb
     python -m steerlib.plan --table            # hours per chapter x preset x device (the README's table)
+    python -m steerlib.plan 01_training --preset qwen2.5-math-7b --device h100 --gpus 8   # data-parallel
+
+With ``gpus > 1`` (data-parallel training, :mod:`steerlib.launch`) each GPU samples and scores its share
+of a step's prompts, so the training part is divided by the number of GPUs (the all-reduce of a
+steering vector's gradient is a few kilobytes and is not counted); snapshot selection and evaluation
+stay on one GPU, as the chapter runs them. A vLLM rollout engine (:mod:`steerlib.vllm_backend`) is not
+in the plan: its speed has not been measured here.
 
 Example:
     >>> p = plan("01_training", "organism", "cpu")
@@ -219,7 +226,7 @@ def _test_samples(preset: Any) -> int:
 
 
 def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[int] | str | None = None,
-         val_problems: int = 200, prompt_len: int | None = None, n_seeds: int = 1) -> Plan:
+         val_problems: int = 200, prompt_len: int | None = None, n_seeds: int = 1, gpus: int = 1) -> Plan:
     """Project a chapter's wall time and peak memory (see the module docstring).
 
     Args:
@@ -228,6 +235,7 @@ def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[i
         device: a key of :data:`DEVICES`.
         layers: chapter 02's layer subset (default: every layer; ``"all"`` or ``"14,27"`` as in the chapter).
         n_seeds: training seeds of chapters 01 and 02 (each seed trains, selects and evaluates its own runs).
+        gpus: GPUs sharing each training step (data-parallel); the training part is divided by them.
     """
     from steerlib.presets import resolve_preset
 
@@ -272,6 +280,13 @@ def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[i
             raise ValueError(f"unknown chapter {chapter!r}")
         out.seconds = {"training": extra_runs[chapter] * run(1, 1.0, chapter == "07_adaptive"),
                        "evaluation": cost.generate(int(evals[chapter] * min(test, P.eval_problems or test)))}
+    if gpus < 1:
+        raise ValueError(f"gpus must be >= 1 (got {gpus})")
+    for part in ("training", "sweep", "baselines"):  # the parts made of RLOO steps
+        if part in out.seconds:
+            out.seconds[part] /= gpus
+    if gpus > 1:
+        out.device = f"{gpus} x {device}"
     out.seconds["startup"] = cost.e.get("startup_s", 0.0)  # kernel, imports, model load
     weights_gb = shape.params * cost.element / 1e9
     kv_gb = min(cost.kv_tokens, rows * (p_len + P.max_new_tokens)) * shape.kv_bytes_per_token(cost.element) / 1e9
@@ -329,13 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="organism")
     ap.add_argument("--device", default="a100-80gb", choices=sorted(DEVICES))
     ap.add_argument("--layers", default=None, help="chapter 02: comma-separated layers")
+    ap.add_argument("--gpus", type=int, default=1, help="GPUs sharing each training step (data-parallel)")
     ap.add_argument("--table", action="store_true", help="print the README's table of planned hours")
     args = ap.parse_args(argv)
     if args.table:
         print(table())
         return 0
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
-    print(plan(args.chapter, args.preset, args.device, layers=layers).summary())
+    print(plan(args.chapter, args.preset, args.device, layers=layers, gpus=args.gpus).summary())
     return 0
 
 

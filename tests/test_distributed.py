@@ -93,3 +93,10 @@ def test_data_parallel_needs_per_prompt_sampling_and_enough_prompts(tiny_org):
     with pytest.raises(ValueError, match="at least the number of processes"):
         _run(tiny_org, DataParallel(0, 8))
     assert os.environ.get("WORLD_SIZE") in (None, "1")
+
+
+def test_launch_refuses_a_preset_that_samples_per_batch():
+    from steerlib.launch import main
+
+    with pytest.raises(SystemExit, match="per_prompt"):
+        main(["01_training", "--preset", "organism"])

@@ -322,6 +322,16 @@ def test_plan_cli_prints_hours_and_memory(capsys):
     assert " h [" in out and " GB" in out and "qwen2.5-math-1.5b" in out
 
 
+def test_plan_divides_only_the_training_by_the_gpus():
+    from steerlib.plan import plan
+
+    one, eight = plan("01_training", "qwen2.5-math-7b", "h100"), plan("01_training", "qwen2.5-math-7b", "h100", gpus=8)
+    assert eight.seconds["training"] == pytest.approx(one.seconds["training"] / 8)
+    assert eight.seconds["evaluation"] == one.seconds["evaluation"] and eight.device == "8 x h100"
+    with pytest.raises(ValueError, match="gpus"):
+        plan("01_training", "organism", "cpu", gpus=0)
+
+
 def test_colab_preset_fits_two_hours_on_one_a100_and_the_paper_preset_does_not():
     from steerlib.plan import plan
 
