@@ -71,15 +71,17 @@ ORGANISM = organism_reference()  # the organism's numbers for the same tests (ch
 # %% tags=["hide-input"]
 runs = {layer: vector_run(ch.org, ch.P, [layer], ch.run / f"single-layer-{layer}", val_problems=val_problems, lr=lr)
         for layer in LAYERS}
-ch.figure("fig_training", plots.training_curves(runs[LAST].metrics, f"RLOO on the last layer's vector ({ch.P.name})"))
+ch.figure("fig_training", plots.training_curves(runs[LAST].metrics, f"RLOO on the last layer's vector ({ch.P.name})",
+                                                opener=" "))  # the answer format's first token
 costs = training_table(runs)
 ch.table(costs)
 
 # %% [markdown]
 # ```{glue:figure} fig_training
 # :name: fig-real-training
-# Reward, gradient norm, vector norm and completion length over the RLOO steps of the last layer's
-# vector (the table gives both layers' numbers).
+# Reward, vector norm, the share of samples whose first token is " " (the answer format's opener) and
+# completion length over the RLOO steps of the last layer's vector (the table above gives both layers'
+# numbers, gradient norms included).
 # ```
 
 # %% [markdown]
@@ -159,6 +161,7 @@ results = ch.publish({
    prefix_repr=repr(PREFIX), last_pass=evals[f"+ s{LAST}"].pass_at_1, mid_pass=evals[f"+ s{mid_layer}"].pass_at_1,
    last_se=evals[f"+ s{LAST}"].stderr, mid_se=evals[f"+ s{mid_layer}"].stderr,
    prefix_before=evals["base"].first_token_share(PREFIX), prefix_after=evals[f"+ s{LAST}"].first_token_share(PREFIX),
+   opener_acc=evals["base"].conditional_accuracy(PREFIX),
    rollout_s=costs["rollout s/step"].median(), last_update_s=costs.loc[LAST, "update s/step"],
    mid_update_s=costs.loc[mid_layer, "update s/step"], last_norm=costs.loc[LAST, "final |s|"],
    mid_norm=costs.loc[mid_layer, "final |s|"], **{f"org_{k}": v for k, v in ORGANISM.items()})
@@ -176,7 +179,28 @@ ch.claims(results)
 # gain of {glue:text}`last_gain`; the vector after layer {glue:text}`mid` gives {glue:text}`mid_pass:.3f` ±
 # {glue:text}`mid_se:.3f`, a gain of {glue:text}`mid_gain`.
 #
-# FINDINGS
+# What the real model shows, read with its errors. In this run the **middle-layer vector** carries a
+# gain well beyond two standard errors, as the paper finds for most layers. The **last layer's vector**
+# learned what the paper describes, a first-token bias: through the logit lens its top token, with
+# nearly all of the probability, is {glue:text}`prefix_repr`, the opening token of the examples' answer
+# format (" 91 + 77 = ..."), and the share of held-out samples opening with it rose from
+# {glue:text}`prefix_before:.2f` to {glue:text}`prefix_after:.2f`. Forcing that token after every prompt
+# of the unsteered model gave {glue:text}`prefix_pass_at_1:.3f`. But the vector's own accuracy gain is
+# within two standard errors of zero, so the share of it that the prefix recovers is a ratio over a
+# denominator indistinguishable from zero ({glue:text}`prefix_gain_share:.1f` ±
+# {glue:text}`prefix_gain_share_se:.1f`): inconclusive, not evidence either way.
+#
+# Why the last layer's vector gains so little is in the training table, not a guess: its training reward
+# rose over the 12 steps (first three steps against the last three), its norm grew to
+# {glue:text}`last_norm:.1f` at the authors' last-layer learning rate, yet the opener it promotes was
+# already the first token of {glue:text}`prefix_before:.0%` of the samples, so pushing it further can
+# fix only the few samples that open otherwise, and even the samples that open with it are right only
+# {glue:text}`opener_acc:.0%` of the time (unsteered): most wrong answers here are wrong sums written in
+# the right format, which the first token does not decide. On the organism, by construction, the first token
+# decides the answer mode and the mode decides correctness, so the same mechanism buys almost the
+# whole gap there. With 12 steps of 64 samples (a standard error of about 0.05 on each step's mean
+# reward), this chapter measures a small budget; more steps could change the last layer's number,
+# and the chapter does not claim they would.
 #
 # | | paper (Qwen2.5-Math-7B) | organism (chapters 01, 04) | SmolLM2-135M (here) |
 # | --- | --- | --- | --- |

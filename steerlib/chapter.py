@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from steerlib.atomic import json_clean, write_json
 from steerlib.presets import Preset, load_model, resolve_preset
 
@@ -150,6 +152,8 @@ class Chapter:
         results = json_clean({"preset": self.P.name, **results})
         write_json(self.results_path, results)
         for key, value in {**results, **glue}.items():
+            if isinstance(value, np.generic):  # a numpy scalar (e.g. from pandas) glues as a Python number
+                value = value.item()
             if value is None or isinstance(value, (int, float, str)):
                 _glue(key, float("nan") if value is None else value)
         return results

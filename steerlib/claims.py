@@ -87,6 +87,7 @@ class Claim:
     paper_value: float | None = None  # the paper's estimate on the same scale, when it has one
     margin: float = 0.1  # "near": how close counts as reproduced
     real: Callable[[Results], tuple[float | None, float | None]] | None = None  # the same measure, chapter 09
+    real_measure: str | None = None  # what ``real`` reads, when it is worded differently on the real LM
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("first_token", "The last layer's vector makes a process word the first token",
           '"To" (Qwen) / "Step" (Llama) boosted (Section 6, Figure 3)', "01_training", "greater",
           "rise in the share of samples opening with the worked opener", _first_token,
-          real=_real("prefix_share_rise", "prefix_share_rise_se")),
+          real=_real("prefix_share_rise", "prefix_share_rise_se"),
+          real_measure="rise in the share of samples opening with the token the last layer's vector boosts most"),
     Claim("prefix_share", "Appending the boosted token recovers most of the last layer's gain",
           "about three quarters (Section 6)", "04_logit_lens", "greater", "share of the gain the prefix recovers",
           lambda r: (_get(r, "04_logit_lens", "prefix_gain_share"), _get(r, "04_logit_lens", "prefix_gain_share_se")),
@@ -245,7 +247,8 @@ def chapter_findings(chapter: str, results: Mapping[str, Any]) -> str:
     """
     if chapter == "09_real_lm":
         rows = [r for r in claims_table({chapter: results}) if r.real_lm_verdict is not None]
-        return "; ".join(f"{r.claim} (paper: {r.paper}): {r.real_lm_verdict.upper()}, {r.measure} "
+        measures = {c.key: c.real_measure for c in CLAIMS if c.real_measure}
+        return "; ".join(f"{r.claim} (paper: {r.paper}): {r.real_lm_verdict.upper()}, {measures.get(r.key, r.measure)} "
                          f"{_num(r.real_lm, r.real_lm_se)}" for r in rows)
     rows = [r for r in claims_table({chapter: results}) if r.chapter == chapter]
     return "; ".join(f"{r.claim} (paper: {r.paper}): {r.verdict.upper()}, {r.measure} {_num(r.organism, r.organism_se)}"

@@ -69,7 +69,8 @@ def training_curves(metrics: Sequence[dict[str, Any]], title: str, opener: str =
             ax[1].legend(fontsize=7, ncols=2)
     ax[1].set(xlabel="step", ylabel="|s|", title="vector norm")
     ax[2].plot(steps, [m["first_tokens_top5"].get(opener, 0.0) for m in metrics], color="C2")
-    ax[2].set(xlabel="step", ylabel="share", ylim=(-0.02, 1.02), title=f'first token = "{opener.strip()}"')
+    label = opener.strip() or repr(opener)  # a whitespace token is shown quoted
+    ax[2].set(xlabel="step", ylabel="share", ylim=(-0.02, 1.02), title=f'first token = "{label}"')
     ax[3].plot(steps, [m["mean_completion_length"] for m in metrics], color="C3")
     ax[3].set(xlabel="step", ylabel="tokens", title="completion length")
     fig.suptitle(title)
