@@ -330,10 +330,11 @@ class RLOOTrainer:
             opt.step()
         tr.after_step()
         self.step_idx += 1
+        reward_sum, reward_count = self.dp.sum([float(rewards.sum()), len(rewards)])  # over every rank's rows
         first = Counter(self.tok.decode([int(x)]) for x in ro.completion_ids[:, 0])
         row = {
             "step": self.step_idx - 1,
-            "reward_mean": self.dp.sum([float(rewards.sum())])[0] / self.dp.sum([len(rewards)])[0],
+            "reward_mean": reward_sum / reward_count,
             "reward_by_group": dict(zip([str(g) for g in groups], rewards.reshape(len(groups), -1).mean(-1).tolist())),
             "prompt_pass_rates": rewards.reshape(-1, k).mean(-1).tolist(),
             "first_tokens_top5": {t: c / n_rows for t, c in first.most_common(5)},

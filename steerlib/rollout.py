@@ -100,6 +100,7 @@ class _Capture:
 
     def __init__(self, layers: Any, blocks: torch.Tensor, k: int, width: int, new: int) -> None:
         self.blocks, self.k = blocks, k  # blocks: one per prompt
+        self.row_blocks = blocks.repeat_interleave(k)  # one per sample row (decode steps index it)
         self.prefill: torch.Tensor | None = None
         self.decode: torch.Tensor | None = None
         self.width, self.new = width, new
@@ -118,7 +119,7 @@ class _Capture:
                 mine = (self.blocks == block).nonzero().flatten()
                 self.prefill[mine] = h[mine]
             else:
-                mine = (self.blocks.repeat_interleave(self.k)[self.rows] == block).nonzero().flatten()
+                mine = (self.row_blocks[self.rows] == block).nonzero().flatten()
                 self.decode[self.rows[mine], self.col] = h[mine, -1]  # type: ignore[index]
         return hook
 
@@ -127,7 +128,7 @@ class _Capture:
             handle.remove()
         assert self.prefill is not None and self.decode is not None
         hidden = torch.cat([self.prefill.repeat_interleave(self.k, 0), self.decode], 1)
-        return hidden, self.blocks.repeat_interleave(self.k)
+        return hidden, self.row_blocks
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
