@@ -59,7 +59,11 @@ print(p.prompt + p.direct())
 # ## Pretraining
 # A 6-layer `Qwen2ForCausalLM` (width 96, 4 query heads in 2 KV groups) trained from scratch, cached
 # on disk after the first build; a `LlamaForCausalLM` twin and a *sibling* Qwen2 (another seed) use
-# the same tokenizer, width and corpus, for the transfer chapter.
+# the same tokenizer, width and corpus, for the transfer chapter. The main organism trains for 1,500
+# steps; the twin and the sibling for 800 (the same schedule, compressed), with one thread each so
+# that a build pretrains them side by side: the table below checks that they still meet the same
+# figures as the main organism (forced " Step" far above the base, the opener in about a third of
+# samples, a small last-layer vector that flips it).
 
 # %% tags=["hide-input"]
 orgs = {n: load_organism(n) for n in names}

@@ -8,7 +8,7 @@ published page untouched.
 
 Command line (what ``make book`` and ``make chapter`` call)::
 
-    python -m steerlib.book build                       # every chapter, then the HTML
+    python -m steerlib.book build [--jobs 2]            # organisms and chapters, 2 at a time; then the HTML
     python -m steerlib.book chapter 02_layer_curve -p preset qwen2.5-math-1.5b --out run.ipynb
     python -m steerlib.book html                        # HTML from the committed chapters only
     python -m steerlib.book sync                        # write _config.yml's URL into the install cells
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -50,6 +51,9 @@ __all__ = [
     "sync_install_cells",
     "refresh_prose",
     "CPU_CHAPTERS",
+    "CHAPTER_NEEDS",
+    "build_tasks",
+    "build_all",
     "main",
 ]
 
@@ -315,26 +319,73 @@ def build_html(root: Path = ROOT) -> None:
     subprocess.run(cmd, check=True, cwd=root)
 
 
-def build_all(root: Path = ROOT) -> None:
-    """Every chapter in order with its defaults (progress: chapter k of n, the cell bar, elapsed and
-    planned minutes from the previous build's ``book/build_times.json``), then the HTML."""
-    from steerlib.atomic import write_json
+#: What each chapter needs done first: the organisms it loads, the run directories it reuses (02 resumes 01's
+#: first single-layer run; 03-08 read 02's sweep), the results it quotes (09 quotes 01 and 04). A chapter
+#: not listed waits for every chapter before it.
+CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
+    "00_organism": ("organism-main", "organism-llama", "organism-sibling"),
+    "01_training": ("organism-main",),
+    "02_layer_curve": ("01_training",),
+    **{c: ("02_layer_curve",) for c in ("03_persistence", "04_logit_lens", "05_attention_ablation",
+                                        "07_adaptive", "08_diffsae")},
+    "06_transfer": ("02_layer_curve", "organism-llama", "organism-sibling"),
+    "09_real_lm": ("01_training", "04_logit_lens"),
+}
 
+
+def default_jobs() -> int:
+    """Chapters run side by side by ``build``: 2 where there are at least 2 cores, else 1."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def build_tasks(root: Path = ROOT, threads: int = 1) -> list[Any]:
+    """The book's build graph: pretraining each organism the chapters need, then every chapter
+    (``python -m steerlib.book chapter NAME`` in a subprocess) after what it needs (:data:`CHAPTER_NEEDS`)."""
+    from steerlib.buildgraph import Task
+    from steerlib.organism import ORGANISMS
+
+    names = [s.stem for s in chapter_sources(root)]
+    needs = {n: CHAPTER_NEEDS.get(n, tuple(names[:i])) for i, n in enumerate(names)}
+    organisms = sorted({x.removeprefix("organism-") for v in needs.values() for x in v if x.startswith("organism-")})
+    tasks = [Task(f"organism-{o}", slots=-(-ORGANISMS[o].threads // threads),
+                  command=(sys.executable, "-m", "steerlib.organism", o)) for o in organisms]
+    tasks += [Task(n, needs=tuple(x for x in needs[n] if x in names or x.startswith("organism-")),
+                   command=(sys.executable, "-m", "steerlib.book", "chapter", n)) for n in names]
+    return tasks
+
+
+def build_all(root: Path = ROOT, jobs: int | None = None) -> None:
+    """Pretrain the organisms and execute every chapter with its defaults, ``jobs`` at a time (each with
+    cores / jobs threads; :mod:`steerlib.buildgraph`), then the HTML. Progress: one line per task started
+    or finished, with the planned minutes from the previous build's ``book/build_times.json``; each
+    task's output in ``runs/build-logs/<task>.log``."""
+    from steerlib.atomic import write_json
+    from steerlib.buildgraph import BuildError, run_graph
+
+    jobs = jobs or default_jobs()
+    if jobs < 1:
+        raise ChapterError(f"jobs must be at least 1, not {jobs}")
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     sync_install_cells(root)
-    sources = chapter_sources(root)
     planned = json.loads(BUILD_TIMES.read_text()) if BUILD_TIMES.exists() else {}
     times: dict[str, float] = dict(planned)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    tasks = build_tasks(root, threads)
+    print(f"building {len(tasks)} tasks, {jobs} at a time, {threads} thread(s) each", flush=True)
     start = time.monotonic()
-    for k, source in enumerate(sources, 1):
-        plan = f"planned {planned[source.stem]:.1f} min" if source.stem in planned else "no previous timing"
-        print(f"[{k}/{len(sources)}] {source.stem}: started at {time.strftime('%H:%M')} ({plan}; "
-              f"book so far {(time.monotonic() - start) / 60:.1f} min)", flush=True)
-        t0 = time.monotonic()
-        execute_chapter(source, CHAPTERS / f"{source.stem}.ipynb", progress=True)
-        times[source.stem] = round((time.monotonic() - t0) / 60, 2)
-        print(f"[{k}/{len(sources)}] {source.stem}: done in {times[source.stem]:.1f} min", flush=True)
+
+    def save(name: str, minutes: float) -> None:
+        times[name] = minutes
         write_json(BUILD_TIMES, times)
-    print(f"all {len(sources)} chapters in {(time.monotonic() - start) / 60:.1f} min", flush=True)
+
+    try:
+        run_graph(tasks, jobs=jobs, minutes=planned, log_dir=root / "runs" / "build-logs", env=env, on_done=save,
+                  cwd=root)
+    except BuildError as err:
+        raise ChapterError(str(err)) from err
+    times["book"] = round((time.monotonic() - start) / 60, 2)
+    write_json(BUILD_TIMES, times)
+    print(f"all {len(tasks)} tasks in {times['book']:.1f} min", flush=True)
     build_html(root)
 
 
@@ -348,7 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
     ap = argparse.ArgumentParser(prog="python -m steerlib.book", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("build", help="execute every chapter with its defaults, then build the HTML")
+    bd = sub.add_parser("build", help="execute every chapter with its defaults, then build the HTML")
+    bd.add_argument("--jobs", type=int, default=None, help="tasks side by side (default: 2 with 2+ cores, else 1)")
     sub.add_parser("html", help="build the HTML from the committed chapters")
     sub.add_parser("prose", help="copy edited prose and cell tags from the sources into the published pages")
     sub.add_parser("sync", help="write _config.yml's repository URL into every chapter's install cell")
@@ -380,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in sync_install_cells():
                 print(f"updated the install cell of {path.name}")
         elif args.cmd == "build":
-            build_all()
+            build_all(jobs=args.jobs)
         else:
             build_html()
     except ChapterError as err:

@@ -52,6 +52,7 @@ __all__ = [
     "pretrain",
     "load_organism",
     "weights_hash",
+    "main",
 ]
 
 
@@ -92,8 +93,10 @@ class OrganismConfig:
 
 ORGANISMS: dict[str, OrganismConfig] = {
     "main": OrganismConfig(),
-    "llama": OrganismConfig(arch="llama"),
-    "sibling": OrganismConfig(seed=1),
+    # The twin and the sibling only need chapter 00's acceptance figures (measured: 800 steps meet them,
+    # forced " Step" 0.95 for both), and one thread each, so a build pretrains them side by side.
+    "llama": OrganismConfig(arch="llama", steps=800, threads=1),
+    "sibling": OrganismConfig(seed=1, steps=800, threads=1),
     # A fine-tuned relative of main (same weights basis, like base -> instruct): continued training on a
     # mix shifted towards direct answers, for the transfer chapter.
     "tuned": OrganismConfig(
@@ -349,3 +352,20 @@ def load_organism(
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
     tokenizer.padding_side = "left"
     return Organism(name, model, tokenizer, config, info, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m steerlib.organism NAME ...``: pretrain (or find in the cache) the named organisms."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m steerlib.organism", description="pretrain and cache organisms")
+    ap.add_argument("names", nargs="+", choices=list(ORGANISMS), metavar="NAME", help=", ".join(ORGANISMS))
+    args = ap.parse_args(argv)
+    for name in args.names:
+        org = load_organism(name)
+        print(f"{name}: {org.path} ({org.info['pretrain_seconds']:.0f} s to pretrain)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
