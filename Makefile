@@ -1,5 +1,6 @@
 # make test  — set up .venv if missing, then run the fast test suite
-# make book  — set up, execute every chapter with papermill, build the HTML (jupyter-book 1.x)
+# make book  — set up, pretrain the organisms and execute every chapter with papermill, two at a time
+#              (JOBS=1: one at a time), then build the HTML (jupyter-book 1.x)
 # make chapter CH=02_layer_curve ARGS="-p preset qwen2.5-math-1.5b" OUT=runs/02.ipynb  (results: runs/02.json)
 # make bench  — benchmarks/ (RLOO vs TRL, sweep, hooks, FLOP/s, memory) -> benchmarks/results.json
 SHELL := /bin/bash
@@ -33,7 +34,7 @@ test-all: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 book: install
-	$(BIN)/python -m steerlib.book build
+	$(BIN)/python -m steerlib.book build $(if $(JOBS),--jobs $(JOBS),)
 
 html: install
 	$(BIN)/python -m steerlib.book html

@@ -11,6 +11,10 @@
   the decode batch as rows, and of a large square matmul (the machine's practical peak). The loss
   pass (teacher-forced forward + backward to the vector) is measured the same way at 4 x params
   FLOPs per token (forward 2, input gradients 2; no weight gradients are needed for a vector).
+- Two streams: the same rollout in two processes side by side, one thread each (how ``make book`` runs
+  chapters on 2 cores), started together after their warm-up; the machine's generation FLOP/s is the
+  sum of the two, against the same 2-thread matmul peak. A 96-wide decode step is bound by per-op
+  overhead, not arithmetic, so one stream cannot fill two cores; two streams can.
 
 Run: ``.venv/bin/python benchmarks/bench_generation.py``
 """
@@ -18,6 +22,13 @@ Run: ``.venv/bin/python benchmarks/bench_generation.py``
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import torch
 
@@ -36,6 +47,37 @@ def matmul_flops(m: int, k: int, n: int, repeat: int = 20) -> float:
     torch.mm(a, b)
     secs = median(timed(lambda: torch.mm(a, b), repeat))
     return 2 * m * k * n / secs
+
+
+def one_stream(barrier: str, n_streams: int) -> None:
+    """Child process of :func:`two_streams`: warm up, wait for the others, time the rollout, print JSON."""
+    org = load_organism("main")
+    model, tok = org.model, org.tokenizer
+    ids = tok([p.prompt for p in sample_problems(N_PROMPTS, "train", 0)], add_special_tokens=False)["input_ids"]
+
+    def fn() -> int:
+        ro = sample_rollouts(model, ids, K, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, max_new_tokens=MAX_NEW,
+                             generator=torch.Generator().manual_seed(0))
+        return int(ro.lengths.sum())
+
+    tokens = fn()
+    Path(barrier, f"ready-{os.getpid()}").touch()
+    while len(list(Path(barrier).glob("ready-*"))) < n_streams:
+        time.sleep(0.01)
+    secs = median(timed(fn, 9))
+    print(json.dumps({"tokens": tokens, "prompt_tokens": sum(len(x) for x in ids), "seconds": secs,
+                      "threads": torch.get_num_threads()}))
+
+
+def two_streams(linear: int, peak: float) -> dict:
+    """Two single-thread processes generating side by side: each one's figures and their summed FLOP/s."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory() as barrier:
+        procs = [subprocess.Popen([sys.executable, __file__, "--stream", barrier, "2"], env=env,
+                                  stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    flops = sum(2 * linear * (o["prompt_tokens"] + o["tokens"]) / o["seconds"] for o in outs)
+    return {"streams": outs, "flops_per_s": flops, "share_of_peak": flops / peak}
 
 
 def main() -> None:
@@ -132,6 +174,7 @@ def main() -> None:
     decode_rows = N_PROMPTS * K
     shape_peak = matmul_flops(decode_rows, cfg.hidden_size, cfg.intermediate_size)
     peak = matmul_flops(1024, 1024, 1024)
+    streams = two_streams(linear, peak)
     out = {
         "hook_overhead": max(r["hook_overhead"] for r in res.values()),
         "generation": res,
@@ -142,6 +185,8 @@ def main() -> None:
         "generation_flops_share_of_peak": gen_flops / peak,
         "generation_flops_share_of_same_shape_matmul": gen_flops / shape_peak,
         "loss_pass_flops_share_of_peak": loss_flops / peak,
+        "generation_two_streams": streams,
+        "generation_flops_share_of_peak_two_streams": streams["share_of_peak"],
     }
     record(out)
     print(
@@ -149,9 +194,13 @@ def main() -> None:
         f"rollout {res['rollout']['hook_overhead']:+.1%}; "
         f"rollout {out['rollout_vs_hf_generate_speedup']:.2f}x HF generate; generation {gen_flops / 1e9:.2f} GFLOP/s "
         f"= {out['generation_flops_share_of_peak']:.1%} of matmul peak {peak / 1e9:.1f} GFLOP/s; loss pass "
-        f"{loss_flops / 1e9:.2f} GFLOP/s"
+        f"{loss_flops / 1e9:.2f} GFLOP/s; two single-thread streams side by side: "
+        f"{streams['flops_per_s'] / 1e9:.2f} GFLOP/s = {streams['share_of_peak']:.1%} of peak"
     )
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--stream":
+        one_stream(sys.argv[2], int(sys.argv[3]))
+    else:
+        main()

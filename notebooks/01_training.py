@@ -156,7 +156,9 @@ ch.claims(results)
 # {glue:text}`claims_note`.
 #
 # Vectors at layer {glue:text}`layer`, trained with {glue:text}`n_seeds` seeds (the first for
-# {glue:text}`train_seconds:.0f` s, median {glue:text}`median_step_seconds:.2f` s per step), moved held-out
+# {glue:text}`train_seconds:.0f` s, median {glue:text}`median_step_seconds:.2f` s per step; `make book` runs
+# two chapters at a time with one thread each, so seconds in the published pages are measured beside
+# another chapter), moved held-out
 # pass@1 from {glue:text}`base_pass_at_1:.3f` ± {glue:text}`base_stderr:.3f` to
 # {glue:text}`steered_pass_at_1:.3f` ± {glue:text}`steered_stderr:.3f` on average over the seeds (standard
 # deviation over seeds {glue:text}`steered_sd_over_seeds:.3f`): a gain of {glue:text}`gain:+.3f` ±

@@ -88,7 +88,10 @@ ch.figure("fig_sweep", plots.training_curves(sweep.metrics, f"Layer sweep ({swee
 # %% [markdown]
 # Timing: the first seed's multiplexed sweep against (layers swept) x one single-layer run (chapter 01's, the cheapest
 # layer to train, so the ratio overstates the sweep's cost; `benchmarks/bench_sweep.py` compares one
-# run per layer at equal work), from median seconds per step, which transient load does not distort.
+# run per layer at equal work), from median seconds per step. In the published page both runs were timed
+# during `make book`, one thread each beside another chapter (01's run beside a pretraining, the sweep
+# beside other work), so the ratio mixes two kinds of load; `benchmarks/bench_sweep.py` times both
+# alone, side by side.
 
 # %% tags=["hide-input"]
 single = vector_run(ch.org, ch.P, [LAST], ch.run / f"single-layer-{LAST}", **KW)
@@ -147,7 +150,7 @@ ch.table(pd.Series({**{f"sampling seed {i}": v for i, v in enumerate(noise)}, "s
 # ## What each method costs
 # Trainable parameters, the bytes Adam keeps for them (two float32 moments each) and the median
 # seconds per step of the loss and backward pass (generation is the same for every method), for this
-# chapter's runs, beside the precursor paper's table for Qwen2.5-14B {cite:p}`sinii2025steering`.
+# chapter's runs (timed during `make book`, one thread, beside another chapter), beside the precursor paper's table for Qwen2.5-14B {cite:p}`sinii2025steering`.
 
 # %% tags=["hide-input"]
 efficiency = efficiency_rows({"single-layer vector": single, **runs})

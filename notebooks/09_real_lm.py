@@ -209,7 +209,8 @@ ch.claims(results)
 # | share of samples opening with it, before -> after | – | {glue:text}`org_base_opener_share:.2f` -> {glue:text}`org_steered_opener_share:.2f` | {glue:text}`prefix_before:.2f` -> {glue:text}`prefix_after:.2f` |
 # | gain share recovered by forcing that token | about 0.75 (Section 6) | {glue:text}`org_prefix_gain_share:.2f` ± {glue:text}`org_prefix_gain_share_se:.2f` | {glue:text}`prefix_gain_share:.2f` ± {glue:text}`prefix_gain_share_se:.2f` |
 #
-# **Cost.** On this 2-core CPU a step's rollouts (8 prompts x 8 samples, shared prefill) took
+# **Cost.** On this 2-core CPU (in `make book`: one thread, beside another chapter) a step's rollouts
+# (8 prompts x 8 samples, shared prefill) took
 # {glue:text}`rollout_s:.1f` s; the update took {glue:text}`last_update_s:.1f` s for the last layer and
 # {glue:text}`mid_update_s:.1f` s for layer {glue:text}`mid`, because the loss pass starts at the steered
 # block: for the last layer it is one block, the final norm and the unembedding over the 49,152-token

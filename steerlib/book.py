@@ -319,16 +319,16 @@ def build_html(root: Path = ROOT) -> None:
     subprocess.run(cmd, check=True, cwd=root)
 
 
-#: What each chapter needs done first: the organisms it loads, the run directories it reuses (02 resumes 01's
-#: first single-layer run; 03-08 read 02's sweep), the results it quotes (09 quotes 01 and 04). A chapter
-#: not listed waits for every chapter before it.
+#: What each chapter needs done first: every organism it loads (none may be pretrained inside a chapter),
+#: the run directories it reuses (02 resumes 01's first single-layer run; 03-08 read 02's sweep), the
+#: results it quotes (09 quotes 01 and 04). A chapter not listed waits for every chapter before it.
 CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
     "00_organism": ("organism-main", "organism-llama", "organism-sibling"),
     "01_training": ("organism-main",),
     "02_layer_curve": ("01_training",),
     **{c: ("02_layer_curve",) for c in ("03_persistence", "04_logit_lens", "05_attention_ablation",
                                         "07_adaptive", "08_diffsae")},
-    "06_transfer": ("02_layer_curve", "organism-llama", "organism-sibling"),
+    "06_transfer": ("02_layer_curve", "organism-llama", "organism-sibling", "organism-tuned"),
     "09_real_lm": ("01_training", "04_logit_lens"),
 }
 
@@ -347,8 +347,13 @@ def build_tasks(root: Path = ROOT, threads: int = 1) -> list[Any]:
     names = [s.stem for s in chapter_sources(root)]
     needs = {n: CHAPTER_NEEDS.get(n, tuple(names[:i])) for i, n in enumerate(names)}
     organisms = sorted({x.removeprefix("organism-") for v in needs.values() for x in v if x.startswith("organism-")})
-    tasks = [Task(f"organism-{o}", slots=-(-ORGANISMS[o].threads // threads),
-                  command=(sys.executable, "-m", "steerlib.organism", o)) for o in organisms]
+    parents = [ORGANISMS[o].parent for o in organisms if ORGANISMS[o].parent]
+    organisms = sorted(set(organisms) | set(parents))
+    # An organism pretrains with its own thread count (its weights depend on it), so it takes that many slots: a
+    # pretraining inside a chapter would run 2 threads beside another task's and crawl (measured: 40x slower).
+    tasks = [Task(f"organism-{o}", needs=(f"organism-{ORGANISMS[o].parent}",) if ORGANISMS[o].parent else (),
+                  slots=-(-ORGANISMS[o].threads // threads), command=(sys.executable, "-m", "steerlib.organism", o))
+             for o in organisms]
     tasks += [Task(n, needs=tuple(x for x in needs[n] if x in names or x.startswith("organism-")),
                    command=(sys.executable, "-m", "steerlib.book", "chapter", n)) for n in names]
     return tasks

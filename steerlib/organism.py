@@ -14,6 +14,10 @@ loss is on completion tokens only. The opener's prior is therefore about 32 / (3
 model samples the worked mode about a third of the time, which is the room an RL-trained first-token
 bias can use.
 
+The Llama twin and the sibling train the same recipe for 800 steps on one thread (chapter 00 checks
+they meet the same acceptance figures), so a book build pretrains them side by side
+(:mod:`steerlib.buildgraph`); ``python -m steerlib.organism NAME ...`` pretrains named organisms.
+
 Everything is deterministic from the seed (and the thread count, fixed during pretraining) and cached
 under ``$STEERLIB_CACHE`` (default ``~/.cache/steerlib``) keyed by a hash of the configuration.
 

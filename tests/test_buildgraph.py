@@ -47,6 +47,16 @@ def test_one_job_runs_one_task_at_a_time_longest_path_first(tmp_path):
         assert ev[("end", a)] <= ev[("start", b)]
 
 
+def test_a_multi_slot_task_is_not_starved_by_one_slot_tasks(tmp_path):
+    log = tmp_path / "events.txt"
+    tasks = [Task("root", command=_stamp(log, "root")),
+             Task("wide", needs=("root",), slots=2, command=_stamp(log, "wide", 0.1)),
+             *[Task(f"t{i}", needs=("root",), command=_stamp(log, f"t{i}", 0.1)) for i in range(3)]]
+    run_graph(tasks, jobs=2, minutes={"t0": 9.0, "t1": 9.0, "t2": 9.0, "wide": 1.0}, log_dir=tmp_path, poll_s=0.05)
+    ev = _events(log)
+    assert ev[("start", "wide")] < min(ev[("start", f"t{i}")] for i in range(3))
+
+
 def test_a_failure_names_the_task_and_starts_nothing_after_it(tmp_path):
     log = tmp_path / "events.txt"
     tasks = [Task("bad", command=(sys.executable, "-c", "raise SystemExit(3)")),
@@ -76,3 +86,4 @@ def test_the_books_graph_covers_every_chapter_and_is_acyclic():
         assert "02_layer_curve" in tasks[later].needs  # they read chapter 02's sweep
     assert tasks["organism-main"].slots == 2  # pretrained with 2 threads (its weights depend on it)
     assert tasks["organism-llama"].slots == 1
+    assert tasks["organism-tuned"].needs == ("organism-main",) and "organism-tuned" in tasks["06_transfer"].needs
