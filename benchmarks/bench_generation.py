@@ -49,6 +49,12 @@ def matmul_flops(m: int, k: int, n: int, repeat: int = 20) -> float:
     return 2 * m * k * n / secs
 
 
+def rollout(model, tok, ids, vectors=None):
+    """The benchmark's rollout: K samples per prompt at τ = 1, seed 0."""
+    return sample_rollouts(model, ids, K, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, max_new_tokens=MAX_NEW,
+                           temperature=1.0, top_p=1.0, vectors=vectors, generator=torch.Generator().manual_seed(0))
+
+
 def one_stream(barrier: str, n_streams: int) -> None:
     """Child process of :func:`two_streams`: warm up, wait for the others, time the rollout, print JSON."""
     org = load_organism("main")
@@ -56,9 +62,7 @@ def one_stream(barrier: str, n_streams: int) -> None:
     ids = tok([p.prompt for p in sample_problems(N_PROMPTS, "train", 0)], add_special_tokens=False)["input_ids"]
 
     def fn() -> int:
-        ro = sample_rollouts(model, ids, K, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, max_new_tokens=MAX_NEW,
-                             generator=torch.Generator().manual_seed(0))
-        return int(ro.lengths.sum())
+        return int(rollout(model, tok, ids).lengths.sum())
 
     tokens = fn()
     Path(barrier, f"ready-{os.getpid()}").touch()
@@ -116,19 +120,7 @@ def main() -> None:
         return sum(c.n_tokens for c in generate(model, tok, prompts, n=K, max_new_tokens=MAX_NEW, vectors=vectors))
 
     def ours(vectors=None):
-        ro = sample_rollouts(
-            model,
-            ids,
-            K,
-            eos_id=tok.eos_token_id,
-            pad_id=tok.pad_token_id,
-            max_new_tokens=MAX_NEW,
-            temperature=1.0,
-            top_p=1.0,
-            vectors=vectors,
-            generator=torch.Generator().manual_seed(0),
-        )
-        return int(ro.lengths.sum())
+        return int(rollout(model, tok, ids, vectors).lengths.sum())
 
     hf(), ours(), steerlib_eval()  # warm-up
     res = {}
@@ -148,17 +140,7 @@ def main() -> None:
     prompt_tokens = sum(len(x) for x in ids)  # prefilled once per prompt by the rollout loop
     gen_flops = 2 * linear * (prompt_tokens + res["rollout"]["tokens"]) / res["rollout"]["seconds"]
     # the loss pass: teacher-forced prompt + completion with a trainable last-layer vector
-    ro = sample_rollouts(
-        model,
-        ids,
-        K,
-        eos_id=tok.eos_token_id,
-        pad_id=tok.pad_token_id,
-        max_new_tokens=MAX_NEW,
-        temperature=1.0,
-        top_p=1.0,
-        generator=torch.Generator().manual_seed(0),
-    )
+    ro = rollout(model, tok, ids)
     full = torch.cat([ro.prompt_ids, ro.completion_ids], 1)
     mask = torch.cat([ro.prompt_mask, ro.completion_mask], 1)
     vec = zero_vectors(model, [cfg.num_hidden_layers - 1])

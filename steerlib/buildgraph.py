@@ -3,11 +3,12 @@
 The book's chapters are small-model work that does not fill two cores: measured on this 2-core machine,
 a chapter with 1 thread beside another takes 1.4-1.75x its time alone with 2 threads (01 1.4x, 07 1.5x,
 02 1.7x, 09 1.7x), so two side by side get 1.15-1.45x the work done. :func:`run_graph` starts every
-task whose prerequisites are done, as long as free *slots* (jobs) remain: multi-slot tasks first (else
-they starve), then the task with the longest planned path to the end of the build, each as a
-subprocess. A task that sets its own thread count (an organism pretrained with 2 threads, because its
-weights depend on it) takes that many slots. If a task fails, nothing new starts, the running tasks
-finish, and :class:`BuildError` names the task and its log.
+task whose prerequisites are done, as long as free *slots* (jobs) remain: multi-slot tasks first, then
+the task with the longest planned path to the end of the build, each as a subprocess; a ready task
+that does not fit yet holds back the tasks after it, so freed slots wait for it instead of starving
+it. A task that sets its own thread count (an organism pretrained with 2 threads, because its weights
+depend on it) takes that many slots. If a task fails, nothing new starts, the running tasks finish,
+and :class:`BuildError` names the task and its log.
 
 Example:
     >>> tasks = [Task("a"), Task("b", needs=("a",)), Task("c")]
@@ -101,16 +102,48 @@ def run_graph(
     priority = critical_paths(tasks, minutes or {})
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    # Tasks that need several slots first (they wait for free cores and would starve behind 1-slot tasks),
-    # then the longest planned path to the end of the build.
+    # Tasks that need several slots first, then the longest planned path to the end of the build; a ready
+    # task that does not fit holds back the ones after it (else 1-slot tasks would take every freed slot).
     pending = sorted(by_name, key=lambda n: (-min(by_name[n].slots, jobs), -priority[n]))
-    running: dict[str, tuple[subprocess.Popen, float, int]] = {}
+    env = dict(env if env is not None else os.environ)
+    running: dict[str, tuple[subprocess.Popen, float, int]] = {}  # name -> (process, start, slots)
     done: dict[str, float] = {}
     failed: list[str] = []
     start = time.monotonic()
     try:
-        _loop(by_name, pending, running, done, failed, jobs, minutes or {}, log_dir,
-              dict(env if env is not None else os.environ), cwd, on_done, poll_s, start)
+        while pending or running:
+            free = jobs - sum(s for _, _, s in running.values())
+            for name in [] if failed else [n for n in pending if all(x in done for x in by_name[n].needs)]:
+                need = min(by_name[name].slots, jobs)
+                if need > free:  # the first ready task that does not fit keeps the slots it waits for
+                    break
+                with open(log_dir / f"{name}.log", "w") as log:
+                    proc = subprocess.Popen(list(by_name[name].command), stdout=log, stderr=subprocess.STDOUT,
+                                            env=env, cwd=cwd)
+                running[name] = (proc, time.monotonic(), need)
+                pending.remove(name)
+                free -= need
+                print(f"[{len(done) + len(running)}/{len(by_name)}] {name}: started at {time.strftime('%H:%M')} "
+                      f"(planned {(minutes or {}).get(name, float('nan')):.1f} min; running: {', '.join(running)}; "
+                      f"build so far {(time.monotonic() - start) / 60:.1f} min)", flush=True)
+            if not running:
+                if failed:
+                    break
+                raise BuildError(f"nothing can start: {', '.join(pending)} wait on tasks that did not run")
+            time.sleep(poll_s)
+            for name, (proc, t0, _) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[name]
+                if proc.returncode != 0:
+                    failed.append(name)
+                    print(f"{name}: FAILED (exit {proc.returncode}); log: {log_dir / f'{name}.log'}", flush=True)
+                    continue
+                done[name] = round((time.monotonic() - t0) / 60, 2)
+                print(f"{name}: done in {done[name]:.1f} min (build so far {(time.monotonic() - start) / 60:.1f} min)",
+                      flush=True)
+                if on_done is not None:
+                    on_done(name, done[name])
     finally:  # interrupted (Ctrl-C) or crashed: no orphaned chapter keeps running
         for proc, _, _ in running.values():
             proc.terminate()
@@ -118,41 +151,3 @@ def run_graph(
         logs = ", ".join(str(log_dir / f"{n}.log") for n in failed)
         raise BuildError(f"{', '.join(failed)} failed; not started: {', '.join(pending) or 'none'}; see {logs}")
     return done
-
-
-def _loop(by_name: dict[str, Task], pending: list[str], running: dict, done: dict[str, float], failed: list[str],
-          jobs: int, minutes: dict[str, float], log_dir: Path, env: dict[str, str], cwd: str | Path | None,
-          on_done: Callable[[str, float], None] | None, poll_s: float, start: float) -> None:
-    while pending or running:
-        free = jobs - sum(s for _, _, s in running.values())
-        for name in list(pending) if not failed else []:
-            t = by_name[name]
-            need = min(t.slots, jobs)
-            if all(n in done for n in t.needs) and need <= free:
-                with open(log_dir / f"{name}.log", "w") as log:
-                    proc = subprocess.Popen(list(t.command), stdout=log, stderr=subprocess.STDOUT,
-                                            env=env, cwd=cwd)
-                running[name] = (proc, time.monotonic(), need)
-                pending.remove(name)
-                free -= need
-                print(f"[{len(done) + len(running)}/{len(by_name)}] {name}: started at {time.strftime('%H:%M')} "
-                      f"(planned {minutes.get(name, float('nan')):.1f} min; running: {', '.join(running)}; "
-                      f"build so far {(time.monotonic() - start) / 60:.1f} min)", flush=True)
-        if failed and not running:
-            break
-        if not running and pending:
-            raise BuildError(f"nothing can start: {', '.join(pending)} wait on tasks that did not run")
-        time.sleep(poll_s)
-        for name, (proc, t0, _) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[name]
-            if proc.returncode != 0:
-                failed.append(name)
-                print(f"{name}: FAILED (exit {proc.returncode}); log: {log_dir / f'{name}.log'}", flush=True)
-                continue
-            done[name] = round((time.monotonic() - t0) / 60, 2)
-            print(f"{name}: done in {done[name]:.1f} min (build so far {(time.monotonic() - start) / 60:.1f} min)",
-                  flush=True)
-            if on_done is not None:
-                on_done(name, done[name])

@@ -50,10 +50,14 @@ def test_one_job_runs_one_task_at_a_time_longest_path_first(tmp_path):
 def test_a_multi_slot_task_is_not_starved_by_one_slot_tasks(tmp_path):
     log = tmp_path / "events.txt"
     tasks = [Task("root", command=_stamp(log, "root")),
+             Task("busy", command=_stamp(log, "busy", 0.8)),  # holds one slot while "wide" becomes ready
              Task("wide", needs=("root",), slots=2, command=_stamp(log, "wide", 0.1)),
              *[Task(f"t{i}", needs=("root",), command=_stamp(log, f"t{i}", 0.1)) for i in range(3)]]
-    run_graph(tasks, jobs=2, minutes={"t0": 9.0, "t1": 9.0, "t2": 9.0, "wide": 1.0}, log_dir=tmp_path, poll_s=0.05)
+    minutes = {"busy": 1.0, "root": 20.0, "t0": 9.0, "t1": 9.0, "t2": 9.0, "wide": 1.0}
+    run_graph(tasks, jobs=2, minutes=minutes, log_dir=tmp_path, poll_s=0.05)
     ev = _events(log)
+    assert ev[("end", "root")] < ev[("end", "busy")]  # a slot was free while "busy" ran, and nothing took it
+    assert ev[("start", "wide")] >= ev[("end", "busy")]
     assert ev[("start", "wide")] < min(ev[("start", f"t{i}")] for i in range(3))
 
 
