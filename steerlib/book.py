@@ -38,6 +38,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from steerlib.prebuild import RUN_TASKS
+
 __all__ = [
     "ChapterError",
     "chapter_sources",
@@ -320,18 +322,19 @@ def build_html(root: Path = ROOT) -> None:
 
 
 #: What each chapter needs done first: every organism it loads (none may be pretrained inside a chapter),
-#: the run directories it reuses (02 resumes 01's first single-layer run; 03-08 read 02's sweep), the
-#: results it quotes (09 quotes 01 and 04). A chapter not listed waits for every chapter before it.
+#: the run directories it reuses (02 resumes 01's first single-layer run; chapter 02's sweeps and comparison
+#: runs are build tasks of their own, :mod:`steerlib.prebuild`, so 03-08 wait only for the runs they read),
+#: the results it quotes (09 quotes 01 and 04). A chapter not listed waits for every chapter before it.
 CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
     "00_organism": ("organism-main", "organism-llama", "organism-sibling"),
     "01_training": ("organism-main",),
-    "02_layer_curve": ("01_training",),
-    **{c: ("02_layer_curve",) for c in ("03_persistence", "04_logit_lens", "05_attention_ablation",
-                                        "07_adaptive", "08_diffsae")},
-    "06_transfer": ("02_layer_curve", "organism-llama", "organism-sibling", "organism-tuned"),
+    "02_layer_curve": ("01_training", *RUN_TASKS),  # 01: its seed-0 run is 02's single-layer run
+    **{c: ("run-sweep-seed0",) for c in ("04_logit_lens", "05_attention_ablation", "08_diffsae")},
+    "03_persistence": ("run-sweep-seed0", "run-all-layer"),
+    "07_adaptive": ("run-sweep-seed0", "run-full-ft"),
+    "06_transfer": ("run-sweep-seed0", "organism-llama", "organism-sibling", "organism-tuned"),
     "09_real_lm": ("01_training", "04_logit_lens"),
 }
-
 
 def default_jobs() -> int:
     """Chapters run side by side by ``build``: 2 where there are at least 2 cores, else 1."""
@@ -354,7 +357,9 @@ def build_tasks(root: Path = ROOT, threads: int = 1) -> list[Any]:
     tasks = [Task(f"organism-{o}", needs=(f"organism-{ORGANISMS[o].parent}",) if ORGANISMS[o].parent else (),
                   slots=-(-ORGANISMS[o].threads // threads), command=(sys.executable, "-m", "steerlib.organism", o))
              for o in organisms]
-    tasks += [Task(n, needs=tuple(x for x in needs[n] if x in names or x.startswith("organism-")),
+    tasks += [Task(name, needs=("organism-main",), command=(sys.executable, "-m", "steerlib.prebuild", name))
+              for name in RUN_TASKS]
+    tasks += [Task(n, needs=tuple(x for x in needs[n] if x in names or x in RUN_TASKS or x.startswith("organism-")),
                    command=(sys.executable, "-m", "steerlib.book", "chapter", n)) for n in names]
     return tasks
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -350,13 +350,19 @@ def layer_vectors(
 
 
 def baselines(org: Any, preset: Preset, run_dir: str | Path, *, val_problems: int = 200,
-              select_on: str = "validation") -> dict[str, RunResult]:
+              select_on: str = "validation", names: Sequence[str] | None = None) -> dict[str, RunResult]:
     """The comparison runs of the layer curve: all-layer steering, LoRA and a full fine-tune, each
-    trained (or resumed) in ``run_dir`` with the preset's recipe and chosen on ``select_on``."""
+    trained (or resumed) in ``run_dir`` with the preset's recipe and chosen on ``select_on``; ``names``:
+    only these of ``"all layers"``, ``"LoRA"``, ``"full fine-tune"`` (default all three)."""
     run = Path(run_dir)
     kw: dict[str, Any] = dict(val_problems=val_problems, select_on=select_on)
-    return {
-        "all layers": vector_run(org, preset, list(range(preset.n_layers)), run / "all-layer", mode="all_layer", **kw),
-        "LoRA": weight_run(org, preset, "lora", run / "lora", **kw),
-        "full fine-tune": weight_run(org, preset, "full", run / "full-ft", **kw),
+    makers: dict[str, Callable[[], RunResult]] = {
+        "all layers": lambda: vector_run(org, preset, list(range(preset.n_layers)), run / "all-layer",
+                                         mode="all_layer", **kw),
+        "LoRA": lambda: weight_run(org, preset, "lora", run / "lora", **kw),
+        "full fine-tune": lambda: weight_run(org, preset, "full", run / "full-ft", **kw),
     }
+    unknown = sorted(set(names or ()) - set(makers))
+    if unknown:
+        raise ValueError(f"no baseline {', '.join(unknown)}; baselines: {', '.join(makers)}")
+    return {name: make() for name, make in makers.items() if names is None or name in names}

@@ -87,7 +87,7 @@ def test_the_books_graph_covers_every_chapter_and_is_acyclic():
     assert paths["organism-main"] == max(paths.values())  # everything waits on the main organism
     for later in ("03_persistence", "04_logit_lens", "05_attention_ablation", "06_transfer", "07_adaptive",
                   "08_diffsae"):
-        assert "02_layer_curve" in tasks[later].needs  # they read chapter 02's sweep
+        assert "run-sweep-seed0" in tasks[later].needs  # they read chapter 02's seed-0 sweep (a task of its own)
     assert tasks["organism-main"].slots == 2  # pretrained with 2 threads (its weights depend on it)
     assert tasks["organism-llama"].slots == 1
     assert tasks["organism-tuned"].needs == ("organism-main",) and "organism-tuned" in tasks["06_transfer"].needs

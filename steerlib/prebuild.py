@@ -1,0 +1,86 @@
+"""Chapter 02's training runs as build tasks of their own, so the book build can run them side by side.
+
+Chapter 02 trains a layer sweep per training seed and three comparison runs (all-layer steering, LoRA,
+a full fine-tune) before it evaluates anything; chapters 03-08 need only seed 0's sweep (03 also the
+all-layer run, 07 the full fine-tune). Run inside the chapter, that is one 26-minute task that every
+later chapter waits for. Here each run is a task of its own (``python -m steerlib.prebuild NAME``,
+placed in the graph by :func:`steerlib.book.build_tasks`): it sets chapter 02 up exactly as its page
+does with its default parameters (the chapter's own ``parameters`` cell, executed), trains (or reads
+back) that one run in the chapter's run directory, and the chapter later finds it finished.
+
+A run trained here is the run the chapter would train: the same preset, seed, directory and
+snapshot choice, and the same thread count under the build (results are bit-identical run to run at
+a fixed thread count).
+
+Example:
+    >>> sorted(RUN_TASKS)
+    ['run-all-layer', 'run-full-ft', 'run-lora', 'run-sweep-seed0', 'run-sweep-seed1', 'run-sweep-seed2']
+    >>> chapter_defaults("02_layer_curve")["sweep_mode"]
+    'auto'
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+__all__ = ["CHAPTER", "RUN_TASKS", "SWEEP_SEEDS", "chapter_defaults", "train_part", "main"]
+
+#: The chapter whose runs these are.
+CHAPTER = "02_layer_curve"
+#: The sweep seeds built as tasks: the chapter's default ``seed`` and ``n_seeds`` (a test keeps them equal).
+SWEEP_SEEDS = (0, 1, 2)
+#: Build task name -> the comparison run's name in :func:`steerlib.selection.baselines`, or a sweep seed.
+RUN_TASKS: dict[str, str | int] = {
+    **{f"run-sweep-seed{s}": s for s in SWEEP_SEEDS},
+    "run-all-layer": "all layers",
+    "run-lora": "LoRA",
+    "run-full-ft": "full fine-tune",
+}
+
+
+def chapter_defaults(chapter: str = CHAPTER, root: Path | None = None) -> dict[str, Any]:
+    """The chapter's parameters as its page runs them by default: its ``parameters`` cell, executed."""
+    from steerlib.book import NOTEBOOKS, _read
+
+    source = (root / "notebooks" if root else NOTEBOOKS) / f"{chapter}.py"
+    cells = [c for c in _read(source).cells if "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{source}: expected one cell tagged 'parameters', found {len(cells)}")
+    namespace: dict[str, Any] = {"Optional": Optional}
+    exec(cells[0].source, namespace)  # noqa: S102 - the repository's own chapter source
+    return {k: v for k, v in namespace.items() if not k.startswith("__") and k != "Optional"}
+
+
+def train_part(name: str) -> Path:
+    """Train (or read back) build task ``name``'s run as chapter 02 would; returns its directory."""
+    from steerlib.chapter import setup
+    from steerlib.seeds import seeded_sweeps
+    from steerlib.selection import baselines
+
+    if name not in RUN_TASKS:
+        raise ValueError(f"no run task {name!r}; run tasks: {', '.join(sorted(RUN_TASKS))}")
+    params = chapter_defaults()
+    ch = setup(CHAPTER, params)
+    kw: dict[str, Any] = dict(val_problems=ch.val_problems, select_on=ch.select_on)
+    part = RUN_TASKS[name]
+    if isinstance(part, int):
+        sweeps = seeded_sweeps(ch.org, ch.P, ch.run, [part], mode=params["sweep_mode"],
+                               layers=ch.P.parse_layers(params["layers"]), **kw)
+        return sweeps[part].runs[0].run_dir
+    return baselines(ch.org, ch.P, ch.run, names=(part,), **kw)[part].run_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m steerlib.prebuild NAME``: one of :data:`RUN_TASKS`."""
+    ap = argparse.ArgumentParser(prog="python -m steerlib.prebuild", description=__doc__.split("\n")[0])
+    ap.add_argument("name", choices=sorted(RUN_TASKS))
+    args = ap.parse_args(argv)
+    print(f"{args.name}: finished in {train_part(args.name)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
