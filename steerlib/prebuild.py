@@ -70,7 +70,7 @@ def train_part(name: str) -> Path:
         sweeps = seeded_sweeps(ch.org, ch.P, ch.run, [part], mode=params["sweep_mode"],
                                layers=ch.P.parse_layers(params["layers"]), **kw)
         return sweeps[part].runs[0].run_dir
-    return baselines(ch.org, ch.P, ch.run, names=(part,), **kw)[part].run_dir
+    return baselines(ch.org, ch.P, ch.run, names=(part,), **kw)[part].train.run_dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:

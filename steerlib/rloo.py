@@ -76,6 +76,7 @@ class RLOOConfig:
     seed: int = 0
     loss_from_rollout: bool = True  # start the loss pass at the first steered block (rollout's hidden state)
     sampling: Literal["batch", "per_prompt"] = "batch"  # one RNG per step, or one seed per prompt (data-parallel)
+    static_decode: bool = False  # fixed-shape rollouts, decode steps replayed from a CUDA graph on a GPU
 
 
 def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
@@ -253,6 +254,8 @@ class RLOOTrainer:
         fits = len(all_prompts) * k * width * model_parts(tr.model).hidden_size * self.elt <= self.hidden_bytes
         if cfg.loss_from_rollout and max(blocks) > 0 and starts_anywhere(tr.model) and fits:
             kw["capture"] = blocks
+        if cfg.static_decode and (vectors is None or positions == "all"):  # steering at every position only
+            kw["static"] = True
         if cfg.sampling == "per_prompt":
             places = list(indices) if indices is not None else list(range(len(prompt_ids)))
             kw["prompt_seeds"] = [prompt_seed(cfg.seed, self.step_idx, i) for _ in groups for i in places]
@@ -356,14 +359,16 @@ class RLOOTrainer:
 
 def manifest_params(cfg: RLOOConfig) -> dict[str, Any]:
     """The configuration a run directory records (``rloo.<field>``). How the loss pass is computed is
-    not recorded (it changes float rounding, not the run), nor batch sampling, the default that runs made
-    before per-prompt sampling existed used, so their directories still resume.
+    not recorded (it changes float rounding, not the run), nor batch sampling and dynamic decoding, the
+    defaults that runs made before per-prompt sampling and static decoding existed used, so their
+    directories still resume.
 
     Example:
         >>> "rloo.sampling" in manifest_params(RLOOConfig()), "rloo.loss_from_rollout" in manifest_params(RLOOConfig())
         (False, False)
     """
     skip = {"loss_from_rollout"} | ({"sampling"} if cfg.sampling == "batch" else set())
+    skip |= set() if cfg.static_decode else {"static_decode"}
     return {f"rloo.{k}": v for k, v in asdict(cfg).items() if k not in skip}
 
 

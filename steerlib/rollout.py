@@ -331,23 +331,27 @@ def sample_rollouts_chunked(
     capture: Sequence[int] | None = None,
     prompt_seeds: Sequence[int] | None = None,
     pad_id: int,
+    static: bool = False,
     **kwargs: Any,
 ) -> Rollouts:
     """:func:`sample_rollouts` over consecutive chunks of prompts, each chunk's KV cache at most
     ``kv_tokens`` tokens (rows x (prompt + completion) width) and each decode step's logits at most
     ``logit_elements`` (rows x vocabulary); the parts are concatenated. One chunk when everything fits,
-    which is then exactly :func:`sample_rollouts`.
+    which is then exactly :func:`sample_rollouts`. ``static``: each chunk with
+    :func:`steerlib.static_decode.sample_rollouts_static` (fixed shapes; CUDA graphs on a GPU).
     """
     from steerlib.arch import model_parts
+    from steerlib.static_decode import sample_rollouts_static
 
     width = max(len(p) for p in prompts) + max_new_tokens
     vocab = model_parts(model).lm_head.weight.shape[0]
     per_chunk = max(1, min(kv_tokens // (k * width), logit_elements // (k * vocab)))
+    sampler = sample_rollouts_static if static else sample_rollouts
     parts = []
     for lo in range(0, len(prompts), per_chunk):
         sel = slice(lo, lo + per_chunk)
-        parts.append(sample_rollouts(model, prompts[sel], k, max_new_tokens=max_new_tokens, pad_id=pad_id,
-                                     routes=None if routes is None else list(routes)[sel],
-                                     capture=None if capture is None else list(capture)[sel],
-                                     prompt_seeds=None if prompt_seeds is None else list(prompt_seeds)[sel], **kwargs))
+        parts.append(sampler(model, prompts[sel], k, max_new_tokens=max_new_tokens, pad_id=pad_id,
+                             routes=None if routes is None else list(routes)[sel],
+                             capture=None if capture is None else list(capture)[sel],
+                             prompt_seeds=None if prompt_seeds is None else list(prompt_seeds)[sel], **kwargs))
     return Rollouts.cat(parts, pad_id)

@@ -36,6 +36,7 @@ def test_a_run_task_trains_what_chapter_02_then_reads_back(tiny_org, tiny_cache,
     params = {**chapter_defaults(), "model": "tiny", "steps": 2, "prompts_per_step": 2, "max_new_tokens": 6,
               "val_problems": 3, "layers": "0,1", "run_dir": str(tmp_path / "run")}
     monkeypatch.setattr(prebuild, "chapter_defaults", lambda *a, **k: params)
+    assert train_part("run-all-layer") == tmp_path / "run" / "all-layer"  # a comparison run: where 02/03 read it
     out = train_part("run-sweep-seed1")
     assert out.parent == tmp_path / "run" / "seed1"
     def written():  # every file but metrics.jsonl, which a resume rewrites (trimmed to the last snapshot)
