@@ -38,7 +38,8 @@ def correctness() -> dict:
     model = Qwen2ForCausalLM(cfg).to(DEV).float().eval().requires_grad_(False)
     g = torch.Generator().manual_seed(1)
     prompts = [torch.randint(3, 64, (int(n),), generator=g).tolist() for n in torch.randint(3, 20, (12,), generator=g)]
-    vecs = [SteeringVector(torch.randn(64, generator=g).to(DEV), layer=layer, route=i) for i, layer in enumerate((1, 3))]
+    vecs = [SteeringVector(torch.randn(64, generator=g).to(DEV), layer=layer, route=i)
+            for i, layer in enumerate((1, 3))]
     kw = dict(eos_id=[2, 3], pad_id=0, max_new_tokens=48, vectors=vecs, routes=[i % 2 for i in range(12)],
               prompt_seeds=[prompt_seed(0, 1, i) for i in range(12)], capture=[1 + 2 * (i % 2) for i in range(12)])
     dyn = sample_rollouts(model, prompts, 4, **kw)
@@ -92,7 +93,8 @@ def throughput(model, rows: int, prompt_len: int, new: int) -> dict:
         t0 = time.perf_counter()
         ro = run(torch.Generator(device=DEV).manual_seed(0))
         sync()
-        out[name] = {"tokens_per_s": int(ro.lengths.sum()) / (time.perf_counter() - t0), "tokens": int(ro.lengths.sum())}
+        tokens = int(ro.lengths.sum())
+        out[name] = {"tokens_per_s": tokens / (time.perf_counter() - t0), "tokens": tokens}
         print(name, rows, out[name], flush=True)
     ids = torch.tensor(prompts, device=DEV)
     sync()
