@@ -29,8 +29,8 @@ import torch
 from steerlib.cachesync import follow
 from steerlib.steering import Positions, SteeringVector, steer
 
-__all__ = ["Rollouts", "left_pad", "cache_kwarg", "sample_token", "row_uniforms", "prompt_seed", "sample_rollouts",
-           "sample_rollouts_chunked"]
+__all__ = ["Rollouts", "left_pad", "cache_kwarg", "sample_token", "row_uniforms", "prompt_seed", "trim_at_stop",
+           "sample_rollouts", "sample_rollouts_chunked"]
 
 
 @dataclass
@@ -211,6 +211,23 @@ def row_uniforms(row_seeds: torch.Tensor, t: int) -> torch.Tensor:
     return (x.double() + 0.5) / _MOD
 
 
+def trim_at_stop(tokens: torch.Tensor, stops: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampled ``(rows, M)`` tokens cut after each row's first stop token: ``(tokens, mask)``, padding
+    after the stop and a mask over the tokens up to and including it (all ``M`` when no stop).
+
+    Example:
+        >>> trim_at_stop(torch.tensor([[5, 2, 7], [5, 6, 7]]), torch.tensor([2]), 0)
+        (tensor([[5, 2, 0],
+                [5, 6, 7]]), tensor([[1, 1, 0],
+                [1, 1, 1]]))
+    """
+    is_stop = torch.isin(tokens, stops)
+    last = torch.where(is_stop.any(-1), is_stop.float().argmax(-1).long(),
+                       torch.full_like(tokens[:, 0], tokens.shape[1] - 1))
+    mask = (torch.arange(tokens.shape[1], device=tokens.device)[None] <= last[:, None]).long()
+    return torch.where(mask.bool(), tokens, torch.full_like(tokens, pad_id)), mask
+
+
 @torch.inference_mode()
 def sample_rollouts(
     model: Any,
@@ -298,14 +315,7 @@ def sample_rollouts(
             logits = model(
                 input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None], use_cache=True, **{key: cache}
             ).logits[:, -1]
-    is_eos = torch.isin(out_tokens, stops)
-    last_valid = torch.where(
-        is_eos.any(-1),
-        is_eos.float().argmax(-1).long(),
-        torch.full_like(finished, max_new_tokens - 1, dtype=torch.long),
-    )
-    comp_mask = (torch.arange(max_new_tokens, device=device)[None] <= last_valid[:, None]).long()
-    out_tokens = torch.where(comp_mask.bool(), out_tokens, torch.full_like(out_tokens, pad_id))
+    out_tokens, comp_mask = trim_at_stop(out_tokens, stops, pad_id)
     hidden, blocks = cap.result() if cap is not None else (None, None)
     return Rollouts(
         prompt_ids=prompt_ids.repeat_interleave(k, 0),

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from steerlib.rollout import Rollouts, _mix, cache_kwarg, left_pad, row_uniforms, sample_token
+from steerlib.rollout import Rollouts, _mix, cache_kwarg, left_pad, row_uniforms, sample_token, trim_at_stop
 from steerlib.steering import Positions, SteeringVector, steer
 
 __all__ = ["sample_rollouts_static", "StaticCapture"]
@@ -195,12 +195,8 @@ def sample_rollouts_static(
     finally:
         if cap is not None:
             cap.remove()
-    is_eos = torch.isin(out_tokens, stops)
-    last_valid = torch.where(is_eos.any(-1), is_eos.float().argmax(-1).long(),
-                             torch.full_like(finished, max_new_tokens - 1, dtype=torch.long))
-    comp_mask = (torch.arange(max_new_tokens, device=device)[None] <= last_valid[:, None]).long()
-    out_tokens = torch.where(comp_mask.bool(), out_tokens, torch.full_like(out_tokens, pad_id))
-    finished = is_eos.any(-1)
+    out_tokens, comp_mask = trim_at_stop(out_tokens, stops, pad_id)
+    finished = torch.isin(out_tokens, stops).any(-1)
     hidden = blocks_out = None
     if cap is not None:  # a completion token's column exists only if the next token was sampled after it
         fed = torch.nn.functional.pad(comp_mask[:, 1:], (0, 1))
