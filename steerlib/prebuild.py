@@ -41,11 +41,11 @@ RUN_TASKS: dict[str, str | int] = {
 }
 
 
-def chapter_defaults(chapter: str = CHAPTER, root: Path | None = None) -> dict[str, Any]:
+def chapter_defaults(chapter: str = CHAPTER) -> dict[str, Any]:
     """The chapter's parameters as its page runs them by default: its ``parameters`` cell, executed."""
     from steerlib.book import NOTEBOOKS, _read
 
-    source = (root / "notebooks" if root else NOTEBOOKS) / f"{chapter}.py"
+    source = NOTEBOOKS / f"{chapter}.py"
     cells = [c for c in _read(source).cells if "parameters" in c.metadata.get("tags", [])]
     if len(cells) != 1:
         raise ValueError(f"{source}: expected one cell tagged 'parameters', found {len(cells)}")

@@ -72,11 +72,13 @@ class StaticCapture:
 
 
 def _accepts_cache_position(model: Any) -> bool:
+    """Whether the decoder takes ``cache_position`` (transformers < 5.24: a static cache writes there; later
+    versions keep the write position inside the cache)."""
     from steerlib.arch import model_parts
 
-    inner = model_parts(model).causal_lm
-    return "cache_position" in inspect.signature(inner.forward).parameters or "cache_position" in inspect.signature(
-        getattr(inner, "model", inner).forward).parameters
+    lm = model_parts(model).causal_lm
+    forwards = (lm.forward, getattr(lm, "model", lm).forward)
+    return any("cache_position" in inspect.signature(f).parameters for f in forwards)
 
 
 @torch.inference_mode()
@@ -195,8 +197,7 @@ def sample_rollouts_static(
     finally:
         if cap is not None:
             cap.remove()
-    out_tokens, comp_mask = trim_at_stop(out_tokens, stops, pad_id)
-    finished = torch.isin(out_tokens, stops).any(-1)
+    out_tokens, comp_mask = trim_at_stop(out_tokens, stops, pad_id)  # `finished`: every sampled token was seen
     hidden = blocks_out = None
     if cap is not None:  # a completion token's column exists only if the next token was sampled after it
         fed = torch.nn.functional.pad(comp_mask[:, 1:], (0, 1))
