@@ -131,7 +131,7 @@ def main() -> None:
         res["correctness"] = correctness()
         print("correctness", res["correctness"], f"{time.perf_counter() - t:.0f}s", flush=True)
     model = qwen15b(2 if args.smoke else None)
-    throughput(model, 2, 8, 4)  # warm-up (and, with --smoke, all there is)
+    throughput(model, 8, 16, 8)  # warm-up (and, with --smoke, all there is)
     sizes = [] if args.smoke else [(64, 200, 256), (256, 200, 256)]
     res["throughput"] = [throughput(model, *s) for s in sizes]
     with open(args.out, "w") as f:
