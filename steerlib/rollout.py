@@ -245,6 +245,7 @@ def sample_rollouts(
     generator: torch.Generator | None = None,
     capture: Sequence[int] | None = None,
     prompt_seeds: Sequence[int] | None = None,
+    fast: bool | None = None,
 ) -> Rollouts:
     """Sample ``k`` completions for each prompt (token ids) under optional steering.
 
@@ -257,8 +258,17 @@ def sample_rollouts(
         prompt_seeds: one sampling seed per prompt (:func:`prompt_seed`); its ``k`` samples draw from it
             (:func:`row_uniforms`), so a prompt's completions do not depend on the batch it is in.
             ``None``: one ``generator`` for the whole batch.
+        fast: decode with :func:`steerlib.fastdecode.decode` (the same draws, fewer ops; CPU only);
+            ``None``: where :func:`steerlib.fastdecode.blocker` allows it and it pays (narrow models).
     """
     from transformers import DynamicCache
+
+    from steerlib import fastdecode
+
+    why_not = fastdecode.blocker(model, vectors, positions)  # before this call adds hooks of its own
+    if fast and why_not is not None:
+        raise ValueError(f"fast decoding is not possible here: {why_not}")
+    fast = why_not is None and fastdecode.pays(model) if fast is None else fast
 
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_id)
@@ -296,25 +306,33 @@ def sample_rollouts(
         if prompt_seeds is not None:
             base = torch.as_tensor(list(prompt_seeds), dtype=torch.long, device=device).repeat_interleave(k)
             row_seeds = _mix(base ^ torch.arange(k, device=device).repeat(n_prompts))
-        for t in range(max_new_tokens):
-            u = row_uniforms(row_seeds[active], t) if row_seeds is not None else None
-            tok = sample_token(logits, temperature, top_p, generator, u)
-            out_tokens[active, t] = tok
-            done = torch.isin(tok, stops)
-            finished[active[done]] = True
-            if t == max_new_tokens - 1 or bool(done.all()):
-                break
-            if bool(done.any()):
-                keep = (~done).nonzero().flatten()
-                cache.batch_select_indices(keep)
-                active, tok, mask, last = active[keep], tok[keep], mask[keep], last[keep]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            last = last + 1
-            if cap is not None:
-                cap.rows, cap.col = active, t
-            logits = model(
-                input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None], use_cache=True, **{key: cache}
-            ).logits[:, -1]
+
+        def sample(lg: torch.Tensor, rows: torch.Tensor, t: int) -> torch.Tensor:
+            u = row_uniforms(row_seeds[rows], t) if row_seeds is not None else None
+            return sample_token(lg, temperature, top_p, generator, u)
+
+        if fast:
+            fastdecode.decode(model, cache, logits, mask, last, out_tokens=out_tokens, finished=finished, stops=stops,
+                              sample=sample, handle=handle,
+                              capture=None if cap is None else (cap.row_blocks, cap.decode))  # type: ignore[arg-type]
+        else:
+            for t in range(max_new_tokens):
+                tok = sample(logits, active, t)
+                out_tokens[active, t] = tok
+                done = torch.isin(tok, stops)
+                finished[active[done]] = True
+                if t == max_new_tokens - 1 or bool(done.all()):
+                    break
+                if bool(done.any()):
+                    keep = (~done).nonzero().flatten()
+                    cache.batch_select_indices(keep)
+                    active, tok, mask, last = active[keep], tok[keep], mask[keep], last[keep]
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+                last = last + 1
+                if cap is not None:
+                    cap.rows, cap.col = active, t
+                logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None], use_cache=True,
+                               **{key: cache}).logits[:, -1]
     out_tokens, comp_mask = trim_at_stop(out_tokens, stops, pad_id)
     hidden, blocks = cap.result() if cap is not None else (None, None)
     return Rollouts(

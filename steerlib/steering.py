@@ -189,6 +189,7 @@ class SteeringHandle:
         groups: dict[tuple[int, str], list[SteeringVector]] = {}
         for v in vectors:
             groups.setdefault((v.layer, v.site), []).append(v)
+        self.groups = groups
         try:
             if self.tracker is not None:
                 self._handles.append(parts.decoder.register_forward_pre_hook(self.tracker.pre_hook, with_kwargs=True))
@@ -230,6 +231,15 @@ class SteeringHandle:
         if self.tracker is not None:
             delta = delta * self.tracker.mask(self.positions, batch).to(like.dtype)
         return delta
+
+    def resid_delta(self, layer: int, like: torch.Tensor) -> torch.Tensor | None:
+        """What the ``resid_post`` hooks of ``layer`` add to a ``(rows, 1, d)`` output ``like`` (the handle's
+        current routing; ``None`` when no vector sits there). For a decode loop that runs the blocks itself
+        (:mod:`steerlib.fastdecode`); only for ``positions="all"``."""
+        if self.tracker is not None:
+            raise ValueError("resid_delta needs positions='all'")
+        entries = self.groups.get((layer, "resid_post"))
+        return None if entries is None else self._delta(entries, like, None)
 
     # -- hooks ------------------------------------------------------------------------------------
     def _register(self, layer: int, site: str, entries: list[SteeringVector]) -> None:
