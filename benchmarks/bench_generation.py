@@ -2,6 +2,8 @@
 
 - Hook overhead: tokens/s of sampling with a zero steering vector (hooks installed, adding zeros)
   against no hooks, same prompts and seed (the outputs are identical, so is the work).
+- the rollout loop's lean decode step (``steerlib.fastdecode``, the default for the organism) against the
+  same loop through the transformers modules (``fast=False``): same prompts, seed and samples.
 - plain HF ``generate`` (every one of the K copies of a prompt prefilled, padded rows kept to the
   end) against ``rollout.sample_rollouts`` (shared prefill for the K samples of a prompt, finished
   rows leave the batch; ``evaluate.generate`` uses it too), same prompts x K samples.
@@ -49,10 +51,11 @@ def matmul_flops(m: int, k: int, n: int, repeat: int = 20) -> float:
     return 2 * m * k * n / secs
 
 
-def rollout(model, tok, ids, vectors=None):
-    """The benchmark's rollout: K samples per prompt at τ = 1, seed 0."""
+def rollout(model, tok, ids, vectors=None, fast=None):
+    """The benchmark's rollout: K samples per prompt at τ = 1, seed 0 (``fast``: see ``sample_rollouts``)."""
     return sample_rollouts(model, ids, K, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, max_new_tokens=MAX_NEW,
-                           temperature=1.0, top_p=1.0, vectors=vectors, generator=torch.Generator().manual_seed(0))
+                           temperature=1.0, top_p=1.0, vectors=vectors, generator=torch.Generator().manual_seed(0),
+                           fast=fast)
 
 
 def one_stream(barrier: str, n_streams: int) -> None:
@@ -122,9 +125,13 @@ def main() -> None:
     def ours(vectors=None):
         return int(rollout(model, tok, ids, vectors).lengths.sum())
 
-    hf(), ours(), steerlib_eval()  # warm-up
+    def module_loop(vectors=None):  # the same rollout through the transformers modules (steerlib.fastdecode off)
+        return int(rollout(model, tok, ids, vectors, fast=False).lengths.sum())
+
+    hf(), ours(), module_loop(), steerlib_eval()  # warm-up
     res = {}
-    for name, fn in (("hf_generate", hf), ("rollout", ours), ("evaluate_generate", steerlib_eval)):
+    for name, fn in (("hf_generate", hf), ("rollout", ours), ("rollout_module_loop", module_loop),
+                     ("evaluate_generate", steerlib_eval)):
         tokens = fn()
         pairs = [(timed(fn, 1)[0], timed(lambda: fn(zero), 1)[0]) for _ in range(9)]  # interleaved: drift hits both
         plain, hooked = median([p for p, _ in pairs]), median([h for _, h in pairs])
@@ -161,6 +168,7 @@ def main() -> None:
         "hook_overhead": max(r["hook_overhead"] for r in res.values()),
         "generation": res,
         "rollout_vs_hf_generate_speedup": res["hf_generate"]["seconds"] / res["rollout"]["seconds"],
+        "rollout_fast_vs_module_loop_speedup": res["rollout_module_loop"]["seconds"] / res["rollout"]["seconds"],
         "generation_flops_per_s": gen_flops,
         "loss_pass_flops_per_s": loss_flops,
         "matmul_flops_per_s": {"decode_shape": shape_peak, "square_1024": peak},

@@ -132,16 +132,21 @@ class LeanBlocks:
         self.keys, self.values = [], []
         for layer in cache.layers:
             k, v = layer.keys, layer.values
-            kb = k.new_zeros(k.shape[0], k.shape[1], width, k.shape[3])
-            vb = torch.zeros_like(kb)
+            kb = k.new_empty(k.shape[0], k.shape[1], width, k.shape[3])  # a column is written before it is read
+            vb = torch.empty_like(kb)
             kb[:, :, : k.shape[2]], vb[:, :, : k.shape[2]] = k, v
             self.keys.append(kb)
             self.values.append(vb)
 
-    def select(self, keep: torch.Tensor) -> None:
-        """Keep the batch slots ``keep`` (in order)."""
-        self.keys = [x[keep] for x in self.keys]
-        self.values = [x[keep] for x in self.values]
+    def select(self, keep: torch.Tensor, filled: int) -> None:
+        """Keep the batch slots ``keep`` (in order); only the first ``filled`` columns are copied."""
+        def part(x: torch.Tensor) -> torch.Tensor:
+            out = x.new_empty(len(keep), *x.shape[1:])
+            out[:, :, :filled] = x[keep, :, :filled]
+            return out
+
+        self.keys = [part(x) for x in self.keys]
+        self.values = [part(x) for x in self.values]
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, col: int, bias: torch.Tensor,
              deltas: dict[int, torch.Tensor], on_block: Callable[[int, torch.Tensor], None] | None) -> torch.Tensor:
@@ -232,7 +237,7 @@ def decode(
             live[running[done]] = False
             if int(live.sum()) <= (1 - COMPACT) * len(rows):
                 keep = live.nonzero().flatten()
-                blocks.select(keep)
+                blocks.select(keep, width + t)
                 rows, live, feed, last, bias = rows[keep], live[keep], feed[keep], last[keep], bias[keep]
                 deltas = {i: x[keep] if x.shape[0] > 1 else x for i, x in deltas.items()}
                 if cap_blocks is not None:
