@@ -8,7 +8,8 @@
    200-token prompts, 256 new tokens (random weights never stop, so every row runs to the budget): the
    dynamic loop, the static loop eager, the static loop with a CUDA graph, and Hugging Face ``generate``.
 3. Chapter 01's RLOO step on the same model (32 prompts x 8, 1,024 new tokens), dynamic and static: the
-   rollout and update seconds of the step after a warm-up step.
+   rollout and update seconds of the step after a warm-up step; ``--rloo-steady SECONDS``: the two modes
+   alternated step by step for about SECONDS (the steady state the first run did not reach).
 
 Run on a CUDA machine: ``PYTHONPATH=.:benchmarks python benchmarks/gpu_static_decode.py --out gpu_static.json``;
 the figures go into ``benchmarks/results.json`` under ``gpu_static_decode`` by hand, with the GPU's name.
@@ -107,16 +108,60 @@ def throughput(model, rows: int, prompt_len: int, new: int) -> dict:
     return out
 
 
+def rloo_alternating(model, budget_s: float, out: str, res: dict, prompts_per_step: int = 32, k: int = 8,
+                     max_new: int = 1024, prompt_len: int = 200) -> None:
+    """Chapter 01's RLOO step shape, dynamic and static decoding alternated step by step on one model (one
+    warm-up step each, then rounds until ``budget_s`` is spent), so both modes see the same GPU state;
+    every step is written to ``out`` as it ends."""
+    from gpu_real_path import Tok, ZeroVerifier, peak_gb
+
+    from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable
+    from steerlib.steering import zero_vectors
+
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, 151000, (prompt_len,), generator=g).tolist() for _ in range(prompts_per_step)]
+    trainers = {static: RLOOTrainer(VectorTrainable(model, zero_vectors(model, [model.config.num_hidden_layers - 1])),
+                                    Tok(), RLOOConfig(prompts_per_step=prompts_per_step, completions_per_prompt=k,
+                                                      max_new_tokens=max_new, lr=1e-2, static_decode=static),
+                                    ZeroVerifier()) for static in (False, True)}
+    res["rloo_alternating"] = {"prompts_per_step": prompts_per_step, "completions_per_prompt": k,
+                               "max_new_tokens": max_new, "prompt_len": prompt_len, "steps": []}
+    start = time.perf_counter()
+    while time.perf_counter() - start < budget_s:
+        for static, tr in trainers.items():
+            sync()
+            if DEV == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            batch = tr.collect(prompts, ["0"] * len(prompts))
+            batch["rewards"] = torch.arange(len(batch["rewards"])).remainder(3).eq(0).float()
+            sync()
+            t1 = time.perf_counter()
+            tr.update(batch)
+            sync()
+            res["rloo_alternating"]["steps"].append({"static": static, "rollout_s": t1 - t0,
+                                                     "update_s": time.perf_counter() - t1, "peak_gb": peak_gb()})
+            print(json.dumps(res["rloo_alternating"]["steps"][-1]), flush=True)
+            with open(out, "w") as f:
+                json.dump(res, f, indent=1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script on a CPU")
     ap.add_argument("--alternating", action="store_true", help="only dynamic vs static, alternated, 2 rounds")
+    ap.add_argument("--rloo-steady", type=float, metavar="SECONDS",
+                    help="only chapter 01's RLOO step, dynamic and static alternated for about SECONDS")
     args = ap.parse_args()
     res: dict = {"gpu": torch.cuda.get_device_name() if DEV == "cuda" else "cpu", "torch": torch.__version__}
     import transformers
 
     res["transformers"] = transformers.__version__
+    if args.rloo_steady:
+        sizes = dict(prompts_per_step=2, k=2, max_new=4, prompt_len=8) if args.smoke else {}
+        rloo_alternating(qwen15b(2 if args.smoke else None), args.rloo_steady, args.out, res, **sizes)
+        return
     if args.alternating:
         model = qwen15b()
         res["alternating"] = []
