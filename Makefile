@@ -50,7 +50,7 @@ organism: install
 # Benchmarks (side by side on the organism; figures merged into benchmarks/results.json). Never run
 # them next to another torch process: 2 cores, OpenMP spin-waiting distorts every timing.
 bench: install
-	cd benchmarks && for b in bench_generation bench_sweep bench_memory bench_trl bench_loss_pass; do ../$(BIN)/python $$b.py || exit 1; done
+	cd benchmarks && for b in bench_generation bench_decode_profile bench_sweep bench_memory bench_trl bench_loss_pass; do ../$(BIN)/python $$b.py || exit 1; done
 
 clean:
 	rm -rf _build

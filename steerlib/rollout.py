@@ -3,6 +3,8 @@
 ``sample_rollouts`` prefills each prompt once, copies its KV cache K times
 (``cache.batch_repeat_interleave``), then decodes one token per step for the rows still running:
 a row that emits EOS leaves the batch (``cache.batch_select_indices``) and costs no more decode work.
+On a CPU, narrow models (the organisms) decode through :mod:`steerlib.fastdecode` (the same draws, fewer
+ops per step) unless hooks of other analyses are on the model.
 Steering (any site, position mask and per-prompt routing of :mod:`steerlib.steering`) is applied during
 prefill and decoding, so the samples are on-policy. Everything runs under ``torch.inference_mode``.
 
