@@ -4,7 +4,8 @@ Both do the same number of RLOO steps per layer on the same prompts (32 prompts 
 layer per step, the organism preset). Ratio = multiplexed seconds / sum of the single-layer seconds
 (medians per step after a warm-up step); below 1 means batching the layers together pays.
 
-Run: ``.venv/bin/python benchmarks/bench_sweep.py [--steps 4]``
+Run: ``.venv/bin/python benchmarks/bench_sweep.py [--steps 8]`` (7 timed steps per run; with fewer the
+ratio moves by several percent on a shared machine)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def step_times(org, layers, routed, ids, answers, steps, prompts=32, k=8) -> lis
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=8)
     a = ap.parse_args()
     torch.set_num_threads(2)
     org = load_organism("main")
