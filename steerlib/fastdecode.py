@@ -81,13 +81,12 @@ def blocker(model: nn.Module, vectors: Sequence[SteeringVector] | None, position
         return f"positions={positions!r} (the lean loop steers every column)"
     if any(v.site != "resid_post" for v in vectors or ()):
         return "a vector at a site other than resid_post"
-    linears = [parts.lm_head] + [getattr(b.self_attn, n) for b in parts.layers for n in ("q_proj", "k_proj", "v_proj",
-                                                                                        "o_proj")]
-    linears += [getattr(b.mlp, n) for b in parts.layers for n in ("gate_proj", "up_proj", "down_proj")]
-    if any(type(x) is not nn.Linear for x in linears):
+    qkv = [getattr(b.self_attn, n) for b in parts.layers for n in ("q_proj", "k_proj", "v_proj")]
+    unbiased = [parts.lm_head] + [b.self_attn.o_proj for b in parts.layers]
+    unbiased += [getattr(b.mlp, n) for b in parts.layers for n in ("gate_proj", "up_proj", "down_proj")]
+    if any(type(x) is not nn.Linear for x in qkv + unbiased):
         return "a projection that is not a plain Linear (an adapter?)"
-    biased = [parts.lm_head] + [b.self_attn.o_proj for b in parts.layers] + linears[1 + 4 * len(parts.layers):]
-    if any(x.bias is not None for x in biased):
+    if any(x.bias is not None for x in unbiased):
         return "a bias on the output, MLP or unembedding projections"
     if _hooked(parts.causal_lm):
         return "hooks on the model (ablation, patching or tracing need the module loop)"
@@ -216,9 +215,12 @@ def decode(
     rows = torch.arange(rows_total)  # the row in each slot
     live = torch.ones(rows_total, dtype=torch.bool)
     cap_blocks = capture[0] if capture is not None else None
+    captured = set() if cap_blocks is None else set(cap_blocks.unique().tolist())  # blocks some row captures
     step_t = 0
 
     def on_block(i: int, h: torch.Tensor) -> None:
+        if i not in captured:
+            return
         sel = (cap_blocks == i) & live  # type: ignore[operator]
         if bool(sel.any()):
             capture[1][rows[sel], step_t] = h[sel]  # type: ignore[index]

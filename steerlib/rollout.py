@@ -267,7 +267,8 @@ def sample_rollouts(
 
     from steerlib import fastdecode
 
-    why_not = fastdecode.blocker(model, vectors, positions)  # before this call adds hooks of its own
+    # checked before this call adds hooks of its own
+    why_not = fastdecode.blocker(model, vectors, positions) if fast is not False else "fast=False"
     if fast and why_not is not None:
         raise ValueError(f"fast decoding is not possible here: {why_not}")
     fast = why_not is None and fastdecode.pays(model) if fast is None else fast
