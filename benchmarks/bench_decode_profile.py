@@ -24,9 +24,8 @@ import argparse
 import time
 
 import torch
-from torch.profiler import profile
 
-from common import median, record, timed
+from common import median, op_profile, record, timed
 from steerlib import fastdecode
 from steerlib.organism import load_organism
 from steerlib.rollout import sample_rollouts
@@ -38,19 +37,6 @@ GROUPS = {
     "attention": ("aten::bmm", "aten::_softmax", "aten::_scaled_dot_product_flash_attention_for_cpu"),
     "sampling": ("aten::multinomial", "aten::exponential_"),
 }
-
-
-def ops(fn) -> dict:
-    """Self CPU milliseconds of one call of ``fn`` by group, and the number of aten ops."""
-    with profile() as prof:
-        fn()
-    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
-    out = {g: sum(e.self_cpu_time_total for e in events if e.key in keys) / 1e3 for g, keys in GROUPS.items()}
-    grouped = {k for keys in GROUPS.values() for k in keys}
-    out["other"] = sum(e.self_cpu_time_total for e in events if e.key not in grouped) / 1e3
-    out["total"] = sum(e.self_cpu_time_total for e in events) / 1e3
-    out["aten_ops"] = sum(e.count for e in events)
-    return out
 
 
 def main() -> None:
@@ -82,7 +68,7 @@ def main() -> None:
         row = {"square_matmul_peak_flops_per_s": peak}
         for fast, name in ((True, "lean_loop"), (False, "module_loop")):
             secs = median(walls[fast])
-            prof = ops(lambda: rollout(fast))
+            prof = op_profile(lambda: rollout(fast), GROUPS)
             row[name] = {"seconds": secs, "share_of_peak": flops / secs / peak, "profile_ms": prof,
                          "matmul_share_of_peak": flops / (prof["matmul"] / 1e3) / peak}
         row["lean_vs_module_speedup"] = row["module_loop"]["seconds"] / row["lean_loop"]["seconds"]

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from common import median, record, timed
+from common import matmul_flops, median, record, timed
 from steerlib.evaluate import generate
 from steerlib.organism import load_organism
 from steerlib.rollout import left_pad, sample_rollouts
@@ -42,13 +42,6 @@ from steerlib.steering import SteeringVector, steer, zero_vectors
 from steerlib.world import sample_problems
 
 N_PROMPTS, K, MAX_NEW = 32, 8, 64
-
-
-def matmul_flops(m: int, k: int, n: int, repeat: int = 20) -> float:
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    torch.mm(a, b)
-    secs = median(timed(lambda: torch.mm(a, b), repeat))
-    return 2 * m * k * n / secs
 
 
 def rollout(model, tok, ids, vectors=None, fast=None):

@@ -4,6 +4,11 @@ Both do the same number of RLOO steps per layer on the same prompts (32 prompts 
 layer per step, the organism preset). Ratio = multiplexed seconds / sum of the single-layer seconds
 (medians per step after a warm-up step); below 1 means batching the layers together pays.
 
+Each step is also split into its two phases, rollouts (with rewards) and the update (loss pass, backward,
+optimizer step), recorded as medians per phase. Both sides do the same arithmetic: the multiplexed update
+runs each layer's rows in their own group from that layer's block on (as a single-layer run does), so
+only per-op and per-call costs amortised over a six-times-larger batch can separate them.
+
 Run: ``.venv/bin/python benchmarks/bench_sweep.py [--steps 8]`` (7 timed steps per run; with fewer the
 ratio moves by several percent on a shared machine)
 """
@@ -14,18 +19,21 @@ import argparse
 
 import torch
 
-from common import median, record, rloo_step_times
+from common import median, record, rloo_phase_times
 from steerlib.organism import load_organism
 from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable
 from steerlib.steering import zero_vectors
 from steerlib.world import sample_problems
 
 
-def step_times(org, layers, routed, ids, answers, steps, prompts=32, k=8) -> list[float]:
+def phase_medians(org, layers, routed, ids, answers, steps, prompts=32, k=8) -> dict[str, float]:
+    """Median seconds per step (after a warm-up step): whole step, rollouts, update."""
     vecs = zero_vectors(org.model, layers, routed=routed)
     cfg = RLOOConfig(prompts_per_step=prompts, completions_per_prompt=k, max_new_tokens=64, lr=5e-2)
     tr = RLOOTrainer(VectorTrainable(org.model, vecs), org.tokenizer, cfg)
-    return rloo_step_times(tr, ids, answers, steps, prompts)
+    times = rloo_phase_times(tr, ids, answers, steps, prompts)[1:]
+    return {"step": median([a + b for a, b in times]), "rollout": median([a for a, _ in times]),
+            "update": median([b for _, b in times])}
 
 
 def main() -> None:
@@ -38,21 +46,27 @@ def main() -> None:
     probs = sample_problems(32 * a.steps, "train", 0)
     ids = org.tokenizer([p.prompt for p in probs], add_special_tokens=False)["input_ids"]
     answers = [str(p.answer) for p in probs]
-    multi = median(step_times(org, list(range(n)), True, ids, answers, a.steps)[1:])
-    singles = [median(step_times(org, [l], False, ids, answers, a.steps)[1:]) for l in range(n)]
-    ratio = multi / sum(singles)
+    multi = phase_medians(org, list(range(n)), True, ids, answers, a.steps)
+    singles = [phase_medians(org, [l], False, ids, answers, a.steps) for l in range(n)]
+    seq = {key: sum(s[key] for s in singles) for key in multi}
+    ratio = multi["step"] / seq["step"]
     record(
         {
             "sweep_vs_sequential": ratio,
             "sweep_step_seconds": {
-                "multiplexed": multi,
-                "sequential_sum": sum(singles),
-                "single_per_layer": singles,
+                "multiplexed": multi["step"],
+                "sequential_sum": seq["step"],
+                "single_per_layer": [s["step"] for s in singles],
                 "layers": n,
+                "phases": {"multiplexed": multi, "sequential_sum": seq,
+                           "single_per_layer": singles,
+                           "ratio": {key: multi[key] / seq[key] for key in multi}},
             },
         }
     )
-    print(f"multiplexed {multi:.2f} s/step vs {n} single-layer runs {sum(singles):.2f} s/step: ratio {ratio:.2f}")
+    print(f"multiplexed {multi['step']:.2f} s/step vs {n} single-layer runs {seq['step']:.2f} s/step: ratio {ratio:.2f}"
+          f" (rollouts {multi['rollout']:.2f} vs {seq['rollout']:.2f}, "
+          f"update {multi['update']:.2f} vs {seq['update']:.2f})")
 
 
 if __name__ == "__main__":

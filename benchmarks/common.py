@@ -52,6 +52,22 @@ def record(values: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def op_profile(fn: Callable[[], Any], groups: dict[str, tuple[str, ...]]) -> dict[str, float]:
+    """Self CPU milliseconds of one call of ``fn`` by op group (``groups``: name -> aten op names; the rest
+    is ``other``), their ``total`` and the number of aten ops (``aten_ops``)."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        fn()
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    out = {g: sum(e.self_cpu_time_total for e in events if e.key in keys) / 1e3 for g, keys in groups.items()}
+    grouped = {k for keys in groups.values() for k in keys}
+    out["other"] = sum(e.self_cpu_time_total for e in events if e.key not in grouped) / 1e3
+    out["total"] = sum(e.self_cpu_time_total for e in events) / 1e3
+    out["aten_ops"] = sum(e.count for e in events)
+    return out
+
+
 def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
     """Wall seconds of ``repeat`` calls of ``fn``."""
     out = []
@@ -69,12 +85,30 @@ def median(xs: list[float]) -> float:
     return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
 
 
-def rloo_step_times(trainer: Any, ids: list[list[int]], answers: list[str], steps: int, prompts: int) -> list[float]:
-    """Wall seconds of ``steps`` RLOO steps of ``trainer``, each on the next ``prompts`` prompts (cycling)."""
+def rloo_phase_times(
+    trainer: Any, ids: list[list[int]], answers: list[str], steps: int, prompts: int
+) -> list[tuple[float, float]]:
+    """Wall seconds of the two phases of ``steps`` RLOO steps of ``trainer``, each on the next ``prompts``
+    prompts (cycling): (rollouts and rewards, i.e. ``collect``; the loss pass and optimizer step, ``update``)."""
     out = []
     for s in range(steps):
         lo = (s * prompts) % len(ids)
-        t = time.perf_counter()
-        trainer.step(ids[lo : lo + prompts], answers[lo : lo + prompts])
-        out.append(time.perf_counter() - t)
+        t0 = time.perf_counter()
+        batch = trainer.collect(ids[lo : lo + prompts], answers[lo : lo + prompts])
+        t1 = time.perf_counter()
+        trainer.update(batch)
+        out.append((t1 - t0, time.perf_counter() - t1))
     return out
+
+
+def rloo_step_times(trainer: Any, ids: list[list[int]], answers: list[str], steps: int, prompts: int) -> list[float]:
+    """Wall seconds of ``steps`` RLOO steps of ``trainer`` (both phases of :func:`rloo_phase_times`)."""
+    return [a + b for a, b in rloo_phase_times(trainer, ids, answers, steps, prompts)]
+
+
+def matmul_flops(m: int, k: int, n: int, repeat: int = 20) -> float:
+    """FLOP/s of an ``(m, k) x (k, n)`` float32 matmul at the current thread count (median of ``repeat``)."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    torch.mm(a, b)
+    secs = median(timed(lambda: torch.mm(a, b), repeat))
+    return 2 * m * k * n / secs
