@@ -37,6 +37,7 @@ from steerlib.arch import model_parts
 from steerlib.rewards import MathVerifier, default_verifier
 from steerlib.budgets import hidden_byte_budget, kv_token_budget, logit_element_budget, micro_batch_token_budget
 from steerlib.distributed import DataParallel
+from steerlib.microbatch import length_batches
 from steerlib.rollout import Rollouts, prompt_seed, sample_rollouts_chunked
 from steerlib.trainables import FullTrainable, LoraTrainable, Trainable, VectorTrainable
 
@@ -75,6 +76,7 @@ class RLOOConfig:
     checkpoint_every: int = 10
     seed: int = 0
     loss_from_rollout: bool = True  # start the loss pass at the first steered block (rollout's hidden state)
+    length_batches: bool = True  # micro-batches of rows of similar completion length (less padding)
     sampling: Literal["batch", "per_prompt"] = "batch"  # one RNG per step, or one seed per prompt (data-parallel)
     static_decode: bool = False  # fixed-shape rollouts, decode steps replayed from a CUDA graph on a GPU
 
@@ -302,15 +304,18 @@ class RLOOTrainer:
         masks = [ro.completion_mask[g * rows_per_group : (g + 1) * rows_per_group] for g in range(len(groups))]
         # each group's denominator over every rank's rows: the ranks' losses then sum to the global loss
         denoms = self.dp.sum([float(m.sum()) if cfg.loss_norm == "token" else float(rows_per_group) for m in masks])
+        # rows per micro-batch: within the token budget, and few enough that one position's logits fit
+        row_cap = max(1, self.logit_elements // model_parts(tr.model).lm_head.weight.shape[0])
         for g in range(len(groups)):  # never mix groups: each has its own normalisation
             lo, hi = g * rows_per_group, (g + 1) * rows_per_group
             gmask, denom = masks[g], denoms[g]
-            seq_width = width + max(1, int(gmask.sum(-1).max()))
-            vocab = model_parts(tr.model).lm_head.weight.shape[0]
-            # rows per micro-batch: from the token budget, and few enough that one position's logits fit
-            micro = max(1, min(self.micro_tokens // seq_width, self.logit_elements // vocab))
-            for mlo in range(lo, hi, micro):
-                rows = torch.arange(mlo, min(hi, mlo + micro))
+            if cfg.length_batches:
+                batches = [lo + b for b in length_batches(gmask.sum(-1), prompt_width=width,
+                                                          token_budget=self.micro_tokens, row_cap=row_cap)]
+            else:
+                micro = max(1, min(self.micro_tokens // (width + max(1, int(gmask.sum(-1).max()))), row_cap))
+                batches = [torch.arange(mlo, min(hi, mlo + micro)) for mlo in range(lo, hi, micro)]
+            for rows in batches:
                 routing = row_routes[rows].tolist() if row_routes is not None else None
                 with tr.context(routing, width):
                     logp = _token_logprobs(tr.model, ro, rows, cfg.temperature, self.logit_elements)
@@ -359,15 +364,15 @@ class RLOOTrainer:
 
 def manifest_params(cfg: RLOOConfig) -> dict[str, Any]:
     """The configuration a run directory records (``rloo.<field>``). How the loss pass is computed is
-    not recorded (it changes float rounding, not the run), nor batch sampling and dynamic decoding, the
-    defaults that runs made before per-prompt sampling and static decoding existed used, so their
-    directories still resume.
+    not recorded (where it starts and how rows are batched change float rounding, not the run), nor
+    batch sampling and dynamic decoding, the defaults that runs made before per-prompt sampling and
+    static decoding existed used, so their directories still resume.
 
     Example:
         >>> "rloo.sampling" in manifest_params(RLOOConfig()), "rloo.loss_from_rollout" in manifest_params(RLOOConfig())
         (False, False)
     """
-    skip = {"loss_from_rollout"} | ({"sampling"} if cfg.sampling == "batch" else set())
+    skip = {"loss_from_rollout", "length_batches"} | ({"sampling"} if cfg.sampling == "batch" else set())
     skip |= set() if cfg.static_decode else {"static_decode"}
     return {f"rloo.{k}": v for k, v in asdict(cfg).items() if k not in skip}
 
