@@ -11,10 +11,11 @@ profiler (``loss_pass_profile``): self CPU milliseconds in matmuls (the projecti
 input-gradient backward; the frozen weights get no gradient), in the flash-attention kernels (forward
 and backward), in elementwise ops (norms, rotary, SiLU, residual adds and their backward) and the rest;
 and the projections' FLOP/s over the matmul time and over the whole update, as shares of the
-square-matmul peak. The FLOPs count the positions the pass computes (prompt and completion columns up to
-the longest completion, padding included): 2 x the weights of the blocks' linear layers per position,
-forward from block ``l`` and backward from block ``l + 1`` (the vector is added after block ``l``), plus
-the unembedding forward and backward at the positions that predict completion tokens.
+square-matmul peak. The FLOPs count the positions the pass computes (in each micro-batch, prompt and
+completion columns up to its longest completion, padding included): 2 x the weights of the blocks'
+linear layers per position, forward from block ``l`` and backward from block ``l + 1`` (the vector is
+added after block ``l``), plus the unembedding forward and backward at the positions that predict
+completion tokens.
 
 Run: ``.venv/bin/python benchmarks/bench_loss_pass.py [--repeat 5] [--profile 0,3]``
 """
@@ -30,6 +31,7 @@ from torch import nn
 
 from common import matmul_flops, median, op_profile, record
 from steerlib.arch import model_parts
+from steerlib.microbatch import length_batches, padded_positions
 from steerlib.organism import load_organism
 from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable
 from steerlib.steering import SteeringVector
@@ -53,9 +55,15 @@ def profile_update(trainer: RLOOTrainer, batch: dict, layer: int, peak: float) -
     def linear(blocks) -> int:
         return sum(m.weight.numel() for b in blocks for m in b.modules() if isinstance(m, nn.Linear))
 
-    rows, n = ro.completion_ids.shape[0], int(ro.completion_mask.sum(-1).max())
-    positions = rows * (ro.prompt_ids.shape[1] + n)
-    head = 2 * parts.lm_head.weight.numel() * rows * (n + 1)  # the unembedding at the predicting positions only
+    lengths, width = ro.completion_mask.sum(-1), ro.prompt_ids.shape[1]
+    if trainer.cfg.length_batches:  # the micro-batches the update computes (one group here)
+        batches = length_batches(lengths, prompt_width=width, token_budget=trainer.micro_tokens,
+                                 row_cap=max(1, trainer.logit_elements // parts.lm_head.weight.shape[0]))
+    else:
+        batches = [torch.arange(len(lengths))]
+    positions = padded_positions(lengths, batches, width)
+    # the unembedding at the positions that predict completion tokens only
+    head = 2 * parts.lm_head.weight.numel() * (positions - width * len(lengths) + len(lengths))
     # forward from block `layer`; backward from block `layer + 1` (the vector is added after block `layer`)
     flops = 2 * linear(parts.layers[layer:]) * positions + 2 * linear(parts.layers[layer + 1 :]) * positions + 2 * head
     prof = op_profile(lambda: trainer.update(batch), GROUPS)
