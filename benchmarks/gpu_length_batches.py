@@ -33,7 +33,7 @@ def synthetic_batch(model, prompts: int, k: int, prompt_len: int, max_new: int, 
     """Rollouts of the given shape with drawn completion lengths and a random hidden state at ``block``."""
     g = torch.Generator().manual_seed(0)
     n = prompts * k
-    lengths = torch.randint(64, max_new, (n,), generator=g)
+    lengths = torch.randint(min(64, max_new // 4), max_new, (n,), generator=g)
     lengths[torch.randperm(n, generator=g)[: n // 5]] = max_new
     comp_mask = (torch.arange(max_new)[None] < lengths[:, None]).long()
     d = model.config.hidden_size
@@ -84,7 +84,8 @@ def main() -> None:
     res = {
         "gpu": torch.cuda.get_device_name() if DEV == "cuda" else "cpu",
         "setup": f"random-weight Qwen2.5-Math-1.5B config, bf16; {shape[0]} prompts x {shape[1]}, {shape[2]} prompt "
-                 f"tokens, completion lengths uniform 64..{shape[3] - 1} with a fifth at the {shape[3]}-token budget "
+                 f"tokens, completion lengths uniform {min(64, shape[3] // 4)}..{shape[3] - 1} with a fifth at the "
+                 f"{shape[3]}-token budget "
                  f"(mean {float(lengths.float().mean()):.0f}); the last layer's vector, the pass from the last block; "
                  f"update only, medians of {args.repeat}, alternated (first call of each included)",
         "row_order": {"seconds": statistics.median(times[False]), "micro_batches": len(plain_batches),
