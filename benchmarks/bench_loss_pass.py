@@ -31,7 +31,7 @@ from torch import nn
 
 from common import matmul_flops, median, op_profile, record
 from steerlib.arch import model_parts
-from steerlib.microbatch import length_batches, padded_positions
+from steerlib.microbatch import padded_positions
 from steerlib.organism import load_organism
 from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable
 from steerlib.steering import SteeringVector
@@ -52,16 +52,12 @@ def profile_update(trainer: RLOOTrainer, batch: dict, layer: int, peak: float) -
     """The op profile of one update from ``layer`` (see the module docstring) and its FLOP shares."""
     ro = batch["rollouts"]
     parts = model_parts(trainer.tr.model)
+
     def linear(blocks) -> int:
         return sum(m.weight.numel() for b in blocks for m in b.modules() if isinstance(m, nn.Linear))
 
     lengths, width = ro.completion_mask.sum(-1), ro.prompt_ids.shape[1]
-    if trainer.cfg.length_batches:  # the micro-batches the update computes (one group here)
-        batches = length_batches(lengths, prompt_width=width, token_budget=trainer.micro_tokens,
-                                 row_cap=max(1, trainer.logit_elements // parts.lm_head.weight.shape[0]))
-    else:
-        batches = [torch.arange(len(lengths))]
-    positions = padded_positions(lengths, batches, width)
+    positions = padded_positions(lengths, trainer.micro_batches(lengths, width), width)  # one group here
     # the unembedding at the positions that predict completion tokens only
     head = 2 * parts.lm_head.weight.numel() * (positions - width * len(lengths) + len(lengths))
     # forward from block `layer`; backward from block `layer + 1` (the vector is added after block `layer`)

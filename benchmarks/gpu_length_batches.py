@@ -23,7 +23,7 @@ import time
 import torch
 
 from gpu_real_path import DEV, Tok, ZeroVerifier, qwen15b, sync
-from steerlib.microbatch import length_batches, padded_positions
+from steerlib.microbatch import padded_positions
 from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable
 from steerlib.rollout import Rollouts
 from steerlib.steering import zero_vectors
@@ -76,11 +76,7 @@ def main() -> None:
             sync()
             times[flag].append(time.perf_counter() - t)
     lengths = batch["rollouts"].completion_mask.sum(-1).cpu()
-    tr = trainers[True]
-    cap = max(1, tr.logit_elements // model.config.vocab_size)
-    sorted_batches = length_batches(lengths, prompt_width=shape[2], token_budget=tr.micro_tokens, row_cap=cap)
-    micro = max(1, min(tr.micro_tokens // (shape[2] + int(lengths.max())), cap))
-    plain_batches = [torch.arange(a, min(len(lengths), a + micro)) for a in range(0, len(lengths), micro)]
+    plain_batches, sorted_batches = (trainers[flag].micro_batches(lengths, shape[2]) for flag in (False, True))
     res = {
         "gpu": torch.cuda.get_device_name() if DEV == "cuda" else "cpu",
         "setup": f"random-weight Qwen2.5-Math-1.5B config, bf16; {shape[0]} prompts x {shape[1]}, {shape[2]} prompt "
@@ -92,7 +88,7 @@ def main() -> None:
                       "positions": padded_positions(lengths, plain_batches, shape[2])},
         "length_sorted": {"seconds": statistics.median(times[True]), "micro_batches": len(sorted_batches),
                           "positions": padded_positions(lengths, sorted_batches, shape[2])},
-        "micro_batch_tokens": tr.micro_tokens,
+        "micro_batch_tokens": trainers[True].micro_tokens,
         "seconds": {str(k): v for k, v in times.items()},
     }
     res["speedup"] = res["row_order"]["seconds"] / res["length_sorted"]["seconds"]

@@ -56,7 +56,8 @@ def length_batches(
     values, counts = torch.unique_consecutive(order.values, return_counts=True)
     ends = counts.cumsum(0).tolist()  # rows up to and including each distinct length
     widths = [prompt_width + max(1, int(v)) for v in values.tolist()]
-    caps = [max(1, token_budget // w) if row_cap is None else max(1, min(row_cap, token_budget // w)) for w in widths]
+    limit = token_budget if row_cap is None else row_cap
+    caps = [max(1, min(limit, token_budget // w)) for w in widths]  # rows per pass at each width
     best = [0.0] * (len(widths) + 1)  # best[j]: cost of the rows of the first j distinct lengths
     cut = [0] * (len(widths) + 1)
     for j in range(1, len(widths) + 1):

@@ -288,6 +288,16 @@ class RLOOTrainer:
             "seconds_reward": time.perf_counter() - t1,
         }
 
+    def micro_batches(self, lengths: torch.Tensor, prompt_width: int) -> list[torch.Tensor]:
+        """The loss pass's micro-batches for one group's rows (indices into ``lengths``, the completion
+        lengths): within the token budget and few enough rows that one position's logits fit; sorted by
+        length (:func:`steerlib.microbatch.length_batches`) or, with ``length_batches=False``, in row order."""
+        row_cap = max(1, self.logit_elements // model_parts(self.tr.model).lm_head.weight.shape[0])
+        if self.cfg.length_batches:
+            return length_batches(lengths, prompt_width=prompt_width, token_budget=self.micro_tokens, row_cap=row_cap)
+        micro = max(1, min(self.micro_tokens // (prompt_width + max(1, int(lengths.max()))), row_cap))
+        return [torch.arange(a, min(len(lengths), a + micro)) for a in range(0, len(lengths), micro)]
+
     def update(self, batch: dict[str, Any]) -> dict[str, Any]:
         """One optimizer step from collected rollouts (groups normalised and clipped separately)."""
         cfg, tr = self.cfg, self.tr
@@ -304,18 +314,10 @@ class RLOOTrainer:
         masks = [ro.completion_mask[g * rows_per_group : (g + 1) * rows_per_group] for g in range(len(groups))]
         # each group's denominator over every rank's rows: the ranks' losses then sum to the global loss
         denoms = self.dp.sum([float(m.sum()) if cfg.loss_norm == "token" else float(rows_per_group) for m in masks])
-        # rows per micro-batch: within the token budget, and few enough that one position's logits fit
-        row_cap = max(1, self.logit_elements // model_parts(tr.model).lm_head.weight.shape[0])
         for g in range(len(groups)):  # never mix groups: each has its own normalisation
-            lo, hi = g * rows_per_group, (g + 1) * rows_per_group
-            gmask, denom = masks[g], denoms[g]
-            if cfg.length_batches:
-                batches = [lo + b for b in length_batches(gmask.sum(-1), prompt_width=width,
-                                                          token_budget=self.micro_tokens, row_cap=row_cap)]
-            else:
-                micro = max(1, min(self.micro_tokens // (width + max(1, int(gmask.sum(-1).max()))), row_cap))
-                batches = [torch.arange(mlo, min(hi, mlo + micro)) for mlo in range(lo, hi, micro)]
-            for rows in batches:
+            denom = denoms[g]
+            for part in self.micro_batches(masks[g].sum(-1), width):
+                rows = g * rows_per_group + part
                 routing = row_routes[rows].tolist() if row_routes is not None else None
                 with tr.context(routing, width):
                     logp = _token_logprobs(tr.model, ro, rows, cfg.temperature, self.logit_elements)

@@ -63,21 +63,25 @@ def test_length_batched_update_equals_the_plain_update(tiny_org):
     answers = [str(p.answer) for p in probs]
     cfg = RLOOConfig(prompts_per_step=6, completions_per_prompt=3, max_new_tokens=24, lr=0.1,
                      micro_batch_tokens=6 * 40)
-    moved, batch = [], None
+    moved, batch, parts = [], None, []
     for flag in (True, False):
         vecs = zero_vectors(model, [0, 1], dtype=torch.float64, routed=True)
         with torch.no_grad():
             for i, v in enumerate(vecs):
                 g = torch.Generator().manual_seed(i)
                 v.vector.copy_(torch.randn(v.vector.shape, generator=g, dtype=torch.float64))
+        start = [v.vector.detach().clone() for v in vecs]  # the same for both runs
         trainer = RLOOTrainer(VectorTrainable(model, vecs), tok, dataclasses.replace(cfg, length_batches=flag))
         if batch is None:
             batch = trainer.collect(ids, answers)
             batch["rewards"] = torch.tensor([1.0, 0, 0] * 12)
+        ro = batch["rollouts"]
+        group_lengths = ro.completion_mask[:18].sum(-1)
+        parts.append([b.tolist() for b in trainer.micro_batches(group_lengths, ro.prompt_ids.shape[1])])
         trainer.update(batch)
         moved.append([v.vector.detach().clone() for v in vecs])
-    lengths = batch["rollouts"].completion_mask[:18].sum(-1)
-    assert len(set(lengths.tolist())) > 1  # something to sort
-    for a, b in zip(*moved):
+    assert parts[0] != parts[1]  # the sorted batching is another batching of the same rows
+    assert sorted(sum(parts[0], [])) == sorted(sum(parts[1], [])) == list(range(18))
+    for a, b, s0 in zip(*moved, start):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
-        assert not torch.equal(a, torch.zeros_like(a))
+        assert not torch.allclose(a, s0)  # the update moved the vector
