@@ -37,7 +37,8 @@ import torch
 from common import matmul_flops, median, record, timed
 from steerlib.evaluate import generate
 from steerlib.organism import load_organism
-from steerlib.rollout import left_pad, sample_rollouts
+from steerlib.rollout import sample_rollouts
+from steerlib.sampling import left_pad
 from steerlib.steering import SteeringVector, steer, zero_vectors
 from steerlib.world import sample_problems
 

@@ -33,7 +33,7 @@ from common import matmul_flops, median, op_profile, record
 from steerlib.arch import model_parts
 from steerlib.microbatch import padded_positions
 from steerlib.organism import load_organism
-from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable
+from steerlib.rloo import Engine, RLOOConfig, RLOOTrainer, VectorTrainable
 from steerlib.steering import SteeringVector
 from steerlib.world import sample_problems
 
@@ -88,7 +88,7 @@ def main() -> None:
         for reuse in (True, False):
             vec = nn.Parameter(torch.zeros(org.model.config.hidden_size))
             trainers[reuse] = RLOOTrainer(VectorTrainable(org.model, [SteeringVector(vec, layer)]), org.tokenizer,
-                                          dataclasses.replace(cfg, loss_from_rollout=reuse))
+                                          cfg, engine=Engine(loss_from_rollout=reuse))
         batch = trainers[True].collect(ids, answers)  # the same rollouts for both (the hidden state kept)
         plain = {**batch, "rollouts": dataclasses.replace(batch["rollouts"], hidden=None, hidden_block=None)}
         for _ in range(a.repeat):

@@ -24,8 +24,8 @@ import torch
 
 from gpu_real_path import DEV, Tok, ZeroVerifier, qwen15b, sync
 from steerlib.microbatch import padded_positions
-from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable
-from steerlib.rollout import Rollouts
+from steerlib.rloo import Engine, RLOOConfig, RLOOTrainer, VectorTrainable
+from steerlib.sampling import Rollouts
 from steerlib.steering import zero_vectors
 
 
@@ -65,8 +65,9 @@ def main() -> None:
     trainers = {}
     for flag in (False, True):
         cfg = RLOOConfig(prompts_per_step=shape[0], completions_per_prompt=shape[1], max_new_tokens=shape[3],
-                         lr=1e-2, length_batches=flag)
-        trainers[flag] = RLOOTrainer(VectorTrainable(model, zero_vectors(model, [layer])), Tok(), cfg, ZeroVerifier())
+                         lr=1e-2)
+        trainers[flag] = RLOOTrainer(VectorTrainable(model, zero_vectors(model, [layer])), Tok(), cfg, ZeroVerifier(),
+                                     engine=Engine(length_batches=flag))
     times: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(args.repeat):
         for flag in (False, True):

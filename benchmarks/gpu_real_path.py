@@ -63,15 +63,14 @@ class Tok:
 
 def rloo_steps(model, prompts_per_step: int, k: int, max_new: int, prompt_len: int, steps: int,
                **budgets: int) -> dict:
-    from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable
+    from steerlib.rloo import Engine, RLOOConfig, RLOOTrainer, VectorTrainable
     from steerlib.steering import zero_vectors
 
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, 151000, (prompt_len,), generator=g).tolist() for _ in range(prompts_per_step)]
-    cfg = RLOOConfig(prompts_per_step=prompts_per_step, completions_per_prompt=k, max_new_tokens=max_new, lr=1e-2,
-                     **budgets)
+    cfg = RLOOConfig(prompts_per_step=prompts_per_step, completions_per_prompt=k, max_new_tokens=max_new, lr=1e-2)
     tr = RLOOTrainer(VectorTrainable(model, zero_vectors(model, [model.config.num_hidden_layers - 1])), Tok(), cfg,
-                     ZeroVerifier())
+                     ZeroVerifier(), engine=Engine(**budgets))
     rows = []
     for _ in range(steps):
         sync()

@@ -24,7 +24,8 @@ import time
 import torch
 from gpu_real_path import DEV, qwen15b, rloo_steps, sync
 
-from steerlib.rollout import prompt_seed, sample_rollouts
+from steerlib.rollout import sample_rollouts
+from steerlib.sampling import prompt_seed
 from steerlib.static_decode import sample_rollouts_static
 from steerlib.steering import SteeringVector
 
@@ -115,15 +116,15 @@ def rloo_alternating(model, budget_s: float, out: str, res: dict, prompts_per_st
     every step is written to ``out`` as it ends."""
     from gpu_real_path import Tok, ZeroVerifier, peak_gb
 
-    from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable
+    from steerlib.rloo import Engine, RLOOConfig, RLOOTrainer, VectorTrainable
     from steerlib.steering import zero_vectors
 
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, 151000, (prompt_len,), generator=g).tolist() for _ in range(prompts_per_step)]
     trainers = {static: RLOOTrainer(VectorTrainable(model, zero_vectors(model, [model.config.num_hidden_layers - 1])),
                                     Tok(), RLOOConfig(prompts_per_step=prompts_per_step, completions_per_prompt=k,
-                                                      max_new_tokens=max_new, lr=1e-2, static_decode=static),
-                                    ZeroVerifier()) for static in (False, True)}
+                                                      max_new_tokens=max_new, lr=1e-2),
+                                    ZeroVerifier(), engine=Engine(static_decode=static)) for static in (False, True)}
     res["rloo_alternating"] = {"prompts_per_step": prompts_per_step, "completions_per_prompt": k,
                                "max_new_tokens": max_new, "prompt_len": prompt_len, "steps": []}
     start = time.perf_counter()

@@ -64,7 +64,7 @@ LAYER, SEEDS = ch.P.default_layer, seed_list(ch.P.seed, n_seeds)
 # below. The curves are the first seed's.
 
 # %% tags=["hide-input"]
-runs = seeded_vector_runs(ch.org, ch.P, [LAYER], ch.run / f"single-layer-{LAYER}", SEEDS, lr=lr,
+runs = seeded_vector_runs(ch.org, ch.P, LAYER, ch.layout, SEEDS,
                           val_problems=val_problems, select_on=select_on)
 run = runs[ch.P.seed]
 vec = run.vectors[0]
@@ -128,7 +128,7 @@ ch.figure("fig_first_tokens", plots.first_token_bars({"base": dict(base.top_firs
 # (the first seed's vector).
 
 # %% tags=["hide-input"]
-parity = peft_parity(vec, ch.model, ch.tok, run.train.run_dir / "peft-adapter", *ch.prompts(),
+parity = peft_parity(vec, ch.model, ch.tok, ch.layout.peft_adapter(run.train.run_dir), *ch.prompts(),
                      max_new_tokens=ch.P.max_new_tokens)
 ch.table(pd.Series(vars(parity), name="PEFT adapter vs hook"), digits=4)
 

@@ -72,7 +72,7 @@ LAYERS, LAST, SEEDS = ch.P.parse_layers(layers), ch.P.n_layers - 1, seed_list(ch
 # chosen on validation. The curves are the first seed's.
 
 # %% tags=["hide-input"]
-sweeps = seeded_sweeps(ch.org, ch.P, ch.run, SEEDS, mode=sweep_mode, layers=LAYERS, **KW)
+sweeps = seeded_sweeps(ch.org, ch.P, ch.layout, SEEDS, mode=sweep_mode, layers=LAYERS, **KW)
 sweep = sweeps[ch.P.seed]
 ch.figure("fig_sweep", plots.training_curves(sweep.metrics, f"Layer sweep ({sweep.mode}), {ch.P.name}"))
 
@@ -94,7 +94,7 @@ ch.figure("fig_sweep", plots.training_curves(sweep.metrics, f"Layer sweep ({swee
 # alone, side by side.
 
 # %% tags=["hide-input"]
-single = vector_run(ch.org, ch.P, [LAST], ch.run / f"single-layer-{LAST}", **KW)
+single = vector_run(ch.org, ch.P, [LAST], ch.layout.single_layer(LAST), **KW)
 sweep_ratio = sweep.median_step_seconds / (len(LAYERS) * single.median_step_seconds)
 ch.table(pd.Series({"sweep, total s": sweep.train_seconds, "single-layer run, total s": single.train_seconds,
                     "sweep, median s/step": sweep.median_step_seconds,
@@ -110,7 +110,7 @@ ch.table(pd.Series({"sweep, total s": sweep.train_seconds, "single-layer run, to
 # of the mean (which adds each seed's sampling error to the spread, on the wide side with three seeds).
 
 # %% tags=["hide-input"]
-runs = train_baselines(ch.org, ch.P, ch.run, **KW) if baselines else {}
+runs = train_baselines(ch.org, ch.P, ch.layout, **KW) if baselines else {}
 evals = evaluate_runs(ch.org, ch.P, runs, {"base": [], **{f"seed {s} layer {l}": [v] for s, sw in sweeps.items()
                                                             for l, v in sw.vectors.items()}})
 per_seed = {s: {l: evals[f"seed {s} layer {l}"].pass_at_1 for l in LAYERS} for s in SEEDS}

@@ -55,8 +55,8 @@ from steerlib import plots
 from steerlib.chapter import setup
 from steerlib.evaluate import summary_table
 from steerlib.lens import lens_table
-from steerlib.propagation import orthogonal_runs, pair_study, persistence
-from steerlib.selection import vector_run
+from steerlib.propagation import pair_study, persistence
+from steerlib.selection import orthogonal_runs, vector_run
 
 ch = setup("03_persistence", globals(), positive=("persistence_prompts", "n_orthogonal"))
 ORTH = ch.P.n_layers - 1 if orthogonal_layer is None else orthogonal_layer
@@ -121,7 +121,7 @@ ch.table(pd.DataFrame(lens_table(ch.model, ch.tok, pers.final_shift, columns=("t
 
 # %% tags=["hide-input"]
 orth = {"original": vecs[ORTH],
-        **orthogonal_runs(ch.org, ch.P, vecs[ORTH], ch.run, n_orthogonal, val_problems=val_problems)}
+        **orthogonal_runs(ch.org, ch.P, vecs[ORTH], ch.layout, n_orthogonal, val_problems=val_problems)}
 orth_eval = ch.evaluate({"base": [], **{k: [v] for k, v in orth.items()}})
 cos_orig = {k: float(torch.cosine_similarity(v.vector, vecs[ORTH].vector, dim=0)) for k, v in orth.items()}
 ch.table(summary_table(orth_eval, first_tokens=3, extra={"|s|": {k: float(v.vector.norm()) for k, v in orth.items()},
@@ -150,7 +150,7 @@ ch.figure("fig_orthogonal", plots.bars({k: r.pass_at_1 for k, r in orth_eval.ite
 # sum overshoots and their mean should not.
 
 # %% tags=["hide-input"]
-all_layer = vector_run(ch.org, ch.P, LAYERS, ch.run / "all-layer", mode="all_layer", val_problems=val_problems)
+all_layer = vector_run(ch.org, ch.P, LAYERS, ch.layout.all_layer(), mode="all_layer", val_problems=val_problems)
 pairs = pair_study(ch.model, ch.tok, *ch.prompts(), vecs, all_layer.vectors, max_new_tokens=ch.P.max_new_tokens)
 ch.figure("fig_pairs", plots.heatmaps(
     {"pass@1, s_i + s_j (diagonal: s_i)": pairs.grid["accuracy"], "pass@1, (s_i + s_j) / 2": pairs.half,

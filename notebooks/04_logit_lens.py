@@ -128,7 +128,7 @@ ch.table(pd.DataFrame({l: s.summary() for l, s in shifts.items()}).T.rename_axis
 # is given?
 
 # %% tags=["hide-input"]
-retrained = vector_run(ch.org, ch.P, [LAST], ch.run / f"prefix-{LAST}", prefix=PREFIX,
+retrained = vector_run(ch.org, ch.P, [LAST], ch.layout.prefix(LAST), prefix=PREFIX,
                        val_problems=val_problems).vectors[0] if retrain_with_prefix else None
 test = prefix_test(ch.model, ch.tok, prompts, answers, vecs[LAST], PREFIX, retrained=retrained,
                    max_new_tokens=ch.P.max_new_tokens)

@@ -55,9 +55,9 @@ from steerlib import ablation, plots
 from steerlib.chapter import setup
 from steerlib.evaluate import summary_table
 from steerlib.lens import lens_table
+from steerlib.selection import post_attn_runs
 from steerlib.traces import sample_forced
-from steerlib.stats import describe, paired_gain, share_estimate
-from steerlib.transfer import normalized_gain
+from steerlib.stats import describe, gain_share, paired_gain, share_estimate
 
 ch = setup("05_attention_ablation", globals(), positive=("js_prompts",))
 PEN = ch.P.n_layers - 2 if layer is None else layer
@@ -163,7 +163,7 @@ ch.table(pd.DataFrame({l: {**a, "validation pass@1": val[l]} for l, a in att.ite
 # %% tags=["hide-input"]
 weak = min(val, key=val.get)
 norms = ablation.site_norms(ch.model, base_forced, weak)
-moved = ablation.where_to_add(ch.org, ch.P, weak, ch.run, val_problems=val_problems) if where_to_add else {}
+moved = post_attn_runs(ch.org, ch.P, weak, ch.layout, val_problems=val_problems) if where_to_add else {}
 where = ch.evaluate({"base": [], f"after block {weak} (default)": [vecs[weak]],
                      **{f"after block {weak}'s attention, {k}": r.vectors for k, r in moved.items()}})
 where_runs = {k: {**r.summary(), "pass_at_1": where[f"after block {weak}'s attention, {k}"].pass_at_1}
@@ -173,7 +173,7 @@ ch.table(pd.concat([summary_table(where), pd.Series(norms, name="mean residual n
 # %% tags=["remove-cell"]
 singles = {k: r.pass_at_1 for k, r in head_ev.items() if k.startswith(("Steer-", "q-", "k-", "v-only, group"))}
 best_single = max(singles, key=singles.get)
-share = {k: normalized_gain(r.pass_at_1, base_acc, full_acc) for k, r in {**ev, **head_ev}.items()}
+share = {k: gain_share(r.pass_at_1, base_acc, full_acc) for k, r in {**ev, **head_ev}.items()}
 ratios = [a["ratio"] for a in att.values()]
 results = ch.publish({
     "layer": PEN, "patched_block": NEXT, "base_pass_at_1": base_acc, "in_place_pass_at_1": full_acc,

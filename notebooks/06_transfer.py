@@ -61,7 +61,7 @@ widths = {name: c.model.config.hidden_size for name, c in {DONOR: ch, **targets_
 if len(set(widths.values())) != 1:
     raise ValueError(f"every model must have the donor's width: {widths}")
 own = {DONOR: {l: ch.vectors[l] for l in LAYERS}}  # chapter 02's sweep; each target's own vectors at the same layers:
-own.update({t: layer_vectors(c.org, c.P, ch.run / f"transfer-{t.replace('/', '_')}", layers=LAYERS,
+own.update({t: layer_vectors(c.org, c.P, ch.layout.transfer(t), layers=LAYERS,
                              val_problems=val_problems).vectors for t, c in targets_.items()})
 names = list(own)
 

@@ -54,7 +54,7 @@ import torch
 from steerlib import adaptive, plots
 from steerlib.chapter import setup
 from steerlib.data import split_problems
-from steerlib.selection import evaluate_runs, weight_run
+from steerlib.selection import adaptive_runs, evaluate_runs, weight_run
 from steerlib.stats import paired_gain
 
 ch = setup("07_adaptive", globals(), positive=("magnitude_prompts",))
@@ -69,8 +69,8 @@ vecs = ch.vectors  # chapter 02's sweep (trained if missing)
 # fine-tuning (chapter 02's run) is evaluated the same way.
 
 # %% tags=["hide-input"]
-runs = adaptive.adaptive_runs(ch.org, ch.P, ADAPT, ch.run, lr=adaptive_lr, val_problems=val_problems)
-full = weight_run(ch.org, ch.P, "full", ch.run / "full-ft", val_problems=val_problems)
+runs = adaptive_runs(ch.org, ch.P, ADAPT, ch.layout, val_problems=val_problems)
+full = weight_run(ch.org, ch.P, "full", ch.layout.full_ft(), val_problems=val_problems)
 ev = evaluate_runs(ch.org, ch.P, {**{f"adaptive {l}": r for l, r in runs.items()}, "full fine-tune": full},
                    {"base": [], **{str(l): [vecs[l]] for l in ADAPT}})
 ch.figure("fig_adaptive", plots.layer_curve(

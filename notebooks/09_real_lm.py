@@ -69,7 +69,7 @@ ORGANISM = organism_reference()  # the organism's numbers for the same tests (ch
 # as much as the layers above the vector.
 
 # %% tags=["hide-input"]
-runs = {layer: vector_run(ch.org, ch.P, [layer], ch.run / f"single-layer-{layer}", val_problems=val_problems, lr=lr)
+runs = {layer: vector_run(ch.org, ch.P, [layer], ch.layout.single_layer(layer), val_problems=val_problems)
         for layer in LAYERS}
 ch.figure("fig_training", plots.training_curves(runs[LAST].metrics, f"RLOO on the last layer's vector ({ch.P.name})",
                                                 opener=" "))  # the answer format's first token

@@ -43,7 +43,6 @@ __all__ = [
     "random_like",
     "head_patch_specs",
     "evaluate_patches",
-    "where_to_add",
 ]
 
 
@@ -233,28 +232,3 @@ def evaluate_patches(
     return out
 
 
-def where_to_add(
-    org: Any, preset: Any, layer: int, run_dir: Any, *, factors: Sequence[float] = (1.0, 0.1), val_problems: int = 200
-) -> dict[str, Any]:
-    """Retrain layer ``layer``'s vector after that block's attention (site ``post_attn``) at the
-    preset's learning rate times each factor. Returns ``{label: RunResult}`` with labels ``preset lr``
-    and ``lr / 10`` (or ``lr x f``)."""
-    from pathlib import Path
-
-    from steerlib.selection import vector_run
-
-    out = {}
-    for f in factors:
-        lr = preset.lr_for(layer) * f
-        label = "preset lr" if f == 1.0 else ("lr / 10" if f == 0.1 else f"lr x {f:g}")
-        tag = "" if f == 1.0 else f"-lr{lr:g}"
-        out[label] = vector_run(
-            org,
-            preset,
-            [layer],
-            Path(run_dir) / f"where-post-attn-{layer}{tag}",
-            site="post_attn",
-            lr=lr,
-            val_problems=val_problems,
-        )
-    return out

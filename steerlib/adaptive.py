@@ -33,7 +33,6 @@ __all__ = [
     "token_magnitudes",
     "segment_labels",
     "segment_means",
-    "adaptive_runs",
     "MagnitudeStudy",
     "magnitude_study",
     "rescaled",
@@ -118,30 +117,6 @@ def segment_means(mags: Sequence[np.ndarray], labels: Sequence[Sequence[str]]) -
     return {k: float(np.mean(v)) for k, v in acc.items()}
 
 
-def adaptive_runs(
-    org: Any, preset: Any, layers: Sequence[int], run_dir: Any, *, lr: float | None = None, val_problems: int = 200
-) -> dict[int, Any]:
-    """A rank-1 LoRA on each layer's ``down_proj`` trained with the RLOO recipe (one run per layer in
-    ``run_dir/adaptive-{l}``), each chosen on validation: ``{layer: RunResult}``."""
-    from pathlib import Path
-
-    from steerlib.selection import weight_run
-
-    return {
-        layer: weight_run(
-            org,
-            preset,
-            "lora",
-            Path(run_dir) / f"adaptive-{layer}",
-            layers=[layer],
-            rank=1,
-            lr=lr,
-            val_problems=val_problems,
-        )
-        for layer in layers
-    }
-
-
 @dataclass
 class MagnitudeStudy:
     """Where one layer's adapter puts its magnitude (see :func:`magnitude_study`)."""
@@ -191,6 +166,6 @@ def scale_curve(evals: dict[str, Any], layers: Sequence[int], factors: Sequence[
 
 
 def chosen_direction(run: Any, layer: int) -> torch.Tensor:
-    """The direction ``B`` of an adaptive run's chosen snapshot (see :func:`adaptive_runs`)."""
+    """The direction ``B`` of an adaptive run's chosen snapshot (see :func:`steerlib.selection.adaptive_runs`)."""
     with run.loaded():
         return direction(run.train.trainable, layer).clone()

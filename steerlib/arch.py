@@ -24,7 +24,8 @@ import torch
 
 from torch import nn
 
-__all__ = ["ModelParts", "UnsupportedModelError", "model_parts", "model_id", "untuple", "retuple"]
+__all__ = ["ModelParts", "UnsupportedModelError", "model_parts", "model_id", "untuple", "retuple", "ModelShape",
+           "MODELS", "shape_of"]
 
 
 class UnsupportedModelError(TypeError):
@@ -163,3 +164,54 @@ def untuple(output: Any) -> torch.Tensor:
 def retuple(output: Any, hidden: torch.Tensor) -> Any:
     """``output`` with its hidden states replaced by ``hidden`` (same shape: tensor or tuple)."""
     return hidden if isinstance(output, torch.Tensor) else (hidden, *tuple(output[1:]))
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the cost depends on: the published configuration of a model."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def block_params(self) -> int:
+        """Weights of the decoder blocks (attention + MLP), without embeddings and unembedding."""
+        d, kv = self.hidden, self.kv_heads * self.head_dim
+        return self.layers * (2 * d * d + 2 * d * kv + 3 * d * self.intermediate)
+
+    @property
+    def params(self) -> int:
+        return self.block_params + self.vocab * self.hidden * (1 if self.tied else 2)
+
+    def kv_bytes_per_token(self, element: int = 2) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * element
+
+    def activation_bytes_per_token(self, element: int = 2) -> int:
+        """What the backward pass keeps per token, all blocks (norms, q/k/v, attention output, and the
+        MLP's gate, up and product): about ``6 d + 3 ff`` elements a layer."""
+        return self.layers * (6 * self.hidden + 3 * self.intermediate) * element
+
+
+#: Published configurations (config.json of each model on the Hugging Face hub).
+MODELS: dict[str, ModelShape] = {
+    "Qwen/Qwen2.5-Math-1.5B": ModelShape(28, 1536, 8960, 12, 2, 151936, tied=True),
+    "Qwen/Qwen2.5-Math-7B": ModelShape(28, 3584, 18944, 28, 4, 152064),
+    "meta-llama/Llama-3.1-8B-Instruct": ModelShape(32, 4096, 14336, 32, 8, 128256),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ModelShape(30, 576, 1536, 9, 3, 49152, tied=True),
+}
+
+
+def shape_of(model: Any) -> ModelShape:
+    """The :class:`ModelShape` of a loaded model (from its config)."""
+    c = getattr(model, "config", None) or model.base_model.config
+    return ModelShape(c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.num_attention_heads,
+                      c.num_key_value_heads, c.vocab_size, bool(getattr(c, "tie_word_embeddings", False)))

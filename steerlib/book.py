@@ -38,7 +38,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from steerlib.prebuild import RUN_TASKS
+from steerlib.chapter import value_has_type
+from steerlib.chapters import CHAPTERS, NOTEBOOKS, PAGES, ROOT, chapter_sources, read_source
 
 __all__ = [
     "ChapterError",
@@ -52,34 +53,20 @@ __all__ = [
     "install_cell",
     "sync_install_cells",
     "refresh_prose",
-    "CPU_CHAPTERS",
-    "CHAPTER_NEEDS",
     "build_tasks",
     "build_all",
     "main",
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ROOT / "notebooks"
-CHAPTERS = ROOT / "book" / "chapters"
 _TIMING_KEYS = ("execution", "papermill", "ExecuteTime")
 BUILD_TIMES = ROOT / "book" / "build_times.json"
 INSTALL_TAG = "colab-install"
-#: Chapters that run on the CPU organism whatever the preset: their Colab pages ask for no GPU.
-CPU_CHAPTERS = ("00_organism", "09_real_lm")
 #: Devices in the landing page's cost table.
 COST_DEVICES = ["a100-40gb", "h100", "l4", "cpu"]
-#: Optional extras a chapter's install cell adds to steerlib's core (nothing else: never the book tooling).
-CHAPTER_EXTRAS: dict[str, str] = {"09_real_lm": "smollm2"}
 
 
 class ChapterError(RuntimeError):
     """A chapter could not be executed (bad parameters or a failing cell)."""
-
-
-def chapter_sources(root: Path = ROOT) -> list[Path]:
-    """The chapter sources ``notebooks/NN_name.py`` in order."""
-    return sorted((root / "notebooks").glob("[0-9][0-9]_*.py"))
 
 
 def repository_url(root: Path = ROOT) -> str:
@@ -102,7 +89,7 @@ def install_cell(chapter: str, root: Path = ROOT) -> str:
         >>> "git+" + repository_url() in install_cell("01_training")
         True
     """
-    extra = CHAPTER_EXTRAS.get(chapter)
+    extra = CHAPTERS[chapter].extra if chapter in CHAPTERS else None
     spec = f"steerlib{f'[{extra}]' if extra else ''} @ git+{repository_url(root)}"
     return "\n".join([
         "# Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.",
@@ -144,7 +131,7 @@ def refresh_prose(source: Path, page: Path) -> bool:
     """
     import nbformat
 
-    src = _read(source)
+    src = read_source(source)
     nb = nbformat.read(page, as_version=4)
     cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
     same = len(cells) == len(src.cells) and all(
@@ -168,15 +155,6 @@ def refresh_prose(source: Path, page: Path) -> bool:
     return changed
 
 
-def _read(source: Path) -> Any:
-    import jupytext
-
-    nb = jupytext.read(source)
-    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
-    nb.metadata.setdefault("language_info", {"name": "python"})
-    return nb
-
-
 def chapter_parameters(source: Path) -> dict[str, dict[str, Any]]:
     """Parameters declared in the chapter's ``parameters`` cell (name -> papermill's description)."""
     import nbformat
@@ -184,7 +162,7 @@ def chapter_parameters(source: Path) -> dict[str, dict[str, Any]]:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / (source.stem + ".ipynb")
-        nbformat.write(_read(source), path)
+        nbformat.write(read_source(source), path)
         return papermill.inspect_notebook(str(path))
 
 
@@ -205,30 +183,10 @@ def check_parameters(source: Path, parameters: dict[str, Any]) -> None:
                                f"expected {expected}")
 
 
-def value_has_type(value: Any, declared: str) -> bool:
-    """Whether ``value`` fits a parameter declared as ``declared`` (``int``, ``Optional[float]``, ...);
-    unknown declarations accept anything.
-
-    Example:
-        >>> value_has_type(3, "Optional[float]"), value_has_type("x", "int"), value_has_type(True, "int")
-        (True, False, False)
-    """
-    text = declared.replace(" ", "")
-    if text.startswith("Optional[") and text.endswith("]"):
-        if value is None:
-            return True
-        text = text[len("Optional["):-1]
-    checks = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-              "bool": lambda v: isinstance(v, bool),
-              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-              "str": lambda v: isinstance(v, str)}
-    return checks[text](value) if text in checks else True
-
-
 def _clean(nb: Any, chapter: str = "") -> Any:
     """Strip per-cell timing metadata and stderr output (progress bars, library warnings), write the
     install cell from ``_config.yml``, and set the Colab metadata of a published page (an A100, except
-    for the :data:`CPU_CHAPTERS`)."""
+    for the chapters that run on the CPU whatever the preset)."""
     for cell in nb.cells:
         for key in _TIMING_KEYS:
             cell.metadata.pop(key, None)
@@ -238,7 +196,7 @@ def _clean(nb: Any, chapter: str = "") -> Any:
                 cell.source = install_cell(chapter)
     colab = nb.metadata.setdefault("colab", {})
     colab["provenance"] = []
-    if chapter in CPU_CHAPTERS:
+    if chapter in CHAPTERS and CHAPTERS[chapter].cpu_only:
         nb.metadata.pop("accelerator", None)
         colab.pop("gpuType", None)
     else:
@@ -281,7 +239,7 @@ def execute_chapter(
         scratch = Path(tmp) / output.name
         try:
             papermill.execute_notebook(
-                _read(source),
+                read_source(source),
                 str(scratch),
                 parameters=parameters,
                 kernel_name="python3",
@@ -321,34 +279,21 @@ def build_html(root: Path = ROOT) -> None:
     subprocess.run(cmd, check=True, cwd=root)
 
 
-#: What each chapter needs done first: every organism it loads (none may be pretrained inside a chapter),
-#: the run directories it reuses (02 resumes 01's first single-layer run; chapter 02's sweeps and comparison
-#: runs are build tasks of their own, :mod:`steerlib.prebuild`, so 03-08 wait only for the runs they read),
-#: the results it quotes (09 quotes 01 and 04). A chapter not listed waits for every chapter before it.
-CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
-    "00_organism": ("organism-main", "organism-llama", "organism-sibling"),
-    "01_training": ("organism-main",),
-    "02_layer_curve": ("01_training", *RUN_TASKS),  # 01: its seed-0 run is 02's single-layer run
-    **{c: ("run-sweep-seed0",) for c in ("04_logit_lens", "05_attention_ablation", "08_diffsae")},
-    "03_persistence": ("run-sweep-seed0", "run-all-layer"),
-    "07_adaptive": ("run-sweep-seed0", "run-full-ft"),
-    "06_transfer": ("run-sweep-seed0", "organism-llama", "organism-sibling", "organism-tuned"),
-    "09_real_lm": ("01_training", "04_logit_lens"),
-}
-
 def default_jobs() -> int:
     """Chapters run side by side by ``build``: 2 where there are at least 2 cores, else 1."""
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
 def build_tasks(root: Path = ROOT, threads: int = 1) -> list[Any]:
-    """The book's build graph: pretraining each organism the chapters need, then every chapter
-    (``python -m steerlib.book chapter NAME`` in a subprocess) after what it needs (:data:`CHAPTER_NEEDS`)."""
+    """The book's build graph: pretraining each organism the chapters need, each chapter's training runs
+    built as tasks of their own (:mod:`steerlib.prebuild`), then every chapter (``python -m steerlib.book
+    chapter NAME`` in a subprocess) after what it needs (:attr:`steerlib.chapters.ChapterSpec.needs`)."""
     from steerlib.buildgraph import Task
     from steerlib.organism import ORGANISMS
 
     names = [s.stem for s in chapter_sources(root)]
-    needs = {n: CHAPTER_NEEDS.get(n, tuple(names[:i])) for i, n in enumerate(names)}
+    needs = {n: CHAPTERS[n].needs for n in names}
+    run_tasks = [t for n in names for t in CHAPTERS[n].run_tasks]
     organisms = sorted({x.removeprefix("organism-") for v in needs.values() for x in v if x.startswith("organism-")})
     parents = [ORGANISMS[o].parent for o in organisms if ORGANISMS[o].parent]
     organisms = sorted(set(organisms) | set(parents))
@@ -358,8 +303,8 @@ def build_tasks(root: Path = ROOT, threads: int = 1) -> list[Any]:
                   slots=-(-ORGANISMS[o].threads // threads), command=(sys.executable, "-m", "steerlib.organism", o))
              for o in organisms]
     tasks += [Task(name, needs=("organism-main",), command=(sys.executable, "-m", "steerlib.prebuild", name))
-              for name in RUN_TASKS]
-    tasks += [Task(n, needs=tuple(x for x in needs[n] if x in names or x in RUN_TASKS or x.startswith("organism-")),
+              for name in run_tasks]
+    tasks += [Task(n, needs=tuple(x for x in needs[n] if x in names or x in run_tasks or x.startswith("organism-")),
                    command=(sys.executable, "-m", "steerlib.book", "chapter", n)) for n in names]
     return tasks
 
@@ -415,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("prose", help="copy edited prose and cell tags from the sources into the published pages")
     sub.add_parser("sync", help="write _config.yml's repository URL into every chapter's install cell")
     ch = sub.add_parser("chapter", help="execute one chapter")
-    ch.add_argument("name", help="chapter name, e.g. 02_layer_curve")
+    ch.add_argument("name", help=f"chapter name: {', '.join(CHAPTERS)}")
     ch.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     ch.add_argument("--out", default=None, help="output notebook (default: the published page)")
     args = ap.parse_args(argv)
@@ -426,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 names = ", ".join(p.stem for p in chapter_sources()) or "(none yet)"
                 raise ChapterError(f"no chapter {args.name!r}; chapters: {names}")
             params = _parse_params(args.parameter)
-            out = Path(args.out) if args.out else CHAPTERS / f"{args.name}.ipynb"
+            out = Path(args.out) if args.out else PAGES / f"{args.name}.ipynb"
             if params and not args.out:
                 raise ChapterError("a run with parameters must not overwrite the published page: pass OUT=path.ipynb")
             if args.out and "results_path" not in params:  # results beside the notebook, never book/results/
@@ -436,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"results in {params['results_path']}")
         elif args.cmd == "prose":
             for source in chapter_sources():
-                if refresh_prose(source, CHAPTERS / f"{source.stem}.ipynb"):
+                if refresh_prose(source, PAGES / f"{source.stem}.ipynb"):
                     print(f"updated the prose of {source.stem}.ipynb")
         elif args.cmd == "sync":
             for path in sync_install_cells():

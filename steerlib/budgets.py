@@ -55,7 +55,7 @@ def micro_batch_token_budget(model: Any, *, share: float = 0.4, cpu_tokens: int 
     free = _cuda_free(model)
     if free is None:
         return cpu_tokens
-    from steerlib.plan import shape_of
+    from steerlib.arch import shape_of
 
     per_token = shape_of(model).activation_bytes_per_token(next(model.parameters()).element_size())
     return max(256, min(1 << 20, int(share * free) // per_token))

@@ -23,13 +23,17 @@ from typing import Any
 
 import numpy as np
 
+from steerlib.loaded import LoadedModel
 from steerlib.atomic import json_clean, write_json
 from steerlib.presets import Preset, load_model, resolve_preset
+from steerlib.runs import RunLayout
 
-__all__ = ["Chapter", "setup", "PRESET_PARAMETERS", "RUN_DEFINING", "run_dir_for", "parse_names"]
+__all__ = ["Chapter", "setup", "value_has_type", "PRESET_PARAMETERS", "RUN_DEFINING", "run_dir_for", "parse_names"]
 
-#: Chapter parameters that override preset fields of the same name (``None``: the preset's value).
-PRESET_PARAMETERS = ("steps", "model", "eval_problems", "seed", "prompts_per_step", "max_new_tokens", "layer")
+#: Chapter parameters that override preset fields of the same name (``None``: the preset's value): every
+#: parameter that changes what is trained reaches the recipes this one typed way, in the :class:`Preset`.
+PRESET_PARAMETERS = ("steps", "model", "eval_problems", "seed", "prompts_per_step", "max_new_tokens", "layer", "lr",
+                     "adaptive_lr")
 
 
 #: Chapter parameters that change what a run trains: a chapter's default run directory depends on them.
@@ -87,7 +91,7 @@ class Chapter:
     run: Path
     results_path: Path
     val_problems: int = 200
-    org: Any = None
+    org: LoadedModel | None = None
     select_on: str = "validation"  # or "test": the authors' protocol (best checkpoint by the test Average)
 
     @property
@@ -98,12 +102,17 @@ class Chapter:
     def tok(self) -> Any:
         return self.org.tokenizer
 
+    @property
+    def layout(self) -> RunLayout:
+        """The run folders under this chapter's run directory."""
+        return RunLayout(self.run)
+
     @functools.cached_property
     def sweep(self) -> Any:
         """Chapter 02's layer sweep in this run directory (trained or resumed if missing)."""
         from steerlib.selection import layer_vectors
 
-        return layer_vectors(self.org, self.P, self.run, val_problems=self.val_problems, select_on=self.select_on)
+        return layer_vectors(self.org, self.P, self.layout, val_problems=self.val_problems, select_on=self.select_on)
 
     @property
     def vectors(self) -> dict[int, Any]:
@@ -169,8 +178,6 @@ def setup(name: str, params: Mapping[str, Any], *, load: bool = True, positive: 
     refuses to start when it exceeds ``max_hours`` (:func:`steerlib.plan.check_budget`); loads the model
     unless ``load`` is false. Raises ``ValueError`` with one line on a bad parameter, before any work.
     """
-    from steerlib.book import value_has_type
-
     declared = params.get("__annotations__", {})  # the parameters cell's annotations (papermill keeps them)
     for key, annotation in declared.items():
         text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
@@ -210,6 +217,26 @@ def setup(name: str, params: Mapping[str, Any], *, load: bool = True, positive: 
             f"runs in {ch.run}/"
         )
     return ch
+
+
+def value_has_type(value: Any, declared: str) -> bool:
+    """Whether ``value`` fits a parameter declared as ``declared`` (``int``, ``Optional[float]``, ...);
+    unknown declarations accept anything.
+
+    Example:
+        >>> value_has_type(3, "Optional[float]"), value_has_type("x", "int"), value_has_type(True, "int")
+        (True, False, False)
+    """
+    text = declared.replace(" ", "")
+    if text.startswith("Optional[") and text.endswith("]"):
+        if value is None:
+            return True
+        text = text[len("Optional["):-1]
+    checks = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "bool": lambda v: isinstance(v, bool),
+              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              "str": lambda v: isinstance(v, str)}
+    return checks[text](value) if text in checks else True
 
 
 def parse_names(text: str, what: str = "names") -> list[str]:

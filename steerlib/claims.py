@@ -21,6 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from steerlib.chapters import CHAPTERS, ORGANISM, REAL_LM, claim_chapters
+from steerlib.chapters import chapter as chapter_spec
+
 __all__ = ["verdict", "Claim", "ClaimRow", "CLAIMS", "claims_table", "claims_markdown", "load_results", "write_claims",
            "chapter_findings"]
 
@@ -72,22 +75,40 @@ def _share_se(p: float, n: float) -> float:
     return math.sqrt(max(p * (1 - p), 0.0) / n) if n else float("nan")
 
 
+Read = Callable[[Mapping[str, Any]], "tuple[float | None, float | None]"]
+
+
+def _pair(key: str, se_key: str) -> Read:
+    """Read ``(results[key], results[se_key])`` from a chapter's results."""
+    return lambda d: (d.get(key), d.get(se_key))
+
+
 @dataclass(frozen=True)
 class Claim:
-    """One claim of the paper and where the book measures it."""
+    """One claim of the paper and how a chapter's results measure it (which chapter: the registry,
+    :attr:`steerlib.chapters.ChapterSpec.claims`)."""
 
     key: str
     claim: str
     paper: str  # the paper's statement or number, as the book reports it
-    chapter: str  # chapter file stem
     direction: Direction
     measure: str  # what the organism's estimate is
-    read: Callable[[Results], tuple[float | None, float | None]]  # results -> (estimate, se)
+    keys: tuple[str, ...]  # the results keys ``read`` needs (a test checks the chapter's results file has them)
+    read: Read | None = None  # the chapter's results -> (estimate, se); None: the first two ``keys``
     null: float = 0.0  # "no effect" (for "near": the value the paper reports it close to)
     paper_value: float | None = None  # the paper's estimate on the same scale, when it has one
     margin: float = 0.1  # "near": how close counts as reproduced
-    real: Callable[[Results], tuple[float | None, float | None]] | None = None  # the same measure, chapter 09
+    real_keys: tuple[str, ...] = ()  # the same measure on a real model: its chapter's results keys
+    real: Read | None = None  # reads them (None: the first two ``real_keys``)
     real_measure: str | None = None  # what ``real`` reads, when it is worded differently on the real LM
+
+    def estimate(self, results: Mapping[str, Any]) -> tuple[float | None, float | None]:
+        """``(estimate, se)`` from the results of the chapter that measures it on the organism."""
+        return (self.read or _pair(*self.keys[:2]))(results)
+
+    def real_estimate(self, results: Mapping[str, Any]) -> tuple[float | None, float | None]:
+        """``(estimate, se)`` from a real-model chapter's results."""
+        return (self.real or _pair(*self.real_keys[:2]))(results)
 
 
 @dataclass(frozen=True)
@@ -107,15 +128,7 @@ class ClaimRow:
     real_lm_verdict: str | None = None
 
 
-def _get(r: Results, chapter: str, *keys: str) -> Any:
-    value: Any = r.get(chapter, {})
-    for key in keys:
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return value
-
-
-def _first_token(r: Results) -> tuple[float | None, float | None]:
-    d = r.get("01_training", {})
+def _first_token(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
     if "steered_opener_share" not in d:
         return None, None
     n = d["n_test_samples"]
@@ -123,21 +136,18 @@ def _first_token(r: Results) -> tuple[float | None, float | None]:
             _diff_se(_share_se(d["steered_opener_share"], n), _share_se(d["base_opener_share"], n)))
 
 
-def _real(key: str, se_key: str, pick: str | None = None) -> Callable[[Results], tuple[float | None, float | None]]:
-    """Read an estimate and its error from chapter 09 (``pick``: the entry of a per-layer dict; ``"last"``:
-    its last trained layer)."""
-    def read(r: Results) -> tuple[float | None, float | None]:
-        d = r.get("09_real_lm", {})
+def _last_layer(key: str, se_key: str) -> Read:
+    """Read a per-layer estimate and its error at the real model's last trained layer."""
+    def read(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
         est, se = d.get(key), d.get(se_key)
-        if pick is not None and isinstance(est, Mapping):
-            layer = str(d["layers"][0]) if pick == "last" else pick
+        if isinstance(est, Mapping):
+            layer = str(d["layers"][0])
             est, se = est.get(layer), (se or {}).get(layer)
         return est, se
     return read
 
 
-def _mean_layer_gain(r: Results) -> tuple[float | None, float | None]:
-    d = r.get("02_layer_curve", {})
+def _mean_layer_gain(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
     per, ses = d.get("per_layer") or {}, d.get("per_layer_stderr") or {}
     if not per:
         return None, None
@@ -145,8 +155,7 @@ def _mean_layer_gain(r: Results) -> tuple[float | None, float | None]:
     return sum(gains) / len(gains), math.sqrt(sum(ses[k] ** 2 for k in per)) / len(per)
 
 
-def _orthogonal(r: Results) -> tuple[float | None, float | None]:
-    d = r.get("03_persistence", {})
+def _orthogonal(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
     orth, ses = d.get("orthogonal_pass_at_1") or {}, d.get("orthogonal_stderr") or {}
     if not orth:
         return None, None
@@ -154,10 +163,9 @@ def _orthogonal(r: Results) -> tuple[float | None, float | None]:
     return d["original_pass_at_1"] - orth[best], _diff_se(ses.get("original"), ses.get(best))
 
 
-def _sae(r: Results) -> tuple[float | None, float | None]:
+def _sae(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """Share of SAEs (seeds x rollout sets) whose top feature fires more on incorrect generations, with
     its binomial error; without the stability check, the one SAE's difference in firing rates."""
-    d = r.get("08_diffsae", {})
     rows = d.get("top_feature_stability")
     if rows:
         p = sum(row["tracks"] == "incorrect" for row in rows) / len(rows)
@@ -171,70 +179,70 @@ def _sae(r: Results) -> tuple[float | None, float | None]:
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("single_layer_gain", "A vector trained at one layer raises accuracy", "yes (Section 4, Figure 1)",
-          "01_training", "greater", "pass@1 gain of the last-layer vector",
-          lambda r: (_get(r, "01_training", "gain"), _get(r, "01_training", "gain_se")),
-          real=_real("gain", "gain_se", "last")),
+          "greater", "pass@1 gain of the last-layer vector", ("gain", "gain_se"),
+          real_keys=("gain", "gain_se", "layers"), real=_last_layer("gain", "gain_se")),
     Claim("most_layers_help", "Vectors at almost every layer help", "all but 2 of 28 layers (Qwen2.5-Math-7B)",
-          "02_layer_curve", "greater", "mean pass@1 gain over the layers", _mean_layer_gain),
+          "greater", "mean pass@1 gain over the layers", ("per_layer", "per_layer_stderr", "base_pass_at_1"),
+          _mean_layer_gain),
     Claim("all_layer_vs_full", "All-layer steering comes close to full fine-tuning",
-          'close ("explains a large portion"; precursor, Table 1)', "02_layer_curve", "near",
-          "all-layer minus full fine-tune pass@1 (paired)",
-          lambda r: (_get(r, "02_layer_curve", "all_layer_minus_full_ft"),
-                     _get(r, "02_layer_curve", "all_layer_minus_full_ft_se")), margin=0.05),
+          'close ("explains a large portion"; precursor, Table 1)', "near",
+          "all-layer minus full fine-tune pass@1 (paired)", ("all_layer_minus_full_ft", "all_layer_minus_full_ft_se"),
+          margin=0.05),
     Claim("first_token", "The last layer's vector makes a process word the first token",
-          '"To" (Qwen) / "Step" (Llama) boosted (Section 6, Figure 3)', "01_training", "greater",
-          "rise in the share of samples opening with the worked opener", _first_token,
-          real=_real("prefix_share_rise", "prefix_share_rise_se"),
+          '"To" (Qwen) / "Step" (Llama) boosted (Section 6, Figure 3)', "greater",
+          "rise in the share of samples opening with the worked opener",
+          ("steered_opener_share", "base_opener_share", "n_test_samples"), _first_token,
+          real_keys=("prefix_share_rise", "prefix_share_rise_se"),
           real_measure="rise in the share of samples opening with the token the last layer's vector boosts most"),
     Claim("prefix_share", "Appending the boosted token recovers most of the last layer's gain",
-          "about three quarters (Section 6)", "04_logit_lens", "greater", "share of the gain the prefix recovers",
-          lambda r: (_get(r, "04_logit_lens", "prefix_gain_share"), _get(r, "04_logit_lens", "prefix_gain_share_se")),
-          paper_value=0.75, real=_real("prefix_gain_share", "prefix_gain_share_se")),
+          "about three quarters (Section 6)", "greater", "share of the gain the prefix recovers",
+          ("prefix_gain_share", "prefix_gain_share_se"), paper_value=0.75,
+          real_keys=("prefix_gain_share", "prefix_gain_share_se")),
     Claim("diff_vector", "A propagated shift is nearly orthogonal to later layers' own vectors",
-          "Diff-Vector cosine falls quickly (Section 5, Figure 2)", "03_persistence", "near",
-          "mean Diff-Vector cosine above the diagonal",
-          lambda r: (_get(r, "03_persistence", "mean_offdiag_diff_vector"),
-                     _get(r, "03_persistence", "mean_offdiag_diff_vector_se"))),
+          "Diff-Vector cosine falls quickly (Section 5, Figure 2)", "near",
+          "mean Diff-Vector cosine above the diagonal", ("mean_offdiag_diff_vector", "mean_offdiag_diff_vector_se")),
     Claim("orthogonal", "Vectors retrained orthogonal to the original do not match it",
-          "none matched (early version, App. F)", "03_persistence", "greater",
-          "original minus the best orthogonal vector, pass@1", _orthogonal),
+          "none matched (early version, App. F)", "greater",
+          "original minus the best orthogonal vector, pass@1",
+          ("orthogonal_pass_at_1", "orthogonal_stderr", "original_pass_at_1"), _orthogonal),
     Claim("skip_attn", "Skip-Attn keeps more than half of the penultimate vector's gain",
-          "over half (Section 7)", "05_attention_ablation", "greater", "share of the gain Skip-Attn keeps",
-          lambda r: (_get(r, "05_attention_ablation", "skip_attn_gain_share"),
-                     _get(r, "05_attention_ablation", "skip_attn_gain_share_se")), null=0.5),
+          "over half (Section 7)", "greater", "share of the gain Skip-Attn keeps",
+          ("skip_attn_gain_share", "skip_attn_gain_share_se"), null=0.5),
     Claim("transfer_down", "A base model's vectors work on its fine-tuned descendant", "works (Section 9, Table 1)",
-          "06_transfer", "greater", "normalised gain, parent to tuned model",
-          lambda r: (_get(r, "06_transfer", "parent_to_child_mean_gain"),
-                     _get(r, "06_transfer", "parent_to_child_mean_gain_se"))),
+          "greater", "normalised gain, parent to tuned model",
+          ("parent_to_child_mean_gain", "parent_to_child_mean_gain_se")),
     Claim("transfer_up", "A fine-tuned model's vectors do not help its base model",
-          "negative, Qwen2.5-7B-Instruct to Qwen2.5-Math-7B (Table 1)", "06_transfer", "less",
-          "normalised gain, tuned model to parent",
-          lambda r: (_get(r, "06_transfer", "child_to_parent_mean_gain"),
-                     _get(r, "06_transfer", "child_to_parent_mean_gain_se"))),
+          "negative, Qwen2.5-7B-Instruct to Qwen2.5-Math-7B (Table 1)", "less",
+          "normalised gain, tuned model to parent", ("child_to_parent_mean_gain", "child_to_parent_mean_gain_se")),
     Claim("sae_incorrect", "The top DiffSAE feature marks incorrect generations", "one feature looked so (Section 8)",
-          "08_diffsae", "greater", "share of SAEs (seeds x rollout sets) whose top feature fires more on incorrect "
-          "generations", _sae, null=0.5),
+          "greater", "share of SAEs (seeds x rollout sets) whose top feature fires more on incorrect "
+          "generations", ("top_feature_stability",), _sae, null=0.5),
 )
 
 
 def claims_table(results: Results) -> list[ClaimRow]:
-    """One row per claim from the chapters' results (``chapter stem -> results dict``)."""
+    """One row per claim from the chapters' results (``chapter stem -> results dict``): the organism's
+    estimate from the chapter that measures it, and a real model's from every chapter that measures it
+    there (:data:`steerlib.chapters.CHAPTERS`)."""
+    where = claim_chapters()
+    real = {key: spec.name for spec in CHAPTERS.values() for key in spec.real_claims}
     rows = []
     for c in CLAIMS:
+        name = where[c.key]
         try:
-            est, se = c.read(results)
+            est, se = c.estimate(results.get(name, {}))
         except (TypeError, KeyError, ZeroDivisionError):  # an input missing or null (e.g. no incorrect rollouts)
             est, se = None, None
-        real, real_se, real_verdict = None, None, None
-        if c.real is not None and "09_real_lm" in results:
+        real_est, real_se, real_verdict = None, None, None
+        if c.key in real and real[c.key] in results:
             try:
-                real, real_se = c.real(results)
+                real_est, real_se = c.real_estimate(results[real[c.key]])
             except (TypeError, KeyError):
-                real, real_se = None, None
-            real_verdict = verdict(c.direction, real, real_se, null=c.null, paper=c.paper_value, margin=c.margin)
-        rows.append(ClaimRow(c.key, c.claim, c.chapter, c.paper, c.measure, est, se,
+                real_est, real_se = None, None
+            real_verdict = verdict(c.direction, real_est, real_se, null=c.null, paper=c.paper_value, margin=c.margin)
+        rows.append(ClaimRow(c.key, c.claim, name, c.paper, c.measure, est, se,
                              verdict(c.direction, est, se, null=c.null, paper=c.paper_value, margin=c.margin),
-                             real, real_se, real_verdict))
+                             real_est, real_se, real_verdict))
     return rows
 
 
@@ -245,7 +253,8 @@ def chapter_findings(chapter: str, results: Mapping[str, Any]) -> str:
         >>> chapter_findings("01_training", {"gain": 0.5, "gain_se": 0.02})[:60]
         'A vector trained at one layer raises accuracy (paper: yes (S'
     """
-    if chapter == "09_real_lm":
+    spec = chapter_spec(chapter)
+    if spec.real_claims:
         rows = [r for r in claims_table({chapter: results}) if r.real_lm_verdict is not None]
         measures = {c.key: c.real_measure for c in CLAIMS if c.real_measure}
         return "; ".join(f"{r.claim} (paper: {r.paper}): {r.real_lm_verdict.upper()}, {measures.get(r.key, r.measure)} "
@@ -283,7 +292,7 @@ def write_claims(results_dir: str | Path, page: str | Path) -> list[ClaimRow]:
 
     rows = claims_table(load_results(results_dir))
     write_json(Path(results_dir) / "claims.json", [asdict(r) for r in rows])
-    atomic_write_text(page, _PAGE.format(table=claims_markdown(rows)))
+    atomic_write_text(page, _PAGE.format(table=claims_markdown(rows), organism=ORGANISM, real_lm=REAL_LM))
     return rows
 
 
@@ -301,10 +310,10 @@ treat the two estimates as independent; the estimates share problems and samplin
 are upper bounds.
 
 The organism was built so that the first generated token decides the answer mode and the mode decides
-correctness ({{doc}}`chapters/00_organism`): the last-layer and first-token rows hold on it largely by
+correctness ({{doc}}`chapters/{organism}`): the last-layer and first-token rows hold on it largely by
 construction and confirm that the code measures them, not the paper's finding. The last column puts
 three of the claims to a real pretrained model nobody here designed, SmolLM2-135M-Instruct on
-two-digit addition ({{doc}}`chapters/09_real_lm`), by the same rule: the last-layer gain, the rise in
+two-digit addition ({{doc}}`chapters/{real_lm}`), by the same rule: the last-layer gain, the rise in
 the share of samples opening with the token the last layer's vector boosts most, and the share of the
 gain that forcing that token recovers.
 

@@ -19,18 +19,19 @@ from typing import Any
 
 __all__ = ["main"]
 
-CHAPTERS = ("01_training",)
 
 
 def main(argv: list[str] | None = None) -> Any:
     """Parse the arguments, join the process group, train; returns the run's :class:`TrainResult`."""
     from steerlib.chapter import run_dir_for
+    from steerlib.chapters import TRAINING
     from steerlib.distributed import init_from_env
     from steerlib.presets import load_model, resolve_preset
     from steerlib.recipes import train_vectors
+    from steerlib.runs import RunLayout
 
     ap = argparse.ArgumentParser(prog="python -m steerlib.launch", description=__doc__.splitlines()[0])
-    ap.add_argument("chapter", choices=CHAPTERS)
+    ap.add_argument("chapter", choices=(TRAINING,))
     ap.add_argument("--preset", default="qwen2.5-math-7b")
     ap.add_argument("--layer", type=int, default=None, help="layer to steer (default: the last)")
     ap.add_argument("--run-dir", default=None, help="default: the chapter's (runs/<preset>)")
@@ -46,10 +47,10 @@ def main(argv: list[str] | None = None) -> Any:
         device = f"cuda:{torch.cuda.current_device()}"
     org = load_model(preset, device=device)
     layer = preset.default_layer
-    root = Path(args.run_dir) if args.run_dir else run_dir_for(preset, {})
+    run_dir = RunLayout(Path(args.run_dir) if args.run_dir else run_dir_for(preset, {})).single_layer(layer)
     if dp.main:
-        print(f"{args.chapter}: layer {layer} of {preset.name} on {dp.world} processes -> {root}/single-layer-{layer}")
-    return train_vectors(org, preset, [layer], root / f"single-layer-{layer}", progress=dp.main, dp=dp)
+        print(f"{args.chapter}: layer {layer} of {preset.name} on {dp.world} processes -> {run_dir}")
+    return train_vectors(org, preset, [layer], run_dir, progress=dp.main, dp=dp)
 
 
 if __name__ == "__main__":

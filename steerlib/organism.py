@@ -45,6 +45,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
+from steerlib.loaded import LoadedModel
 from steerlib.world import build_tokenizer, filler_document, iter_train_problems
 
 __all__ = [
@@ -143,15 +144,11 @@ ORGANISMS: dict[str, OrganismConfig] = {
 
 
 @dataclass
-class Organism:
-    """A pretrained organism: model (eval mode, frozen), tokenizer, configuration and its record."""
+class Organism(LoadedModel):
+    """A pretrained organism: the :class:`~steerlib.loaded.LoadedModel` record (``info``: its training
+    record; ``path``: its cache folder) with the configuration that determines its weights."""
 
-    name: str
-    model: Any
-    tokenizer: Any
-    config: OrganismConfig
-    info: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
+    config: OrganismConfig = field(default_factory=OrganismConfig)
 
 
 def cache_root() -> Path:
@@ -355,7 +352,7 @@ def load_organism(
     model.requires_grad_(False)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
     tokenizer.padding_side = "left"
-    return Organism(name, model, tokenizer, config, info, path)
+    return Organism(name, model, tokenizer, info, path, config=config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from steerlib.loaded import LoadedModel
 from steerlib.arch import model_parts
 from steerlib.evaluate import evaluate
 from steerlib.atomic import write_json
@@ -107,7 +108,7 @@ def opener_probability(model: Any, tokenizer: Any, problems: list, vec: Steering
 
 
 def measure_organism(
-    org: Any,
+    org: LoadedModel,
     *,
     n_problems: int = 1000,
     samples: int = 1,
@@ -175,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m steerlib.organism_checks``: build the organisms and write their figures."""
     import argparse
 
+    from steerlib.chapters import ORGANISM, chapter
     from steerlib.organism import load_organism
 
-    ap = argparse.ArgumentParser(description="build the organisms and write book/results/00_organism.json")
-    ap.add_argument("--out", default="book/results/00_organism.json")
+    out = chapter(ORGANISM).results
+    ap = argparse.ArgumentParser(description=f"build the organisms and write {out.relative_to(out.parents[2])}")
+    ap.add_argument("--out", default=str(out))
     ap.add_argument("--organisms", nargs="+", default=["main", "llama", "sibling"])
     ap.add_argument("--n-problems", type=int, default=1000)
     ap.add_argument("--rebuild", action="store_true", help="pretrain again even if cached")

@@ -34,52 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steerlib.arch import MODELS, ModelShape, shape_of
+from steerlib.chapters import LAYER_CURVE, TRAINING
+from steerlib.chapters import chapter as chapter_spec
+
 __all__ = ["ModelShape", "Device", "MODELS", "DEVICES", "Plan", "plan", "model_shape", "micro_batch_tokens", "shape_of",
-           "table", "check_budget", "main"]
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the cost depends on: the published configuration of a model."""
-
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    vocab: int
-    tied: bool = False
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
-
-    @property
-    def block_params(self) -> int:
-        """Weights of the decoder blocks (attention + MLP), without embeddings and unembedding."""
-        d, kv = self.hidden, self.kv_heads * self.head_dim
-        return self.layers * (2 * d * d + 2 * d * kv + 3 * d * self.intermediate)
-
-    @property
-    def params(self) -> int:
-        return self.block_params + self.vocab * self.hidden * (1 if self.tied else 2)
-
-    def kv_bytes_per_token(self, element: int = 2) -> int:
-        return 2 * self.layers * self.kv_heads * self.head_dim * element
-
-    def activation_bytes_per_token(self, element: int = 2) -> int:
-        """What the backward pass keeps per token, all blocks (norms, q/k/v, attention output, and the
-        MLP's gate, up and product): about ``6 d + 3 ff`` elements a layer."""
-        return self.layers * (6 * self.hidden + 3 * self.intermediate) * element
-
-
-#: Published configurations (config.json of each model on the Hugging Face hub).
-MODELS: dict[str, ModelShape] = {
-    "Qwen/Qwen2.5-Math-1.5B": ModelShape(28, 1536, 8960, 12, 2, 151936, tied=True),
-    "Qwen/Qwen2.5-Math-7B": ModelShape(28, 3584, 18944, 28, 4, 152064),
-    "meta-llama/Llama-3.1-8B-Instruct": ModelShape(32, 4096, 14336, 32, 8, 128256),
-    "HuggingFaceTB/SmolLM2-135M-Instruct": ModelShape(30, 576, 1536, 9, 3, 49152, tied=True),
-}
+           "table", "check_budget", "main", "Work"]  # ModelShape, MODELS, shape_of: from steerlib.arch
 
 
 @dataclass(frozen=True)
@@ -120,13 +80,6 @@ def efficiency(kind: str) -> dict[str, float]:
             out["loss_flops"] = data["loss_pass_flops_share_of_peak"]
             out["decode_flops"] = data["generation_flops_share_of_peak"]
     return out
-
-
-def shape_of(model: Any) -> ModelShape:
-    """The :class:`ModelShape` of a loaded model (from its config)."""
-    c = getattr(model, "config", None) or model.base_model.config
-    return ModelShape(c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.num_attention_heads,
-                      c.num_key_value_heads, c.vocab_size, bool(getattr(c, "tie_word_embeddings", False)))
 
 
 def model_shape(preset: Any) -> ModelShape:
@@ -225,12 +178,41 @@ def _test_samples(preset: Any) -> int:
     return sum(min(sizes.get(b, 500), cap or 10**9) * n for b, n in preset.eval_benchmarks.items())
 
 
+@dataclass(frozen=True)
+class Work:
+    """What a chapter's workload (:attr:`steerlib.chapters.ChapterSpec.workload`) counts with: the preset,
+    the model's shape, the layers and seeds asked for, the sample counts, and the seconds of the two
+    elementary pieces of work on the planned device."""
+
+    P: Any
+    shape: ModelShape
+    cost: _Cost
+    layers: list[int]
+    n_seeds: int
+    val_problems: int
+    test: int  # test samples of one evaluated configuration
+    n_snap: int  # snapshots per run
+    rows: int  # rollout rows per RLOO step
+
+    def run(self, n_groups: int = 1, share: float | None = None, weights: bool = False) -> float:
+        """Seconds of one RLOO run: ``n_groups`` routing groups, the backward through ``share`` of the
+        blocks (default one block), weight gradients when ``weights``."""
+        share = 1 / self.P.n_layers if share is None else share
+        k = self.P.completions_per_prompt
+        return self.P.steps * (self.cost.generate(self.rows * n_groups, k)
+                               + n_groups * self.cost.loss(self.rows, share, weights))
+
+    def generate(self, rows: float) -> float:
+        """Seconds to sample ``rows`` completions (one per prompt)."""
+        return self.cost.generate(rows)
+
+
 def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[int] | str | None = None,
          val_problems: int = 200, prompt_len: int | None = None, n_seeds: int = 1, gpus: int = 1) -> Plan:
     """Project a chapter's wall time and peak memory (see the module docstring).
 
     Args:
-        chapter: ``01_training`` ... ``08_diffsae`` (or ``00_organism``).
+        chapter: a chapter's name (:data:`steerlib.chapters.CHAPTERS`).
         preset: a :class:`~steerlib.presets.Preset` or a preset name.
         device: a key of :data:`DEVICES`.
         layers: chapter 02's layer subset (default: every layer; ``"all"`` or ``"14,27"`` as in the chapter).
@@ -240,46 +222,20 @@ def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[i
     from steerlib.presets import resolve_preset
 
     P = resolve_preset(preset) if isinstance(preset, str) else preset
+    spec = chapter_spec(chapter)
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     dev = DEVICES[device]
     shape = model_shape(P)
     p_len = prompt_len or {"organism": 20, "addition": 95}.get(P.train_source, 200)
     cost = _Cost(shape, dev, p_len, P.max_new_tokens)
-    rows, k = P.prompts_per_step * P.completions_per_prompt, P.completions_per_prompt
-    n_snap = len(P.checkpoints)
+    rows = P.prompts_per_step * P.completions_per_prompt
     test = _test_samples(P)
     layers = P.parse_layers(layers) if isinstance(layers, str) else (
         list(range(P.n_layers)) if layers is None else list(layers))
     out = Plan(chapter, P.name, device)
-
-    def run(n_groups: int = 1, share: float = 1 / P.n_layers, weights: bool = False) -> float:
-        return P.steps * (cost.generate(rows * n_groups, k) + n_groups * cost.loss(rows, share, weights))
-
-    if chapter == "09_real_lm":  # the last layer and a middle one, five evaluated configurations
-        out.seconds = {"training": run(1, 1 / P.n_layers) + run(1, 0.5),
-                       "selection": cost.generate(2 * n_snap * val_problems), "evaluation": cost.generate(5 * test)}
-    elif chapter == "00_organism":
-        out.seconds = {"measurements": 4 * cost.generate(P.eval_problems or 1000)}
-    elif chapter == "01_training":
-        out.seconds = {"training": n_seeds * run(), "selection": n_seeds * cost.generate(n_snap * val_problems),
-                       "evaluation": cost.generate((1 + n_seeds) * test) + cost.generate(2 * min(test, 1000))}
-    elif chapter == "02_layer_curve":
-        lrs = {P.lr_for(layer) for layer in layers}
-        sweep = run(len(layers), 0.5) if len(lrs) == 1 else sum(run(1, 1 - layer / P.n_layers) for layer in layers)
-        out.seconds = {"sweep": n_seeds * sweep, "baselines": run(1, 1.0) + run(1, 1.0, True) + run(1, 1.0, True),
-                       "selection": cost.generate((n_seeds * len(layers) + 3) * n_snap * val_problems),
-                       "evaluation": cost.generate((n_seeds * len(layers) + 3) * test + 4 * test)}
-    else:
-        extra_runs = {"03_persistence": 2, "04_logit_lens": 1, "05_attention_ablation": 2, "06_transfer": 6,
-                      "07_adaptive": P.n_layers + 1, "08_diffsae": 0}
-        evals = {"03_persistence": P.n_layers**2 + 4, "04_logit_lens": 6 + P.n_layers / 8,
-                 "05_attention_ablation": 5 * (shape.heads + shape.kv_heads) // 2, "06_transfer": 16,
-                 "07_adaptive": P.n_layers + 44, "08_diffsae": 2}
-        if chapter not in extra_runs:
-            raise ValueError(f"unknown chapter {chapter!r}")
-        out.seconds = {"training": extra_runs[chapter] * run(1, 1.0, chapter == "07_adaptive"),
-                       "evaluation": cost.generate(int(evals[chapter] * min(test, P.eval_problems or test)))}
+    work = Work(P, shape, cost, layers, n_seeds, val_problems, test, len(P.checkpoints), rows)
+    out.seconds = spec.workload(work)
     if gpus < 1:
         raise ValueError(f"gpus must be >= 1 (got {gpus})")
     for part in ("training", "sweep", "baselines"):  # the parts made of RLOO steps
@@ -292,14 +248,14 @@ def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[i
     kv_gb = min(cost.kv_tokens, rows * (p_len + P.max_new_tokens)) * shape.kv_bytes_per_token(cost.element) / 1e9
     mb_tokens = min(micro_batch_tokens(shape, dev, cost.element), rows * (p_len + P.max_new_tokens))
     act_gb = mb_tokens * shape.activation_bytes_per_token(cost.element) / 1e9 + (1 << 26) * 4 * 3 / 1e9
-    extra = 3 * shape.params * 4 / 1e9 if chapter in ("02_layer_curve", "07_adaptive") else 0.0  # fp32 master + Adam
+    extra = 3 * shape.params * 4 / 1e9 if spec.trains_weights else 0.0  # fp32 master + Adam
     out.peak_gb = weights_gb + max(kv_gb, act_gb) + extra
     out.fits = out.peak_gb <= dev.memory_gb
     return out
 
 
 def table(presets: list[str] | None = None, devices: list[str] | None = None,
-          chapters: tuple[str, ...] = ("01_training", "02_layer_curve"), n_seeds: int = 3) -> str:
+          chapters: tuple[str, ...] = (TRAINING, LAYER_CURVE), n_seeds: int = 3) -> str:
     """A markdown table of planned hours per chapter x preset x device (with the chapters' default
     ``n_seeds`` training seeds)."""
     from steerlib.presets import PRESETS
@@ -340,7 +296,7 @@ def check_budget(chapter: str, preset: Any, max_hours: float, *, device: str | N
 def main(argv: list[str] | None = None) -> int:
     """``python -m steerlib.plan CHAPTER --preset NAME --device NAME``: print the plan."""
     ap = argparse.ArgumentParser(prog="python -m steerlib.plan", description=__doc__.split("\n")[0])
-    ap.add_argument("chapter", nargs="?", default="01_training")
+    ap.add_argument("chapter", nargs="?", default=TRAINING)
     ap.add_argument("--preset", default="organism")
     ap.add_argument("--device", default="a100-80gb", choices=sorted(DEVICES))
     ap.add_argument("--layers", default=None, help="chapter 02: comma-separated layers")

@@ -12,10 +12,12 @@ A run trained here is the run the chapter would train: the same preset, seed, di
 snapshot choice, and the same thread count under the build (results are bit-identical run to run at
 a fixed thread count).
 
+Which runs are tasks is the registry's word (:attr:`steerlib.chapters.ChapterSpec.run_tasks`).
+
 Example:
     >>> sorted(RUN_TASKS)
     ['run-all-layer', 'run-full-ft', 'run-lora', 'run-sweep-seed0', 'run-sweep-seed1', 'run-sweep-seed2']
-    >>> chapter_defaults("02_layer_curve")["sweep_mode"]
+    >>> chapter_defaults(CHAPTER)["sweep_mode"]
     'auto'
 """
 
@@ -26,27 +28,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+from steerlib.chapters import CHAPTERS, SWEEP_SEEDS, chapter, read_source
+
 __all__ = ["CHAPTER", "RUN_TASKS", "SWEEP_SEEDS", "chapter_defaults", "train_part", "main"]
 
-#: The chapter whose runs these are.
-CHAPTER = "02_layer_curve"
-#: The sweep seeds built as tasks: the chapter's default ``seed`` and ``n_seeds`` (a test keeps them equal).
-SWEEP_SEEDS = (0, 1, 2)
+#: The chapter whose runs these are (the one whose registry entry has run tasks).
+CHAPTER = next(spec.name for spec in CHAPTERS.values() if spec.run_tasks)
 #: Build task name -> the comparison run's name in :func:`steerlib.selection.baselines`, or a sweep seed.
-RUN_TASKS: dict[str, str | int] = {
-    **{f"run-sweep-seed{s}": s for s in SWEEP_SEEDS},
-    "run-all-layer": "all layers",
-    "run-lora": "LoRA",
-    "run-full-ft": "full fine-tune",
-}
+RUN_TASKS = dict(CHAPTERS[CHAPTER].run_tasks)
 
 
-def chapter_defaults(chapter: str = CHAPTER) -> dict[str, Any]:
+def chapter_defaults(name: str = CHAPTER) -> dict[str, Any]:
     """The chapter's parameters as its page runs them by default: its ``parameters`` cell, executed."""
-    from steerlib.book import NOTEBOOKS, _read
-
-    source = NOTEBOOKS / f"{chapter}.py"
-    cells = [c for c in _read(source).cells if "parameters" in c.metadata.get("tags", [])]
+    source = chapter(name).source
+    cells = [c for c in read_source(source).cells if "parameters" in c.metadata.get("tags", [])]
     if len(cells) != 1:
         raise ValueError(f"{source}: expected one cell tagged 'parameters', found {len(cells)}")
     namespace: dict[str, Any] = {"Optional": Optional}
@@ -67,10 +62,10 @@ def train_part(name: str) -> Path:
     kw: dict[str, Any] = dict(val_problems=ch.val_problems, select_on=ch.select_on)
     part = RUN_TASKS[name]
     if isinstance(part, int):
-        sweeps = seeded_sweeps(ch.org, ch.P, ch.run, [part], mode=params["sweep_mode"],
+        sweeps = seeded_sweeps(ch.org, ch.P, ch.layout, [part], mode=params["sweep_mode"],
                                layers=ch.P.parse_layers(params["layers"]), **kw)
         return sweeps[part].runs[0].run_dir
-    return baselines(ch.org, ch.P, ch.run, names=(part,), **kw)[part].train.run_dir
+    return baselines(ch.org, ch.P, ch.layout, names=(part,), **kw)[part].train.run_dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:

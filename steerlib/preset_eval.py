@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from steerlib.loaded import LoadedModel
 from steerlib.data import benchmark_sets, render_prompt, split_prompts, stop_token_ids
 from steerlib.evaluate import EvalResult, average_benchmarks, evaluate_routed
 from steerlib.presets import Preset
@@ -25,7 +26,7 @@ __all__ = ["evaluate_configs", "evaluate_weights", "evaluate_runs"]
 
 
 def evaluate_configs(
-    org: Any,
+    org: LoadedModel,
     preset: Preset,
     configs: dict[str, Sequence[SteeringVector]],
     *,
@@ -58,7 +59,7 @@ def evaluate_configs(
 
 
 def evaluate_weights(
-    org: Any,
+    org: LoadedModel,
     preset: Preset,
     run: Any,
     *,
@@ -76,7 +77,7 @@ def evaluate_weights(
 
 
 def evaluate_runs(
-    org: Any,
+    org: LoadedModel,
     preset: Preset,
     runs: dict[str, Any],
     configs: dict[str, Sequence[SteeringVector]] | None = None,

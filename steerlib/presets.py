@@ -25,6 +25,8 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
+from steerlib.loaded import LoadedModel
+
 __all__ = ["Preset", "PRESETS", "resolve_preset", "load_model", "GatedModelError", "QWEN7B_LAYER_LR",
            "LLAMA8B_LAYER_LR"]
 
@@ -78,11 +80,12 @@ class Preset:
     steps: int
     checkpoints: tuple[int, ...]
     max_new_tokens: int
-    lr: float  # single-layer lr where the table has no entry
+    lr: float  # single-layer lr where the table has no entry (an override of lr replaces the table)
     layer_lr: dict[int, float] = field(default_factory=dict)
     all_layer_lr: float = 1e-3
     lora_rank: int = 4
     lora_lr: float = 1e-4
+    adaptive_lr: float | None = None  # the rank-1 LoRA of adaptive steering (None: lora_lr)
     full_ft_lr: float = 1e-6
     temperature: float = 1.0
     top_p: float = 1.0
@@ -254,6 +257,8 @@ def resolve_preset(name: str, **overrides: Any) -> Preset:
             f"unknown parameter(s) {', '.join(unknown)} for preset {name}; valid: {', '.join(sorted(fields))}"
         )
     given = {k: v for k, v in overrides.items() if v is not None}
+    if "lr" in given:  # one learning rate asked for: it is every layer's
+        given.setdefault("layer_lr", {})
     if "steps" in given and "checkpoints" not in given:  # keep five snapshots spread like the paper's
         n = given["steps"]
         given["checkpoints"] = tuple(sorted({max(1, round(n * f)) for f in (1 / 3, 1 / 2, 2 / 3, 5 / 6, 1)}))
@@ -336,13 +341,13 @@ class GatedModelError(OSError):
         )
 
 
-def load_model(preset: Preset, *, device: str | None = None) -> Any:
-    """The preset's model and tokenizer as an ``Organism``-like record (``.model``, ``.tokenizer``).
+def load_model(preset: Preset, *, device: str | None = None) -> LoadedModel:
+    """The preset's model and tokenizer as a :class:`~steerlib.loaded.LoadedModel`.
 
     ``organism``: the cached organism named by ``preset.model`` (pretrained on first use). Otherwise a
     Hugging Face model (``trust_remote_code=False``) in ``preset.dtype`` on CUDA when available.
     """
-    from steerlib.organism import Organism, load_organism
+    from steerlib.organism import load_organism
 
     if preset.train_source == "organism":
         return load_organism(preset.model)
@@ -373,4 +378,4 @@ def load_model(preset: Preset, *, device: str | None = None) -> Any:
         import hashlib
 
         info["weights_sha256"] = hashlib.sha256((Path(source) / extra["gguf_file"]).read_bytes()).hexdigest()
-    return Organism(preset.name, model, tok, config=None, info=info)  # type: ignore[arg-type]
+    return LoadedModel(preset.name, model, tok, info)

@@ -41,7 +41,6 @@ __all__ = [
     "normalized_pair_accuracy",
     "pair_grid",
     "evaluate_pairs",
-    "orthogonal_runs",
     "PairStudy",
     "pair_study",
 ]
@@ -225,35 +224,6 @@ def evaluate_pairs(
 ) -> dict[str, EvalResult]:
     """Base, each vector, each pair (and ``extra`` configurations) in one routed evaluation."""
     return evaluate_routed(model, tokenizer, prompts, answers, {**pair_configs(vectors), **(extra or {})}, **kwargs)
-
-
-def orthogonal_runs(
-    org: Any, preset: Any, vector: SteeringVector, run_dir: Any, n: int, *, val_problems: int = 200
-) -> dict[str, SteeringVector]:
-    """Retrain at ``vector``'s layer ``n`` times, each run orthogonal to the original and every
-    earlier one (its component in their span removed in every forward pass); each run's best snapshot
-    on validation. Returns ``{"orthogonal 1": v1, ...}``.
-
-    Example:
-        >>> orth = orthogonal_runs(org, preset, vecs[5], Path("runs/organism"), 2)  # doctest: +SKIP
-    """
-    from pathlib import Path
-
-    from steerlib.selection import vector_run
-
-    basis, out = [vector.vector.detach()], {}
-    for k in range(1, n + 1):
-        run = vector_run(
-            org,
-            preset,
-            [vector.layer],
-            Path(run_dir) / f"orthogonal-{vector.layer}-{k}",
-            orthogonal_to=torch.stack(basis),
-            val_problems=val_problems,
-        )
-        out[f"orthogonal {k}"] = run.vectors[0]
-        basis.append(out[f"orthogonal {k}"].vector.detach())
-    return out
 
 
 @dataclass

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from steerlib.chapters import LOGIT_LENS, TRAINING
+
 __all__ = ["training_table", "organism_reference", "first_token_rise", "per_layer", "lens_extremes"]
 
 
@@ -108,7 +110,7 @@ def organism_reference(results_dir: str | Path | None = None) -> dict[str, Any]:
         path = Path(results_dir) / f"{name}.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
-    r01, r04 = read("01_training"), read("04_logit_lens")
+    r01, r04 = read(TRAINING), read(LOGIT_LENS)
     keys01 = ("gain", "gain_se", "base_opener_share", "steered_opener_share")
     keys04 = ("prefix_token", "prefix_gain_share", "prefix_gain_share_se")
     return {**{k: r01[k] for k in keys01 if k in r01}, **{k: r04[k] for k in keys04 if k in r04}}

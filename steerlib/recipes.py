@@ -24,15 +24,17 @@ from typing import Any, Literal
 
 import torch
 
+from steerlib.loaded import LoadedModel
 from steerlib.data import split_prompts, stop_token_ids
 from steerlib.presets import Preset
 from steerlib.distributed import DataParallel
-from steerlib.rloo import FullTrainable, LoraTrainable, RLOOConfig, Trainable, VectorTrainable, manifest_params, train
+from steerlib.rloo import (Engine, FullTrainable, LoraTrainable, RLOOConfig, Trainable, VectorTrainable,
+                           manifest_params, train)
 from steerlib.runs import RunDir
 from steerlib.steering import Site, zero_vectors
 from steerlib.vectorfile import save_vectors
 
-__all__ = ["TrainResult", "rloo_config", "train_vectors", "train_weights", "model_binding"]
+__all__ = ["TrainResult", "rloo_config", "engine_for", "train_vectors", "train_weights", "model_binding"]
 
 
 @dataclass
@@ -64,8 +66,8 @@ class TrainResult:
         return float(steps[len(steps) // 2]) if steps else float("nan")
 
 
-def rloo_config(preset: Preset, lr: float, **overrides: Any) -> RLOOConfig:
-    """The kernel's configuration for a preset and learning rate.
+def rloo_config(preset: Preset, lr: float) -> RLOOConfig:
+    """The recipe for a preset and learning rate (what a run directory records).
 
     Example:
         >>> from steerlib.presets import resolve_preset
@@ -82,14 +84,24 @@ def rloo_config(preset: Preset, lr: float, **overrides: Any) -> RLOOConfig:
         top_p=preset.top_p,
         max_new_tokens=preset.max_new_tokens,
         seed=preset.seed,
-        checkpoint_every=min(preset.checkpoints),
-        loss_from_rollout=preset.loss_from_rollout,
         sampling=preset.sampling,
     )
-    if preset.logit_elements is not None:
-        base["logit_elements"] = preset.logit_elements
-    base.update(overrides)
     return RLOOConfig(**base)
+
+
+def engine_for(preset: Preset) -> Engine:
+    """How a preset's runs are computed: the one place that chooses the :class:`~steerlib.rloo.Engine`
+    (a checkpoint at every snapshot step at the latest, the preset's logit budget where it sets one,
+    the loss pass from the rollout's hidden state unless the preset turns it off; the rest from the
+    device). Never recorded: it changes float rounding, not the run.
+
+    Example:
+        >>> from steerlib.presets import resolve_preset
+        >>> engine_for(resolve_preset("organism", steps=30)).checkpoint_every
+        10
+    """
+    return Engine(checkpoint_every=min(preset.checkpoints), logit_elements=preset.logit_elements,
+                  loss_from_rollout=preset.loss_from_rollout)
 
 
 def _run(
@@ -104,6 +116,7 @@ def _run(
     prompt_suffix: str = "",
     binding: dict[str, Any] | None = None,
     dp: DataParallel | None = None,
+    engine: Engine | None = None,
 ) -> TrainResult:
     prompts, answers = split_prompts(preset, tok, "train", append=prompt_suffix)
     dp = dp or DataParallel()
@@ -120,7 +133,7 @@ def _run(
             snapshot(run.path / f"snapshot-{step_done}.safetensors")
 
     rows = train(trainable, tok, prompts, answers, cfg, run_dir=run, progress=progress, on_step=on_step,
-                 stop_ids=stop_token_ids(tok, preset.template), dp=dp)
+                 stop_ids=stop_token_ids(tok, preset.template), dp=dp, engine=engine or engine_for(preset))
     # snapshots on disk, also those written by an earlier, interrupted session of this run
     paths = {step: run.path / f"snapshot-{step}.safetensors" for step in preset.checkpoints}
     snaps = {step: path for step, path in paths.items() if path.exists()}
@@ -128,7 +141,7 @@ def _run(
 
 
 def train_vectors(
-    org: Any,
+    org: LoadedModel,
     preset: Preset,
     layers: Sequence[int],
     run_dir: str | Path,
@@ -140,7 +153,7 @@ def train_vectors(
     orthogonal_to: torch.Tensor | None = None,
     progress: bool = True,
     dp: DataParallel | None = None,
-    **cfg_overrides: Any,
+    engine: Engine | None = None,
 ) -> TrainResult:
     """Train steering vectors.
 
@@ -155,6 +168,7 @@ def train_vectors(
             (the vector is used and saved with its component in their span removed).
         dp: this process's place in a data-parallel group (:mod:`steerlib.distributed`); the preset
             must sample ``per_prompt``.
+        engine: how the steps are computed (default :func:`engine_for` the preset).
     """
     model, tok = org.model, org.tokenizer
     for layer in layers:
@@ -169,7 +183,7 @@ def train_vectors(
     elif lr is None:
         lr = preset.all_layer_lr if mode == "all_layer" else preset.lr_for(layers[0])
     vecs = zero_vectors(model, layers, site, routed=mode == "multiplexed")
-    cfg = rloo_config(preset, lr, **cfg_overrides)
+    cfg = rloo_config(preset, lr)
     params: dict[str, Any] = {"kind": f"vectors-{mode}", "layers": list(layers)}
     if site != "resid_post":
         params["site"] = site
@@ -182,12 +196,13 @@ def train_vectors(
     def snap(path: Path) -> Path:
         return save_vectors(path, tr.effective_vectors(), model=model, training=params)
 
-    result = _run(tr, tok, preset, cfg, run_dir, params, snap, progress, prompt_suffix, model_binding(org, preset), dp)
+    result = _run(tr, tok, preset, cfg, run_dir, params, snap, progress, prompt_suffix, model_binding(org, preset), dp,
+                  engine)
     result.site = site
     return result
 
 
-def model_binding(org: Any, preset: Preset) -> dict[str, Any]:
+def model_binding(org: LoadedModel, preset: Preset) -> dict[str, Any]:
     """What a run is bound to: the model (name, weights hash or hub revision) and its tokenizer (a hash
     of the vocabulary). A run directory refuses to resume on anything else.
 
@@ -208,7 +223,7 @@ def _tensor_sha(t: torch.Tensor) -> str:
 
 
 def train_weights(
-    org: Any,
+    org: LoadedModel,
     preset: Preset,
     kind: Literal["lora", "full"],
     run_dir: str | Path,
@@ -217,7 +232,7 @@ def train_weights(
     rank: int | None = None,
     lr: float | None = None,
     progress: bool = True,
-    **cfg_overrides: Any,
+    engine: Engine | None = None,
 ) -> TrainResult:
     """Train a PEFT LoRA on ``down_proj`` (``kind="lora"``) or every weight (``kind="full"``).
 
@@ -235,10 +250,11 @@ def train_weights(
         tr = FullTrainable(org.model)
         lr = lr or preset.full_ft_lr
         params = {"kind": "full"}
-    cfg = rloo_config(preset, lr, **cfg_overrides)
+    cfg = rloo_config(preset, lr)
 
     def snap(path: Path) -> Path:
         save_file({k: v.detach().cpu().contiguous() for k, v in tr.named_tensors().items()}, str(path))
         return path
 
-    return _run(tr, org.tokenizer, preset, cfg, run_dir, params, snap, progress, binding=model_binding(org, preset))
+    return _run(tr, org.tokenizer, preset, cfg, run_dir, params, snap, progress, binding=model_binding(org, preset),
+                engine=engine)

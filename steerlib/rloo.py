@@ -38,11 +38,13 @@ from steerlib.rewards import MathVerifier, default_verifier
 from steerlib.budgets import hidden_byte_budget, kv_token_budget, logit_element_budget, micro_batch_token_budget
 from steerlib.distributed import DataParallel
 from steerlib.microbatch import length_batches
-from steerlib.rollout import Rollouts, prompt_seed, sample_rollouts_chunked
+from steerlib.rollout import sample_rollouts_chunked
+from steerlib.sampling import Rollouts, prompt_seed
 from steerlib.trainables import FullTrainable, LoraTrainable, Trainable, VectorTrainable
 
 __all__ = [
     "RLOOConfig",
+    "Engine",
     "Trainable",
     "VectorTrainable",
     "LoraTrainable",
@@ -57,7 +59,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class RLOOConfig:
-    """Hyper-parameters of one RLOO run (defaults: the paper's recipe where it applies)."""
+    """The recipe of one RLOO run: what is trained and how (defaults: the paper's where it applies). A run
+    directory records it (:func:`manifest_params`); how it is computed is the :class:`Engine`'s."""
 
     prompts_per_step: int = 32
     completions_per_prompt: int = 8
@@ -70,15 +73,38 @@ class RLOOConfig:
     max_new_tokens: int = 64
     loss_norm: Literal["token", "sequence"] = "token"
     kl_coef: float = 0.0
+    seed: int = 0
+    sampling: Literal["batch", "per_prompt"] = "batch"  # one RNG per step, or one seed per prompt (data-parallel)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How a recipe is computed: memory budgets, where the loss pass starts, how rows are batched, which
+    decode loop samples, how often the state is checkpointed. None of it changes what a run trains
+    (only float rounding), so a run directory never records it and a run resumes under another engine.
+    :func:`steerlib.recipes.engine_for` chooses it for a preset.
+
+    Example:
+        >>> Engine().loss_from_rollout, Engine(static_decode=True).rollout_loop(vectors=None, positions="all")
+        (True, 'static')
+    """
+
     micro_batch_tokens: int | None = None  # tokens per teacher-forced micro-batch (None: from memory, <= 32768)
     logit_elements: int | None = None  # full-vocabulary logits held at once (None: 2^24 on CPU; CUDA: free memory)
     kv_tokens: int | None = None  # KV-cache tokens per rollout chunk (None: from free memory on CUDA, 2^20 on CPU)
-    checkpoint_every: int = 10
-    seed: int = 0
+    checkpoint_every: int = 10  # optimizer steps between checkpoints
     loss_from_rollout: bool = True  # start the loss pass at the first steered block (rollout's hidden state)
     length_batches: bool = True  # micro-batches of rows of similar completion length (less padding)
-    sampling: Literal["batch", "per_prompt"] = "batch"  # one RNG per step, or one seed per prompt (data-parallel)
     static_decode: bool = False  # fixed-shape rollouts, decode steps replayed from a CUDA graph on a GPU
+    rollouts: Any = None  # another rollout backend (steerlib.vllm_backend.VLLMRollouts); None: steerlib's loops
+
+    def rollout_loop(self, vectors: Any, positions: Any) -> Literal["backend", "static", "dynamic"]:
+        """Which loop samples a step: the backend when one is set, the fixed-shape loop when asked for
+        and the steering (if any) acts at every position, else the dynamic loop (which itself takes the
+        lean CPU path where :mod:`steerlib.fastdecode` allows)."""
+        if self.rollouts is not None:
+            return "backend"
+        return "static" if self.static_decode and (vectors is None or positions == "all") else "dynamic"
 
 
 def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
@@ -188,16 +214,16 @@ class RLOOTrainer:
         verifier: MathVerifier | None = None,
         stop_ids: Sequence[int] | None = None,
         dp: DataParallel | None = None,
-        engine: Any = None,
+        engine: Engine | None = None,
     ) -> None:
         self.tr, self.tok, self.cfg = trainable, tokenizer, cfg
-        self.engine = engine  # a rollout engine (steerlib.vllm_backend.VLLMRollouts); None: steerlib's own loop
+        self.engine = engine = engine or Engine()
         self.dp = dp or DataParallel()
         if self.dp.world > 1 and cfg.sampling != "per_prompt":
             raise ValueError("data-parallel training needs sampling='per_prompt' (completions independent of the rank)")
         self.stop_ids = list(stop_ids) if stop_ids else [tokenizer.eos_token_id]
-        self.micro_tokens = cfg.micro_batch_tokens or micro_batch_token_budget(trainable.model)
-        self.logit_elements = cfg.logit_elements or logit_element_budget(trainable.model)
+        self.micro_tokens = engine.micro_batch_tokens or micro_batch_token_budget(trainable.model)
+        self.logit_elements = engine.logit_elements or logit_element_budget(trainable.model)
         self.hidden_bytes = hidden_byte_budget(trainable.model)
         self.elt = next(trainable.model.parameters()).element_size()
         self.verifier = verifier or default_verifier()
@@ -231,7 +257,7 @@ class RLOOTrainer:
                 indices: Sequence[int] | None = None) -> dict[str, Any]:
         """Rollouts and rewards for one step (every routing group gets the same prompts). ``indices``:
         the prompts' places in the step's draw, which seed them under ``sampling="per_prompt"``."""
-        cfg, tr = self.cfg, self.tr
+        cfg, tr, eng = self.cfg, self.tr, self.engine
         route_ids = tr.route_ids()
         groups = route_ids if route_ids is not None else [None]
         k = cfg.completions_per_prompt
@@ -248,21 +274,22 @@ class RLOOTrainer:
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             generator=gen,
-            kv_tokens=cfg.kv_tokens or kv_token_budget(tr.model),
+            kv_tokens=eng.kv_tokens or kv_token_budget(tr.model),
             logit_elements=self.logit_elements,
         )
         blocks = [tr.start_block(r) for r in (routes if routes is not None else [None] * len(all_prompts))]
         width = max(len(p) for p in all_prompts) + cfg.max_new_tokens
         fits = len(all_prompts) * k * width * model_parts(tr.model).hidden_size * self.elt <= self.hidden_bytes
-        if cfg.loss_from_rollout and max(blocks) > 0 and starts_anywhere(tr.model) and fits:
+        if eng.loss_from_rollout and max(blocks) > 0 and starts_anywhere(tr.model) and fits:
             kw["capture"] = blocks
-        if cfg.static_decode and (vectors is None or positions == "all"):  # steering at every position only
-            kw["static"] = True
         if cfg.sampling == "per_prompt":
             places = list(indices) if indices is not None else list(range(len(prompt_ids)))
             kw["prompt_seeds"] = [prompt_seed(cfg.seed, self.step_idx, i) for _ in groups for i in places]
-        if self.engine is not None:
-            ro = self.engine.sample(tr, all_prompts, k, **kw)
+        loop = eng.rollout_loop(vectors, positions)
+        if loop == "static":
+            kw["static"] = True
+        if loop == "backend":
+            ro = eng.rollouts.sample(tr, all_prompts, k, **kw)
         elif vectors is None:
             with tr.context(None):
                 ro = sample_rollouts_chunked(tr.model, all_prompts, k, **kw)
@@ -293,7 +320,7 @@ class RLOOTrainer:
         lengths): within the token budget and few enough rows that one position's logits fit; sorted by
         length (:func:`steerlib.microbatch.length_batches`) or, with ``length_batches=False``, in row order."""
         row_cap = max(1, self.logit_elements // model_parts(self.tr.model).lm_head.weight.shape[0])
-        if self.cfg.length_batches:
+        if self.engine.length_batches:
             return length_batches(lengths, prompt_width=prompt_width, token_budget=self.micro_tokens, row_cap=row_cap)
         micro = max(1, min(self.micro_tokens // (prompt_width + max(1, int(lengths.max()))), row_cap))
         return [torch.arange(a, min(len(lengths), a + micro)) for a in range(0, len(lengths), micro)]
@@ -365,17 +392,15 @@ class RLOOTrainer:
 
 
 def manifest_params(cfg: RLOOConfig) -> dict[str, Any]:
-    """The configuration a run directory records (``rloo.<field>``). How the loss pass is computed is
-    not recorded (where it starts and how rows are batched change float rounding, not the run), nor
-    batch sampling and dynamic decoding, the defaults that runs made before per-prompt sampling and
-    static decoding existed used, so their directories still resume.
+    """The recipe a run directory records (``rloo.<field>``; the :class:`Engine` never is). Batch
+    sampling, the default that runs made before per-prompt sampling existed used, is not recorded, so
+    their directories still resume.
 
     Example:
-        >>> "rloo.sampling" in manifest_params(RLOOConfig()), "rloo.loss_from_rollout" in manifest_params(RLOOConfig())
-        (False, False)
+        >>> "rloo.sampling" in manifest_params(RLOOConfig()), manifest_params(RLOOConfig())["rloo.lr"]
+        (False, 0.05)
     """
-    skip = {"loss_from_rollout", "length_batches"} | ({"sampling"} if cfg.sampling == "batch" else set())
-    skip |= set() if cfg.static_decode else {"static_decode"}
+    skip = {"sampling"} if cfg.sampling == "batch" else set()
     return {f"rloo.{k}": v for k, v in asdict(cfg).items() if k not in skip}
 
 
@@ -395,6 +420,7 @@ def train(
     on_step: Any = None,
     stop_ids: Sequence[int] | None = None,
     dp: DataParallel | None = None,
+    engine: Engine | None = None,
 ) -> list[dict[str, Any]]:
     """Train for ``cfg.steps`` steps, checkpointing to ``run_dir`` and resuming from it.
 
@@ -413,6 +439,7 @@ def train(
         dp: this process's place in a data-parallel group (:mod:`steerlib.distributed`): each rank
             samples its share of every step's prompts; only the main rank writes ``run_dir``, every
             rank resumes from it.
+        engine: how the steps are computed (:class:`Engine`; default budgets from the device).
 
     Returns:
         The metric rows of every step of the run (also those of earlier, resumed sessions).
@@ -425,7 +452,7 @@ def train(
     if cfg.prompts_per_step < dp.world:
         raise ValueError(f"prompts_per_step ({cfg.prompts_per_step}) must be at least the number of processes "
                          f"({dp.world})")
-    trainer = RLOOTrainer(trainable, tokenizer, cfg, verifier, stop_ids, dp)
+    trainer = RLOOTrainer(trainable, tokenizer, cfg, verifier, stop_ids, dp, engine)
     run = None
     if run_dir is not None:
         if not dp.main and not isinstance(run_dir, RunDir):  # the main rank writes the manifest first
@@ -459,7 +486,7 @@ def train(
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}")
         if run is not None and dp.main:
             run.log_metrics(row)
-            if trainer.step_idx % cfg.checkpoint_every == 0 or trainer.step_idx == cfg.steps:
+            if trainer.step_idx % trainer.engine.checkpoint_every == 0 or trainer.step_idx == cfg.steps:
                 run.save_checkpoint(trainer.state_tensors(), {"step": trainer.step_idx})
         if on_step is not None and dp.main:
             on_step(trainer.step_idx)

@@ -21,79 +21,16 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from steerlib.cachesync import follow
+from steerlib.sampling import Rollouts, cache_kwarg, left_pad, mix_seed, row_uniforms, sample_token, trim_at_stop
 from steerlib.steering import Positions, SteeringVector, steer
 
-__all__ = ["Rollouts", "left_pad", "cache_kwarg", "sample_token", "row_uniforms", "prompt_seed", "trim_at_stop",
-           "sample_rollouts", "sample_rollouts_chunked"]
-
-
-@dataclass
-class Rollouts:
-    """``P * K`` rows, prompt ``i``'s samples at rows ``i*K ... i*K+K-1``.
-
-    Attributes:
-        prompt_ids, prompt_mask: ``(N, T)`` left-padded prompts (one copy per row).
-        completion_ids, completion_mask: ``(N, M)`` right-padded completions; the mask covers the
-            generated tokens up to and including EOS.
-        prompt_index: ``(N,)`` index of each row's prompt.
-        finished: ``(N,)`` whether the row emitted EOS.
-        hidden: ``(N, T + M, d)`` the hidden state entering block ``hidden_block[i]`` at every column of
-            row ``i`` (zeros at padding and at the last completion token, which is never fed back), or
-            ``None`` when not captured.
-        hidden_block: ``(N,)`` the block each row's ``hidden`` enters (``None`` with ``hidden``).
-    """
-
-    prompt_ids: torch.Tensor
-    prompt_mask: torch.Tensor
-    completion_ids: torch.Tensor
-    completion_mask: torch.Tensor
-    prompt_index: torch.Tensor
-    finished: torch.Tensor
-    hidden: torch.Tensor | None = None
-    hidden_block: torch.Tensor | None = None
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        """Generated tokens per row (EOS included)."""
-        return self.completion_mask.sum(-1)
-
-    @staticmethod
-    def cat(parts: Sequence[Rollouts], pad_id: int) -> Rollouts:
-        """Rows of several rollouts in order (prompts re-left-padded to one width; prompt indices
-        offset so that they keep counting prompts across the parts)."""
-        if len(parts) == 1:
-            return parts[0]
-        width = max(p.prompt_ids.shape[1] for p in parts)
-
-        def pad(t: torch.Tensor, value: int) -> torch.Tensor:
-            return torch.nn.functional.pad(t, (width - t.shape[1], 0), value=value)
-
-        hidden = None
-        if all(p.hidden is not None for p in parts):
-            hidden = torch.cat([torch.nn.functional.pad(p.hidden, (0, 0, width - p.prompt_ids.shape[1], 0))
-                                for p in parts])  # type: ignore[arg-type]
-        offsets, total = [], 0
-        for p in parts:
-            offsets.append(total)
-            total += int(p.prompt_index.max()) + 1 if len(p.prompt_index) else 0
-        return Rollouts(
-            prompt_ids=torch.cat([pad(p.prompt_ids, pad_id) for p in parts]),
-            prompt_mask=torch.cat([pad(p.prompt_mask, 0) for p in parts]),
-            completion_ids=torch.cat([p.completion_ids for p in parts]),
-            completion_mask=torch.cat([p.completion_mask for p in parts]),
-            prompt_index=torch.cat([p.prompt_index + o for p, o in zip(parts, offsets)]),
-            finished=torch.cat([p.finished for p in parts]),
-            hidden=hidden,
-            hidden_block=torch.cat([p.hidden_block for p in parts]) if hidden is not None else None,  # type: ignore[misc]
-        )
+__all__ = ["sample_rollouts", "sample_rollouts_chunked"]
 
 
 class _Capture:
@@ -131,103 +68,6 @@ class _Capture:
         assert self.prefill is not None and self.decode is not None
         hidden = torch.cat([self.prefill.repeat_interleave(self.k, 0), self.decode], 1)
         return hidden, self.row_blocks
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists into ``(ids, attention_mask)``."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, width - len(s) :] = torch.as_tensor(list(s), dtype=torch.long)
-            mask[i, width - len(s) :] = 1
-    return ids, mask
-
-
-def cache_kwarg(model: Any) -> str:
-    """``cache`` (transformers >= 5.24) or ``past_key_values`` (earlier), as the forward accepts."""
-    try:
-        from steerlib.arch import model_parts
-
-        model = model_parts(model).causal_lm  # look through PEFT wrappers (their forward takes **kwargs)
-    except Exception:  # noqa: BLE001
-        pass
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def sample_token(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None,
-                 uniforms: torch.Tensor | None = None):
-    """Sample one token per row from ``logits`` (greedy when ``temperature == 0``): from ``generator``, or,
-    given one uniform number per row (``uniforms``), by inverting each row's cumulative distribution."""
-    if temperature == 0:
-        return logits.argmax(-1)
-    probs = (logits.float() / temperature).softmax(-1)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(-1, descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < top_p
-        sorted_p = sorted_p * keep
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    if uniforms is not None:
-        cdf = probs.cumsum(-1)
-        picked = torch.searchsorted(cdf, (uniforms.to(cdf) * cdf[:, -1]).unsqueeze(-1)).squeeze(-1)
-        return picked.clamp(max=probs.shape[-1] - 1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-_MOD = 1 << 31
-
-
-def _mix(x: torch.Tensor) -> torch.Tensor:
-    """Three rounds of a 31-bit multiplicative hash (products stay below 2^62: no int64 overflow)."""
-    for _ in range(3):
-        x = (x * 1103515245 + 12345) % _MOD
-        x = x ^ (x >> 13)
-    return x
-
-
-def prompt_seed(run_seed: int, step: int, index: int) -> int:
-    """The sampling seed of one prompt: from the run's seed, the step and the prompt's index in the
-    step's draw, never from which process or batch it lands in.
-
-    Example:
-        >>> prompt_seed(0, 3, 5) == prompt_seed(0, 3, 5) != prompt_seed(0, 3, 6)
-        True
-    """
-    x = torch.tensor([(run_seed * 1_000_003 + step) % _MOD], dtype=torch.long)
-    x = _mix(_mix(x) ^ (index % _MOD))
-    return int(x)
-
-
-def row_uniforms(row_seeds: torch.Tensor, t: int) -> torch.Tensor:
-    """One number in (0, 1) per row for decode step ``t``: a hash of the row's seed and ``t``, so a row's
-    draws do not depend on the other rows of its batch.
-
-    Example:
-        >>> u = row_uniforms(torch.tensor([1, 2]), 0)
-        >>> bool((u > 0).all() and (u < 1).all() and u[0] != u[1])
-        True
-    """
-    x = _mix(_mix(row_seeds % _MOD) ^ (t % _MOD))
-    return (x.double() + 0.5) / _MOD
-
-
-def trim_at_stop(tokens: torch.Tensor, stops: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sampled ``(rows, M)`` tokens cut after each row's first stop token: ``(tokens, mask)``, padding
-    after the stop and a mask over the tokens up to and including it (all ``M`` when no stop).
-
-    Example:
-        >>> trim_at_stop(torch.tensor([[5, 2, 7], [5, 6, 7]]), torch.tensor([2]), 0)
-        (tensor([[5, 2, 0],
-                [5, 6, 7]]), tensor([[1, 1, 0],
-                [1, 1, 1]]))
-    """
-    is_stop = torch.isin(tokens, stops)
-    last = torch.where(is_stop.any(-1), is_stop.float().argmax(-1).long(),
-                       torch.full_like(tokens[:, 0], tokens.shape[1] - 1))
-    mask = (torch.arange(tokens.shape[1], device=tokens.device)[None] <= last[:, None]).long()
-    return torch.where(mask.bool(), tokens, torch.full_like(tokens, pad_id)), mask
 
 
 @torch.inference_mode()
@@ -308,7 +148,7 @@ def sample_rollouts(
         row_seeds = None
         if prompt_seeds is not None:
             base = torch.as_tensor(list(prompt_seeds), dtype=torch.long, device=device).repeat_interleave(k)
-            row_seeds = _mix(base ^ torch.arange(k, device=device).repeat(n_prompts))
+            row_seeds = mix_seed(base ^ torch.arange(k, device=device).repeat(n_prompts))
 
         def sample(lg: torch.Tensor, rows: torch.Tensor, t: int) -> torch.Tensor:
             u = row_uniforms(row_seeds[rows], t) if row_seeds is not None else None

@@ -6,7 +6,14 @@ A run directory holds ``manifest.json`` (every parameter, package versions, seed
 directory whose manifest records *different* parameters is refused, never silently reused. Nothing is
 loaded with pickle.
 
+Where each run of a chapter lives inside the chapter's run directory is :class:`RunLayout`'s word: it
+names every run folder (single-layer, all-layer, LoRA, full fine-tune, the multiplexed sweep, the
+analyses' runs) and the one seed convention (another training seed's runs in ``seed<k>/`` with the same
+names), so chapters, build tasks and analyses that mean the same run find the same folder.
+
 Example:
+    >>> RunLayout(Path("runs/organism")).for_seed(2, base=0).single_layer(5).as_posix()
+    'runs/organism/seed2/single-layer-5'
     >>> run = RunDir.open("runs/l5", params={"layer": 5, "lr": 0.05})  # doctest: +SKIP
     >>> run.log_metrics({"step": 0, "reward": 0.3})                      # doctest: +SKIP
 """
@@ -28,7 +35,77 @@ from safetensors.torch import save_file
 
 from steerlib.atomic import atomic_write, atomic_write_text
 
-__all__ = ["RunDir", "RunMismatchError", "RunFileError", "environment"]
+__all__ = ["RunDir", "RunLayout", "RunMismatchError", "RunFileError", "environment"]
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Every run folder under one run directory ``root`` (see the module docstring).
+
+    Example:
+        >>> layout = RunLayout(Path("runs/x"))
+        >>> [p.name for p in (layout.sweep(), layout.all_layer(), layout.full_ft(), layout.orthogonal(4, 1))]
+        ['sweep-multiplexed', 'all-layer', 'full-ft', 'orthogonal-4-1']
+        >>> layout.for_seed(0, base=0) == layout
+        True
+    """
+
+    root: Path
+
+    def for_seed(self, seed: int, *, base: int) -> RunLayout:
+        """The layout of training seed ``seed``'s runs: this one for the preset's own seed ``base`` (where
+        later chapters read it), else ``root/seed<k>`` with the same folder names inside."""
+        return self if seed == base else RunLayout(self.root / f"seed{seed}")
+
+    def single_layer(self, layer: int) -> Path:
+        """A vector trained at one layer."""
+        return self.root / f"single-layer-{layer}"
+
+    def sweep(self) -> Path:
+        """The multiplexed layer sweep (one vector per layer, one run)."""
+        return self.root / "sweep-multiplexed"
+
+    def sequential_selection(self) -> Path:
+        """The snapshot choice of a sequential sweep (one single-layer run per layer)."""
+        return self.root / "sequential-selection.json"
+
+    def all_layer(self) -> Path:
+        """A vector at every layer, trained together."""
+        return self.root / "all-layer"
+
+    def lora(self) -> Path:
+        """The LoRA comparison run."""
+        return self.root / "lora"
+
+    def full_ft(self) -> Path:
+        """The full fine-tune comparison run."""
+        return self.root / "full-ft"
+
+    def prefix(self, layer: int) -> Path:
+        """A vector retrained with the boosted token appended to every prompt (the prefix control)."""
+        return self.root / f"prefix-{layer}"
+
+    def orthogonal(self, layer: int, k: int) -> Path:
+        """The ``k``-th vector retrained orthogonal to the original and the ones before it."""
+        return self.root / f"orthogonal-{layer}-{k}"
+
+    def post_attn(self, layer: int, lr: float | None = None) -> Path:
+        """A vector added after the attention block instead of after the whole block (``lr``: when it
+        is not the preset's)."""
+        return self.root / f"where-post-attn-{layer}{'' if lr is None else f'-lr{lr:g}'}"
+
+    def adaptive(self, layer: int) -> Path:
+        """A rank-1 LoRA on one layer's ``down_proj`` (adaptive steering)."""
+        return self.root / f"adaptive-{layer}"
+
+    def transfer(self, model: str) -> RunLayout:
+        """The layout of another model's own runs (transfer targets' own layer sweeps)."""
+        return RunLayout(self.root / f"transfer-{model.replace('/', '_')}")
+
+    @staticmethod
+    def peft_adapter(run_dir: Path) -> Path:
+        """Where a vector run's PEFT export is written, inside its run folder."""
+        return Path(run_dir) / "peft-adapter"
 
 
 class RunMismatchError(ValueError):

@@ -2,14 +2,15 @@
 
 A verdict that rests on one training seed mixes the effect with the luck of one run. Chapters 01 and
 02 train every vector with ``n_seeds`` seeds (the preset's seed and the next ones); the run of the
-preset's own seed keeps its usual directory (so later chapters, which use one seed's vectors, find
-it) and every other seed trains into a sibling directory ``<name>-seed<k>``. :func:`sampling_spread`
+preset's own seed keeps its usual folders (so later chapters, which use one seed's vectors, find
+them) and every other seed trains into ``seed<k>/`` under the run directory, with the same folder names
+(:meth:`steerlib.runs.RunLayout.for_seed`). :func:`sampling_spread`
 measures the other source of noise, the noise floor: the same vectors re-evaluated with several
 sampling seeds.
 
 Example:
-    >>> seed_list(0, 3), seed_dir(Path("runs/x/single-layer-5"), 2, base=0).name
-    ([0, 1, 2], 'single-layer-5-seed2')
+    >>> seed_list(0, 3)
+    [0, 1, 2]
     >>> mean, sd = spread({0: {5: 0.8, 4: 0.5}, 1: {5: 0.9, 4: 0.5}})
     >>> round(mean[5], 3), round(sd[5], 3), sd[4]
     (0.85, 0.071, 0.0)
@@ -21,12 +22,13 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
+from steerlib.loaded import LoadedModel
 from steerlib.presets import Preset
+from steerlib.runs import RunLayout
 
-__all__ = ["seed_list", "seed_dir", "seeded_vector_runs", "seeded_sweeps", "spread", "SeedSummary", "seed_summary",
+__all__ = ["seed_list", "seeded_vector_runs", "seeded_sweeps", "spread", "SeedSummary", "seed_summary",
            "sampling_spread"]
 
 K = TypeVar("K")
@@ -39,28 +41,24 @@ def seed_list(first: int, n: int) -> list[int]:
     return list(range(first, first + n))
 
 
-def seed_dir(run_dir: Path, seed: int, *, base: int) -> Path:
-    """Where the run of ``seed`` lives: ``run_dir`` for the preset's own seed, else ``<run_dir>-seed<k>``."""
-    return run_dir if seed == base else run_dir.with_name(f"{run_dir.name}-seed{seed}")
-
-
-def seeded_vector_runs(org: Any, preset: Preset, layers: Sequence[int], run_dir: str | Path, seeds: Sequence[int],
+def seeded_vector_runs(org: LoadedModel, preset: Preset, layer: int, layout: RunLayout, seeds: Sequence[int],
                        **kwargs: Any) -> dict[int, Any]:
-    """:func:`steerlib.selection.vector_run` once per training seed (trained, resumed or read back)."""
+    """A single-layer :func:`steerlib.selection.vector_run` at ``layer`` once per training seed (trained,
+    resumed or read back), each in its seed's layout."""
     from steerlib.selection import vector_run
 
-    return {s: vector_run(org, dataclasses.replace(preset, seed=s), layers,
-                          seed_dir(Path(run_dir), s, base=preset.seed), **kwargs) for s in seeds}
+    return {s: vector_run(org, dataclasses.replace(preset, seed=s), [layer],
+                          layout.for_seed(s, base=preset.seed).single_layer(layer), **kwargs) for s in seeds}
 
 
-def seeded_sweeps(org: Any, preset: Preset, run_dir: str | Path, seeds: Sequence[int], **kwargs: Any) -> dict[int, Any]:
-    """:func:`steerlib.selection.layer_vectors` once per training seed; the preset's seed sweeps in
-    ``run_dir`` itself (where chapters 03-08 read it), seed ``k`` in ``run_dir/seed<k>``."""
+def seeded_sweeps(org: LoadedModel, preset: Preset, layout: RunLayout, seeds: Sequence[int],
+                  **kwargs: Any) -> dict[int, Any]:
+    """:func:`steerlib.selection.layer_vectors` once per training seed, each in its seed's layout (the
+    preset's seed in ``layout`` itself, where chapters 03-08 read it)."""
     from steerlib.selection import layer_vectors
 
-    run = Path(run_dir)
-    return {s: layer_vectors(org, dataclasses.replace(preset, seed=s), run if s == preset.seed else run / f"seed{s}",
-                             **kwargs) for s in seeds}
+    return {s: layer_vectors(org, dataclasses.replace(preset, seed=s), layout.for_seed(s, base=preset.seed), **kwargs)
+            for s in seeds}
 
 
 def spread(per_seed: Mapping[int, Mapping[K, float]]) -> tuple[dict[K, float], dict[K, float]]:
@@ -99,7 +97,7 @@ def seed_summary(per_seed: Mapping[int, Mapping[K, float]],
     return SeedSummary(mean, sd, se)
 
 
-def sampling_spread(org: Any, preset: Preset, configs: Mapping[str, Sequence[Any]], seeds: Sequence[int],
+def sampling_spread(org: LoadedModel, preset: Preset, configs: Mapping[str, Sequence[Any]], seeds: Sequence[int],
                     **kwargs: Any) -> dict[str, list[float]]:
     """pass@1 of every configuration on the test split under each sampling seed (same problems, same
     vectors): the spread is the noise floor below which two numbers in the book are not different."""

@@ -10,10 +10,10 @@ it and a change of any of these recomputes it. The authors picked the best of fi
 the test split untouched.
 
 Example:
-    >>> run = vector_run(org, preset, [5], "runs/organism/single-layer-5")      # doctest: +SKIP
+    >>> run = vector_run(org, preset, [5], RunLayout(Path("runs/organism")).single_layer(5))  # doctest: +SKIP
     >>> run.step, round(run.validation_pass_at_1, 3), run.vectors[0].layer     # doctest: +SKIP
     (60, 0.85, 5)
-    >>> sweep = layer_vectors(org, preset, "runs/organism")                      # doctest: +SKIP
+    >>> sweep = layer_vectors(org, preset, RunLayout(Path("runs/organism")))    # doctest: +SKIP
     >>> sweep.vectors[5] is not None, sweep.choices[5].step                      # doctest: +SKIP
 """
 
@@ -29,11 +29,13 @@ from typing import Any, Literal
 
 import torch
 
+from steerlib.loaded import LoadedModel
 from steerlib.atomic import write_json
 from steerlib.evaluate import EvalResult
 from steerlib.preset_eval import evaluate_configs, evaluate_runs, evaluate_weights  # re-exported for chapters
 from steerlib.presets import Preset
 from steerlib.recipes import TrainResult, train_vectors, train_weights
+from steerlib.runs import RunLayout
 from steerlib.steering import Site, SteeringVector
 from steerlib.vectorfile import load_vectors, save_vectors
 
@@ -50,6 +52,9 @@ __all__ = [
     "evaluate_weights",
     "baselines",
     "evaluate_runs",
+    "orthogonal_runs",
+    "post_attn_runs",
+    "adaptive_runs",
 ]
 
 
@@ -182,7 +187,7 @@ def loaded_snapshot(result: TrainResult, step: int) -> Iterator[Any]:
 
 
 def select(
-    org: Any,
+    org: LoadedModel,
     preset: Preset,
     runs: dict[str, TrainResult],
     cache: str | Path,
@@ -257,7 +262,7 @@ def select(
 
 
 def vector_run(
-    org: Any,
+    org: LoadedModel,
     preset: Preset,
     layers: Sequence[int],
     run_dir: str | Path,
@@ -279,7 +284,7 @@ def vector_run(
 
 
 def weight_run(
-    org: Any,
+    org: LoadedModel,
     preset: Preset,
     kind: Literal["lora", "full"],
     run_dir: str | Path,
@@ -295,7 +300,7 @@ def weight_run(
     return RunResult(res, choice)
 
 
-def _split_multiplexed(org: Any, res: TrainResult, layers: Sequence[int]) -> dict[str, dict[int, Path]]:
+def _split_multiplexed(org: LoadedModel, res: TrainResult, layers: Sequence[int]) -> dict[str, dict[int, Path]]:
     """One vector file per layer and snapshot of a multiplexed sweep (written once)."""
     files: dict[str, dict[int, Path]] = {f"layer {layer}": {} for layer in layers}
     for step, path in sorted(res.snapshots.items()):
@@ -308,9 +313,9 @@ def _split_multiplexed(org: Any, res: TrainResult, layers: Sequence[int]) -> dic
 
 
 def layer_vectors(
-    org: Any,
+    org: LoadedModel,
     preset: Preset,
-    run_dir: str | Path,
+    layout: RunLayout,
     *,
     mode: Literal["auto", "multiplexed", "sequential"] = "auto",
     layers: Sequence[int] | None = None,
@@ -320,49 +325,98 @@ def layer_vectors(
 ) -> Sweep:
     """The layer sweep's best vector for every layer (or ``layers``), as later chapters use them.
 
-    Trains (or resumes, or reads back) the sweep in ``run_dir`` (``auto``: multiplexed when every
+    Trains (or resumes, or reads back) the sweep in ``layout`` (``auto``: multiplexed when every
     layer shares one learning rate, else one run per layer), splits a multiplexed sweep's snapshots
     into one file per layer, and chooses each layer's best snapshot on validation (all layers in one
     routed batch; cached in the sweep's ``selection.json``).
     """
-    run = Path(run_dir)
     layers = list(range(preset.n_layers)) if layers is None else sorted(layers)
     if mode == "auto":
         mode = "multiplexed" if len({preset.lr_for(layer) for layer in layers}) == 1 else "sequential"
     if mode not in ("multiplexed", "sequential"):
         raise ValueError(f"sweep mode must be auto, multiplexed or sequential, not {mode!r}")
     if mode == "multiplexed":
-        sweep = train_vectors(org, preset, layers, run / "sweep-multiplexed", mode="multiplexed", progress=progress)
+        sweep = train_vectors(org, preset, layers, layout.sweep(), mode="multiplexed", progress=progress)
         results, files = [sweep], _split_multiplexed(org, sweep, layers)
         runs = dict.fromkeys(files, sweep)
         cache = sweep.run_dir / "selection.json"
     else:
         results = [
-            train_vectors(org, preset, [layer], run / f"single-layer-{layer}", progress=progress) for layer in layers
+            train_vectors(org, preset, [layer], layout.single_layer(layer), progress=progress) for layer in layers
         ]
         runs = {f"layer {layer}": r for layer, r in zip(layers, results)}
         files = {name: r.snapshots for name, r in runs.items()}
-        cache = run / "sequential-selection.json"
+        cache = layout.sequential_selection()
     chosen = select(org, preset, runs, cache, n_problems=val_problems, files=files, split=select_on)
     choices = {int(name.split()[1]): c for name, c in chosen.items()}
     vectors = {layer: load_vectors(c.path, org.model, site="resid_post").vectors[0] for layer, c in choices.items()}
     return Sweep(mode, choices, vectors, results)
 
 
-def baselines(org: Any, preset: Preset, run_dir: str | Path, *, val_problems: int = 200,
+def baselines(org: LoadedModel, preset: Preset, layout: RunLayout, *, val_problems: int = 200,
               select_on: str = "validation", names: Sequence[str] | None = None) -> dict[str, RunResult]:
     """The comparison runs of the layer curve: all-layer steering, LoRA and a full fine-tune, each
-    trained (or resumed) in ``run_dir`` with the preset's recipe and chosen on ``select_on``; ``names``:
+    trained (or resumed) in ``layout`` with the preset's recipe and chosen on ``select_on``; ``names``:
     only these of ``"all layers"``, ``"LoRA"``, ``"full fine-tune"`` (default all three)."""
-    run = Path(run_dir)
     kw: dict[str, Any] = dict(val_problems=val_problems, select_on=select_on)
     makers: dict[str, Callable[[], RunResult]] = {
-        "all layers": lambda: vector_run(org, preset, list(range(preset.n_layers)), run / "all-layer",
+        "all layers": lambda: vector_run(org, preset, list(range(preset.n_layers)), layout.all_layer(),
                                          mode="all_layer", **kw),
-        "LoRA": lambda: weight_run(org, preset, "lora", run / "lora", **kw),
-        "full fine-tune": lambda: weight_run(org, preset, "full", run / "full-ft", **kw),
+        "LoRA": lambda: weight_run(org, preset, "lora", layout.lora(), **kw),
+        "full fine-tune": lambda: weight_run(org, preset, "full", layout.full_ft(), **kw),
     }
     unknown = sorted(set(names or ()) - set(makers))
     if unknown:
         raise ValueError(f"no baseline {', '.join(unknown)}; baselines: {', '.join(makers)}")
     return {name: make() for name, make in makers.items() if names is None or name in names}
+
+
+# -- the analyses' own runs ------------------------------------------------------------------------
+def orthogonal_runs(org: LoadedModel, preset: Preset, vector: SteeringVector, layout: RunLayout, n: int, *,
+                    val_problems: int = 200) -> dict[str, SteeringVector]:
+    """Retrain at ``vector``'s layer ``n`` times, each run orthogonal to the original and every
+    earlier one (its component in their span removed in every forward pass); each run's best snapshot
+    on validation. Returns ``{"orthogonal 1": v1, ...}``.
+
+    Example:
+        >>> orth = orthogonal_runs(org, preset, vecs[5], RunLayout(Path("runs/organism")), 2)  # doctest: +SKIP
+    """
+    basis, out = [vector.vector.detach()], {}
+    for k in range(1, n + 1):
+        run = vector_run(org, preset, [vector.layer], layout.orthogonal(vector.layer, k),
+                         orthogonal_to=torch.stack(basis), val_problems=val_problems)
+        out[f"orthogonal {k}"] = run.vectors[0]
+        basis.append(out[f"orthogonal {k}"].vector.detach())
+    return out
+
+
+def post_attn_runs(org: LoadedModel, preset: Preset, layer: int, layout: RunLayout, *,
+                   factors: Sequence[float] = (1.0, 0.1), val_problems: int = 200) -> dict[str, RunResult]:
+    """Retrain layer ``layer``'s vector after that block's attention (site ``post_attn``) at the
+    preset's learning rate times each factor. Returns ``{label: RunResult}`` with labels ``preset lr``
+    and ``lr / 10`` (or ``lr x f``).
+
+    Example:
+        >>> sorted(post_attn_runs(org, preset, 2, RunLayout(Path("runs/organism"))))  # doctest: +SKIP
+        ['lr / 10', 'preset lr']
+    """
+    out = {}
+    for f in factors:
+        lr = preset.lr_for(layer) * f
+        label = "preset lr" if f == 1.0 else ("lr / 10" if f == 0.1 else f"lr x {f:g}")
+        out[label] = vector_run(org, preset, [layer], layout.post_attn(layer, None if f == 1.0 else lr),
+                                site="post_attn", lr=lr, val_problems=val_problems)
+    return out
+
+
+def adaptive_runs(org: LoadedModel, preset: Preset, layers: Sequence[int], layout: RunLayout, *,
+                  val_problems: int = 200) -> dict[int, RunResult]:
+    """A rank-1 LoRA on each layer's ``down_proj`` trained with the RLOO recipe at the preset's
+    ``adaptive_lr`` (one run per layer, :meth:`RunLayout.adaptive`), each chosen on validation:
+    ``{layer: RunResult}``.
+
+    Example:
+        >>> runs = adaptive_runs(org, preset, [3, 4], RunLayout(Path("runs/organism")))  # doctest: +SKIP
+    """
+    return {layer: weight_run(org, preset, "lora", layout.adaptive(layer), layers=[layer], rank=1,
+                              lr=preset.adaptive_lr, val_problems=val_problems) for layer in layers}

@@ -9,7 +9,7 @@ allocated for prompt + budget columns (``transformers.StaticCache``), and the at
 4D buffer whose next column is opened before each step. Sampling and the stop test stay outside the
 graph; the host reads "all rows finished?" once every ``check_every`` steps instead of once per step.
 
-The result is a :class:`steerlib.rollout.Rollouts` with the same contract. With ``prompt_seeds`` (one
+The result is a :class:`steerlib.sampling.Rollouts` with the same contract. With ``prompt_seeds`` (one
 uniform per row and step) the draws are those of :func:`~steerlib.rollout.sample_rollouts` and only
 float rounding differs (the attention reduces over the padded cache width); with one ``generator`` the
 draws differ, since every row draws at every step. On a CPU the same static loop runs eagerly (where
@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from steerlib.rollout import Rollouts, _mix, cache_kwarg, left_pad, row_uniforms, sample_token, trim_at_stop
+from steerlib.sampling import Rollouts, cache_kwarg, left_pad, mix_seed, row_uniforms, sample_token, trim_at_stop
 from steerlib.steering import Positions, SteeringVector, steer
 
 __all__ = ["sample_rollouts_static", "StaticCapture"]
@@ -143,7 +143,7 @@ def sample_rollouts_static(
     row_seeds = None
     if prompt_seeds is not None:
         base = torch.as_tensor(list(prompt_seeds), dtype=torch.long, device=device).repeat_interleave(k)
-        row_seeds = _mix(base ^ torch.arange(k, device=device).repeat(n))
+        row_seeds = mix_seed(base ^ torch.arange(k, device=device).repeat(n))
     out_tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     tok_in = torch.zeros(rows, 1, dtype=torch.long, device=device)

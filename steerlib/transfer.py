@@ -7,7 +7,7 @@ layer (1 = as good as its own vector, 0 = no gain, < 0 = harmful).
 
 Example:
     >>> moved = transfer_vectors(main_vecs, target.model)                   # doctest: +SKIP
-    >>> normalized_gain(0.61, 0.35, 0.80)
+    >>> gain_share(0.61, 0.35, 0.80)
     0.5777777777777777
 """
 
@@ -28,7 +28,6 @@ from steerlib.steering import SteeringVector
 
 __all__ = [
     "transfer_vectors",
-    "normalized_gain",
     "transfer_evaluation",
     "own_vector_cosines",
     "TransferStudy",
@@ -55,11 +54,6 @@ def transfer_vectors(vectors: dict[int, SteeringVector], target: Any) -> dict[in
     return out
 
 
-def normalized_gain(acc_transferred: float, acc_base: float, acc_own: float) -> float:
-    """Share of the target's own steering gain recovered by a transferred vector (NaN if no own gain)."""
-    return gain_share(acc_transferred, acc_base, acc_own)
-
-
 def transfer_evaluation(
     target: Any,
     tokenizer: Any,
@@ -83,7 +77,7 @@ def transfer_evaluation(
     base = res["base"].pass_at_1
     gains = {
         name: {
-            l: normalized_gain(res[f"{name}/{l}"].pass_at_1, base, res[f"own/{l}"].pass_at_1)
+            l: gain_share(res[f"{name}/{l}"].pass_at_1, base, res[f"own/{l}"].pass_at_1)
             for l in own
             if f"{name}/{l}" in res
         }
@@ -178,7 +172,7 @@ class TransferStudy:
 
 
 def _mean_gain(m: dict[str, float], layers: Sequence[int]) -> float:
-    gains = [g for g in (normalized_gain(m[f"x/{l}"], m["base"], m[f"own/{l}"]) for l in layers) if np.isfinite(g)]
+    gains = [g for g in (gain_share(m[f"x/{l}"], m["base"], m[f"own/{l}"]) for l in layers) if np.isfinite(g)]
     return float(np.mean(gains)) if gains else float("nan")
 
 

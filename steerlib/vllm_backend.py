@@ -11,7 +11,7 @@ graphs, no compilation) unless asked otherwise, because the bias is added after 
 
 What runs without a GPU (and is tested here): :func:`add_down_proj_bias` / :func:`set_vector` on any
 Qwen2/Llama-style module tree (vLLM's and transformers' share ``model.layers[l].mlp.down_proj``) and
-:func:`to_rollouts`, which turns vLLM's outputs into :class:`~steerlib.rollout.Rollouts`.
+:func:`to_rollouts`, which turns vLLM's outputs into :class:`~steerlib.sampling.Rollouts`.
 
 Example:
     >>> engine = VLLMRollouts("Qwen/Qwen2.5-Math-1.5B", layer=27)                   # doctest: +SKIP
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from steerlib.rollout import Rollouts, left_pad
+from steerlib.sampling import Rollouts, left_pad
 
 __all__ = ["add_down_proj_bias", "set_vector", "to_rollouts", "VLLMRollouts"]
 
@@ -135,8 +135,9 @@ class VLLMRollouts:
     def sample(self, trainable: Any, prompts: Sequence[Sequence[int]], k: int, *, eos_id: Any, pad_id: int,
                max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
                prompt_seeds: Sequence[int] | None = None, **_: Any) -> Rollouts:
-        """The trainer's rollouts (:class:`steerlib.rloo.RLOOTrainer` with ``engine=``): the trainable's
-        one ``resid_post`` vector at this engine's layer is written into the bias, then sampled."""
+        """The trainer's rollouts (:class:`steerlib.rloo.RLOOTrainer` with ``engine=Engine(rollouts=this)``):
+        the trainable's one ``resid_post`` vector at this engine's layer is written into the bias, then
+        sampled."""
         vectors, _positions = trainable.steering()
         if (not vectors or len(vectors) != 1 or vectors[0].layer != self.layer or vectors[0].site != "resid_post"
                 or vectors[0].route is not None):

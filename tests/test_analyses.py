@@ -16,7 +16,8 @@ from steerlib.lens import lens_scores, next_token_shift, top_tokens
 from steerlib.propagation import normalized_pair_accuracy, pair_configs, persistence
 from steerlib.steering import SteeringVector, steer
 from steerlib.traces import Forced, encode_pairs, record, run
-from steerlib.transfer import normalized_gain, transfer_vectors
+from steerlib.stats import gain_share
+from steerlib.transfer import transfer_vectors
 
 
 def _forced(batch) -> Forced:
@@ -206,8 +207,8 @@ def test_transfer_checks_width_and_gain():
     assert moved[1].layer == 1 and moved[1].vector.dtype == torch.float32
     with pytest.raises(ValueError, match="width"):
         transfer_vectors({1: SteeringVector(torch.zeros(8), 1)}, a)
-    assert normalized_gain(0.6, 0.4, 0.8) == pytest.approx(0.5)
-    assert normalized_gain(0.3, 0.4, 0.8) < 0 and math.isnan(normalized_gain(0.5, 0.4, 0.4))
+    assert gain_share(0.6, 0.4, 0.8) == pytest.approx(0.5)
+    assert gain_share(0.3, 0.4, 0.8) < 0 and math.isnan(gain_share(0.5, 0.4, 0.4))
 
 
 def test_encode_pairs_layout():

@@ -10,7 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from steerlib.book import CPU_CHAPTERS, _clean, chapter_sources, install_cell, main, repository_url
+from steerlib.chapters import CHAPTERS
+from steerlib.book import _clean, chapter_sources, install_cell, main, repository_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +28,7 @@ def test_install_cell_is_the_one_written_from_the_config(source):
         assert len(cells) == 1 and cells[0].source.strip() == expected.strip(), f"{source.stem}: run make book"
     page = nbformat.read(ROOT / "book" / "chapters" / f"{source.stem}.ipynb", 4)
     gpu = page.metadata.get("colab", {}).get("gpuType")
-    assert gpu == (None if source.stem in CPU_CHAPTERS else "A100")
+    assert gpu == (None if CHAPTERS[source.stem].cpu_only else "A100")
 
 
 def test_publishing_writes_the_configured_url_and_cpu_metadata(tmp_path):

@@ -11,13 +11,15 @@ import torch
 import torch.multiprocessing as mp
 
 from steerlib.distributed import DataParallel
-from steerlib.rloo import RLOOConfig, VectorTrainable, train
-from steerlib.rollout import prompt_seed, sample_rollouts
+from steerlib.rloo import Engine, RLOOConfig, VectorTrainable, train
+from steerlib.rollout import sample_rollouts
+from steerlib.sampling import prompt_seed
 from steerlib.steering import zero_vectors
 from steerlib.world import sample_problems
 
 CFG = RLOOConfig(prompts_per_step=4, completions_per_prompt=4, steps=3, max_new_tokens=16, lr=0.1,
-                 sampling="per_prompt", micro_batch_tokens=6 * 40)
+                 sampling="per_prompt")
+ENGINE = Engine(micro_batch_tokens=6 * 40)
 
 
 class _Parity:
@@ -37,7 +39,8 @@ def _run(org, dp, cfg=CFG):
     model = copy.deepcopy(org.model).double()  # float64: what remains is the order of the all-reduce's sums
     tr = VectorTrainable(model, zero_vectors(model, [1], dtype=torch.float64))
     prompts, answers = _pool()
-    rows = train(tr, org.tokenizer, prompts, answers, cfg, progress=False, dp=dp, verifier=_Parity())
+    rows = train(tr, org.tokenizer, prompts, answers, cfg, progress=False, dp=dp, verifier=_Parity(),
+                 engine=ENGINE)
     return tr.vectors[0].vector.detach().clone(), rows
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from steerlib.fastdecode import blocker, pays
-from steerlib.rollout import prompt_seed, sample_rollouts
+from steerlib.rollout import sample_rollouts
+from steerlib.sampling import prompt_seed
 from steerlib.steering import SteeringVector, steer
 from tests.conftest import tiny_model
 

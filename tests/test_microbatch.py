@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import itertools
 import math
 
 import torch
 
 from steerlib.microbatch import length_batches, padded_positions
-from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable
+from steerlib.rloo import Engine, RLOOConfig, RLOOTrainer, VectorTrainable
 from steerlib.steering import zero_vectors
 from steerlib.world import sample_problems
 
@@ -61,8 +60,7 @@ def test_length_batched_update_equals_the_plain_update(tiny_org):
     probs = sample_problems(6, "train", 0)
     ids = tok([p.prompt for p in probs], add_special_tokens=False)["input_ids"]
     answers = [str(p.answer) for p in probs]
-    cfg = RLOOConfig(prompts_per_step=6, completions_per_prompt=3, max_new_tokens=24, lr=0.1,
-                     micro_batch_tokens=6 * 40)
+    cfg = RLOOConfig(prompts_per_step=6, completions_per_prompt=3, max_new_tokens=24, lr=0.1)
     moved, batch, parts = [], None, []
     for flag in (True, False):
         vecs = zero_vectors(model, [0, 1], dtype=torch.float64, routed=True)
@@ -71,7 +69,8 @@ def test_length_batched_update_equals_the_plain_update(tiny_org):
                 g = torch.Generator().manual_seed(i)
                 v.vector.copy_(torch.randn(v.vector.shape, generator=g, dtype=torch.float64))
         start = [v.vector.detach().clone() for v in vecs]  # the same for both runs
-        trainer = RLOOTrainer(VectorTrainable(model, vecs), tok, dataclasses.replace(cfg, length_batches=flag))
+        trainer = RLOOTrainer(VectorTrainable(model, vecs), tok, cfg,
+                              engine=Engine(micro_batch_tokens=6 * 40, length_batches=flag))
         if batch is None:
             batch = trainer.collect(ids, answers)
             batch["rewards"] = torch.tensor([1.0, 0, 0] * 12)

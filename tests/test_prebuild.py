@@ -7,6 +7,7 @@ import pytest
 from steerlib import prebuild
 from steerlib.book import build_tasks
 from steerlib.prebuild import RUN_TASKS, SWEEP_SEEDS, chapter_defaults, train_part
+from steerlib.runs import RunLayout
 from steerlib.selection import baselines
 
 
@@ -23,7 +24,7 @@ def test_the_tasks_build_the_seeds_the_chapter_sweeps_by_default():
 
 def test_an_unknown_baseline_is_one_clear_error(tiny_org, tmp_path):
     with pytest.raises(ValueError, match="no baseline LORA"):
-        baselines(tiny_org, None, tmp_path, names=("LORA",))
+        baselines(tiny_org, None, RunLayout(tmp_path), names=("LORA",))
 
 
 def test_a_run_task_trains_what_chapter_02_then_reads_back(tiny_org, tiny_cache, tmp_path, monkeypatch):
@@ -44,7 +45,7 @@ def test_a_run_task_trains_what_chapter_02_then_reads_back(tiny_org, tiny_cache,
 
     files = written()
     ch = setup("02_layer_curve", params)
-    again = seeded_sweeps(ch.org, ch.P, ch.run, [1], mode=params["sweep_mode"],
+    again = seeded_sweeps(ch.org, ch.P, ch.layout, [1], mode=params["sweep_mode"],
                           layers=ch.P.parse_layers(params["layers"]), val_problems=params["val_problems"],
                           select_on=params["select_on"])[1]
     assert written() == files and any(p.suffix == ".safetensors" for p in files)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable, _token_logprobs
-from steerlib.rollout import Rollouts, sample_rollouts, sample_rollouts_chunked
+from steerlib.rloo import Engine, RLOOConfig, RLOOTrainer, VectorTrainable, _token_logprobs
+from steerlib.rollout import sample_rollouts, sample_rollouts_chunked
+from steerlib.sampling import Rollouts
 from steerlib.steering import SteeringVector, steer, zero_vectors
 from tests.conftest import tiny_model
 
@@ -55,9 +56,9 @@ def test_token_budget_micro_batches_give_the_same_update(tiny_org):
     answers = [str(p.answer) for p in probs]
     vectors = []
     for budget in (1 << 20, 30):  # everything in one micro-batch; one row per micro-batch
-        cfg = RLOOConfig(prompts_per_step=8, completions_per_prompt=4, max_new_tokens=12, lr=0.1,
-                         micro_batch_tokens=budget)
-        tr = RLOOTrainer(VectorTrainable(model, zero_vectors(model, [1])), tok, cfg)
+        cfg = RLOOConfig(prompts_per_step=8, completions_per_prompt=4, max_new_tokens=12, lr=0.1)
+        tr = RLOOTrainer(VectorTrainable(model, zero_vectors(model, [1])), tok, cfg,
+                         engine=Engine(micro_batch_tokens=budget))
         batch = tr.collect(ids, answers)
         batch["rewards"] = torch.arange(32).remainder(3).eq(0).float()
         tr.update(batch)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steerlib.rloo import RLOOConfig, VectorTrainable, train
+from steerlib.rloo import Engine, RLOOConfig, VectorTrainable, train
 from steerlib.runs import RunDir, RunFileError, RunMismatchError
 from steerlib.steering import SteeringVector, zero_vectors
 from steerlib.vectorfile import VectorFileError, load_vectors, save_vectors
@@ -32,13 +32,14 @@ def _pool(n=24):
     return [p.prompt for p in probs], [str(p.answer) for p in probs]
 
 
-CFG = RLOOConfig(prompts_per_step=3, completions_per_prompt=3, max_new_tokens=10, steps=4, checkpoint_every=2, lr=0.2)
+CFG = RLOOConfig(prompts_per_step=3, completions_per_prompt=3, max_new_tokens=10, steps=4, lr=0.2)
+ENGINE = Engine(checkpoint_every=2)
 
 
 def _train(org, run_dir, **kw):
     vecs = zero_vectors(org.model, [1])
     rows = train(VectorTrainable(org.model, vecs), org.tokenizer, *_pool(), CFG, run_dir=run_dir, progress=False,
-                 verifier=Parity(), **kw)
+                 verifier=Parity(), engine=ENGINE, **kw)
     return vecs[0].vector.detach().clone(), rows
 
 

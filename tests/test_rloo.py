@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from steerlib.rloo import (
+    Engine,
     FullTrainable,
     LoraTrainable,
     RLOOConfig,
@@ -103,16 +104,16 @@ class ParityReward:
         return float(len(completion) % 2)
 
 
-def _vec_trainer(model, tok, layers, routed, cfg):
-    return RLOOTrainer(VectorTrainable(model, zero_vectors(model, layers, routed=routed)), tok, cfg)
+def _vec_trainer(model, tok, layers, routed, cfg, engine=None):
+    return RLOOTrainer(VectorTrainable(model, zero_vectors(model, layers, routed=routed)), tok, cfg, engine=engine)
 
 
 def test_multiplexed_update_equals_single_layer_updates(tiny_org):
     model, tok = tiny_org.model, tiny_org.tokenizer
     prompts, answers = _pool(6)
     ids = tok(prompts, add_special_tokens=False)["input_ids"]
-    cfg = RLOOConfig(prompts_per_step=6, completions_per_prompt=4, max_new_tokens=24, lr=0.1, micro_batch_tokens=7 * 40)
-    multi = _vec_trainer(model, tok, [0, 1], True, cfg)
+    cfg = RLOOConfig(prompts_per_step=6, completions_per_prompt=4, max_new_tokens=24, lr=0.1)
+    multi = _vec_trainer(model, tok, [0, 1], True, cfg, Engine(micro_batch_tokens=7 * 40))
     batch = multi.collect(ids, answers)
     batch["rewards"] = torch.randint(0, 2, batch["rewards"].shape).float()  # make sure there is signal
     multi.update(batch)
@@ -151,10 +152,10 @@ def test_resume_is_bit_identical(tiny_org, tmp_path):
     model, tok = tiny_org.model, tiny_org.tokenizer
     prompts, answers = _pool(40)
     cfg = RLOOConfig(
-        prompts_per_step=4, completions_per_prompt=3, max_new_tokens=16, steps=5, checkpoint_every=2, lr=0.2
+        prompts_per_step=4, completions_per_prompt=3, max_new_tokens=16, steps=5, lr=0.2
     )
     full_vecs = zero_vectors(model, [1])
-    kw = dict(progress=False, verifier=ParityReward())
+    kw = dict(progress=False, verifier=ParityReward(), engine=Engine(checkpoint_every=2))
     train(VectorTrainable(model, full_vecs), tok, prompts, answers, cfg, run_dir=tmp_path / "a", **kw)
     part_vecs = zero_vectors(model, [1])
     train(
@@ -308,16 +309,15 @@ def test_multiplexed_rloo_update_from_the_rollout_equals_the_full_pass(tiny_org)
     """A routed sweep over layers 0 and 1 (each route starts at its own block): one RLOO update with
     the loss pass from the rollout's hidden state moves the vectors as the full pass does (float64)."""
     import copy
-    import dataclasses
 
     model, tok = copy.deepcopy(tiny_org.model).double(), tiny_org.tokenizer
     prompts, answers = _pool(4)
     ids = tok(prompts, add_special_tokens=False)["input_ids"]
-    cfg = RLOOConfig(prompts_per_step=4, completions_per_prompt=3, max_new_tokens=16, lr=0.1, micro_batch_tokens=5 * 40)
+    cfg = RLOOConfig(prompts_per_step=4, completions_per_prompt=3, max_new_tokens=16, lr=0.1)
     moved = []
     for reuse in (True, False):
         tr = VectorTrainable(model, _random_vectors(model, [0, 1], "resid_post", routed=True))
-        trainer = RLOOTrainer(tr, tok, dataclasses.replace(cfg, loss_from_rollout=reuse))
+        trainer = RLOOTrainer(tr, tok, cfg, engine=Engine(micro_batch_tokens=5 * 40, loss_from_rollout=reuse))
         batch = trainer.collect(ids, answers)
         assert (batch["rollouts"].hidden is not None) == reuse
         if reuse:

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from steerlib.rollout import prompt_seed, sample_rollouts
+from steerlib.rollout import sample_rollouts
+from steerlib.sampling import prompt_seed
 from steerlib.static_decode import sample_rollouts_static
 from steerlib.steering import SteeringVector
 from tests.conftest import tiny_model
@@ -73,20 +74,19 @@ def test_rloo_with_static_decoding_trains_from_the_same_rollouts(tiny_org):
     """Two RLOO steps with per-prompt seeds (a vector at block 1, loss pass from the rollout's hidden
     state): static decoding moves the vector as the dynamic loop does (same draws; rounding only), and
     the run records the choice."""
-    from steerlib.rloo import RLOOConfig, RLOOTrainer, VectorTrainable, manifest_params
+    from steerlib.rloo import Engine, RLOOConfig, RLOOTrainer, VectorTrainable, manifest_params
     from steerlib.steering import zero_vectors
 
     ids = [tiny_org.tokenizer.encode(p) for p in ("Q: 2+3=?\nA:", "Q: 17-4=?\nA:")]
     out = []
     for static in (False, True):
-        cfg = RLOOConfig(prompts_per_step=2, completions_per_prompt=4, max_new_tokens=8, sampling="per_prompt",
-                         static_decode=static, lr=0.5)
+        cfg = RLOOConfig(prompts_per_step=2, completions_per_prompt=4, max_new_tokens=8, sampling="per_prompt", lr=0.5)
         tr = VectorTrainable(tiny_org.model, zero_vectors(tiny_org.model, [1]))
-        trainer = RLOOTrainer(tr, tiny_org.tokenizer, cfg, verifier=_LengthReward())  # type: ignore[arg-type]
+        trainer = RLOOTrainer(tr, tiny_org.tokenizer, cfg, verifier=_LengthReward(),  # type: ignore[arg-type]
+                              engine=Engine(static_decode=static))
         for _ in range(2):
             trainer.step(ids, ["5", "13"])
         out.append(tr.vectors[0].vector.detach().clone())
     assert out[0].abs().sum() > 0
     torch.testing.assert_close(out[0], out[1], rtol=1e-4, atol=1e-5)
-    assert "rloo.static_decode" in manifest_params(RLOOConfig(static_decode=True))
-    assert "rloo.static_decode" not in manifest_params(RLOOConfig())
+    assert not any("static" in k for k in manifest_params(RLOOConfig()))  # the engine is never recorded

@@ -12,7 +12,8 @@ import torch
 
 from steerlib.efficiency import (PARAMETERS, STATE, UPDATE, adam_state_bytes, efficiency_rows, median_update_seconds,
                                   trainable_parameters)
-from steerlib.seeds import seed_dir, seed_list, seed_summary, spread
+from steerlib.runs import RunLayout
+from steerlib.seeds import seed_list, seed_summary, spread
 from steerlib.stats import Estimate, bootstrap, describe, gain_share, paired_difference, paired_gain, share_estimate
 
 
@@ -57,8 +58,10 @@ def test_describe_applies_the_two_se_rule():
 
 
 def test_seed_summary_and_directories():
-    assert seed_list(3, 2) == [3, 4] and seed_dir(Path("r/a"), 3, base=3) == Path("r/a")
-    assert seed_dir(Path("r/a"), 4, base=3) == Path("r/a-seed4")
+    layout = RunLayout(Path("r/a"))
+    assert seed_list(3, 2) == [3, 4] and layout.for_seed(3, base=3) == layout
+    assert layout.for_seed(4, base=3).single_layer(5) == Path("r/a/seed4/single-layer-5")
+    assert layout.for_seed(4, base=3).sweep() == Path("r/a/seed4/sweep-multiplexed")  # one convention for both
     with pytest.raises(ValueError):
         seed_list(0, 0)
     mean, sd = spread({0: {1: 0.5}, 1: {1: 0.7}, 2: {1: 0.6}})
@@ -106,7 +109,7 @@ def test_persistence_error_resamples_prompts():
 
 
 def test_transfer_family_summary_groups_directions_and_their_errors():
-    from steerlib.transfer import TransferStudy, normalized_gain
+    from steerlib.transfer import TransferStudy
 
     rng = np.random.default_rng(4)
     acc = {"p": {"base": 0.3, "own/0": 0.8, "c/0": 0.4}, "c": {"base": 0.2, "own/0": 0.7, "p/0": 0.6},
@@ -117,7 +120,7 @@ def test_transfer_family_summary_groups_directions_and_their_errors():
     for cfg in results.values():
         for r in cfg.values():
             r.pass_at_1 = float(r.per_problem.mean())
-    gains = {f"{d}->{t}": {0: normalized_gain(results[t][f"{d}/0"].pass_at_1, results[t]["base"].pass_at_1,
+    gains = {f"{d}->{t}": {0: gain_share(results[t][f"{d}/0"].pass_at_1, results[t]["base"].pass_at_1,
                                               results[t]["own/0"].pass_at_1)}
              for t in acc for d in acc if d != t}
     fam = TransferStudy(["p", "c", "u"], [0], results, gains).family_summary({"c": "p", "p": None, "u": None})

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from steerlib.book import chapter_sources
+from steerlib.runs import RunLayout
 from steerlib.steering import SteeringVector
 from tests.conftest import tiny_model
 
@@ -197,14 +198,14 @@ def test_layer_vectors_splits_the_multiplexed_snapshots(tmp_path, tiny_org, fake
     from steerlib.vectorfile import load_vectors
 
     preset = resolve_preset("organism", model="tiny", steps=2, checkpoints=(1, 2), prompts_per_step=2, max_new_tokens=4)
-    sweep = layer_vectors(tiny_org, preset, tmp_path, mode="multiplexed", val_problems=4, progress=False)
+    sweep = layer_vectors(tiny_org, preset, RunLayout(tmp_path), mode="multiplexed", val_problems=4, progress=False)
     assert sweep.mode == "multiplexed" and sorted(sweep.vectors) == list(range(preset.n_layers))
     whole = load_vectors(sweep.runs[0].snapshots[2], tiny_org.model).vectors
     for v in whole:  # each per-layer file holds exactly that layer's slice of the multiplexed snapshot
         part = load_vectors(tmp_path / "sweep-multiplexed" / f"layer-{v.layer}-step-2.safetensors", tiny_org.model)
         assert [p.layer for p in part.vectors] == [v.layer] and torch.equal(part.vectors[0].vector, v.vector)
     assert all(c.step == 2 for c in sweep.choices.values()) and len(fake_eval) == 1
-    again = layer_vectors(tiny_org, preset, tmp_path, mode="multiplexed", val_problems=4, progress=False)
+    again = layer_vectors(tiny_org, preset, RunLayout(tmp_path), mode="multiplexed", val_problems=4, progress=False)
     assert len(fake_eval) == 1 and all(
         torch.equal(again.vectors[l].vector, sweep.vectors[l].vector) for l in sweep.vectors
     )
@@ -326,3 +327,104 @@ def test_tidy_tables_format_cells_and_drop_empty_rows():
     out = tidy(df)
     assert list(out.index) == ["a", "c"]
     assert out.loc["a"].tolist() == ["0.812", "852,960"] and out.loc["c"].tolist() == ["1.000", "3.000"]
+
+
+# -- the package's floors, the chapter registry and the run layout ---------------------------------
+def _steerlib_imports() -> dict[str, set[str]]:
+    """Module -> the steerlib modules it imports anywhere (inside functions too)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "steerlib").glob("*.py")):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("steerlib"):
+                found |= {a.name for a in node.names} if node.module == "steerlib" else {node.module.split(".")[1]}
+            elif isinstance(node, ast.Import):
+                found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("steerlib.")}
+        graph[path.stem] = found - {path.stem}
+    return graph
+
+
+def _import_problems(graph: dict[str, set[str]], floors: tuple[tuple[str, ...], ...]) -> list[str]:
+    floor = {m: i for i, names in enumerate(floors) for m in names}
+    problems = [f"{m} is in no floor" for m in graph if m != "__init__" and m not in floor]
+    problems += [f"{m} (floor {floor[m] + 1}) imports {d} (floor {floor[d] + 1})" for m, deps in graph.items()
+                 for d in deps if m in floor and d in floor and floor[d] > floor[m]]
+
+    def reaches(start: str) -> set[str]:
+        seen, stack = set(), [start]
+        while stack:
+            for d in graph.get(stack.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    stack.append(d)
+        return seen
+
+    problems += [f"{m} imports itself around a circle" for m in graph if m in reaches(m)]
+    return problems
+
+
+def test_no_import_circle_and_no_import_from_a_higher_floor():
+    import steerlib
+
+    assert _import_problems(_steerlib_imports(), steerlib.FLOORS) == []
+
+
+def test_the_floor_check_catches_an_upward_import_and_a_circle():
+    floors = (("a", "b"), ("c",))
+    assert _import_problems({"a": {"c"}, "b": set(), "c": {"a"}}, floors) == ["a (floor 1) imports c (floor 2)",
+                                                                            "a imports itself around a circle",
+                                                                            "c imports itself around a circle"]
+    assert _import_problems({"a": {"b"}, "b": set(), "c": {"a"}, "d": set()}, floors) == ["d is in no floor"]
+
+
+def _code_strings(path: Path) -> list[str]:
+    """The string constants of a file's code (docstrings and other bare string statements left out)."""
+    tree = ast.parse(path.read_text())
+    bare = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    return [n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in bare]
+
+
+def test_a_chapter_is_named_in_the_registry_only():
+    from steerlib.chapters import CHAPTERS
+
+    hits = [(p.name, s) for p in (ROOT / "steerlib").glob("*.py") if p.name != "chapters.py"
+            for s in _code_strings(p) for name in CHAPTERS if name in s]
+    assert hits == []
+    assert list(CHAPTERS) == [p.stem for p in chapter_sources()]  # every source registered, in order
+
+
+#: Run-folder names (whole constants or the literal part of an f-string) that only the run layout may spell.
+_RUN_FOLDERS = ("single-layer-", "sweep-multiplexed", "sequential-selection.json", "all-layer", "full-ft",
+                "orthogonal-", "where-post-attn-", "adaptive-", "prefix-", "transfer-", "peft-adapter")
+
+
+def _seed_suffixes(path: Path) -> list[str]:
+    """Literal parts of f-strings that put a seed number right after ``seed`` (``f"...seed{k}"``)."""
+    return [part.value for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.JoinedStr)
+            for part, nxt in zip(node.values, node.values[1:])
+            if isinstance(part, ast.Constant) and isinstance(nxt, ast.FormattedValue)
+            and str(part.value).endswith("seed")]
+
+
+def test_a_run_folder_is_named_by_the_run_layout_only():
+    files = [p for p in (ROOT / "steerlib").glob("*.py") if p.name not in ("runs.py", "chapters.py")]
+    hits = [(p.name, s) for p in [*files, *chapter_sources()] for s in _code_strings(p) if s in _RUN_FOLDERS]
+    hits += [(p.name, s) for p in [*files, *chapter_sources()] for s in _seed_suffixes(p)]
+    assert hits == []
+    assert _seed_suffixes(ROOT / "steerlib" / "runs.py") == ["seed"]  # the check sees the layout's own one
+
+
+def test_every_claim_reads_keys_its_chapters_results_have():
+    """A renamed results key would show as "not measured" on the claims page: here it fails instead."""
+    from steerlib.chapters import CHAPTERS
+    from steerlib.claims import CLAIMS
+
+    claims = {c.key: c for c in CLAIMS}
+    assert sorted(k for s in CHAPTERS.values() for k in s.claims) == sorted(claims)  # each claim in one chapter
+    missing = []
+    for spec in CHAPTERS.values():
+        results = json.loads(spec.results.read_text())
+        missing += [(spec.name, c, k) for c in spec.claims for k in claims[c].keys if k not in results]
+        missing += [(spec.name, c, k) for c in spec.real_claims for k in claims[c].real_keys if k not in results]
+    assert missing == []
