@@ -62,7 +62,7 @@ from steerlib.selection import evaluate_runs, vector_run
 from steerlib.stats import paired_gain
 
 ch = setup("02_layer_curve", globals(), choices={"sweep_mode": ("auto", "multiplexed", "sequential")},
-           plan_kwargs={"layers": layers}, positive=("n_seeds", "noise_seeds"))
+           positive=("n_seeds", "noise_seeds"))
 KW = dict(val_problems=val_problems, select_on=select_on)  # how every run chooses its snapshot
 LAYERS, LAST, SEEDS = ch.P.parse_layers(layers), ch.P.n_layers - 1, seed_list(ch.P.seed, n_seeds)
 

@@ -5,7 +5,8 @@ no two modules import each other, directly or around a circle (``tests/test_stru
 import, those inside functions included, and checks both):
 
 1. **foundations** (:data:`FLOORS` ``[0]``): files written atomically, statistics, tables and figures,
-   the model's parts and published shapes (``arch``), the loaded-model record, rewards (Math-Verify),
+   the model's parts and published shapes (``arch``), the loaded-model record, where model files come from
+   (``sources``: hub ids and files shipped on PyPI, hash-checked), rewards (Math-Verify),
    the organism's world of problems, micro-batch cuts, data-parallel plumbing.
 2. **steering and sampling**: steering vectors and their hooks, the pieces every decode loop shares
    (``sampling``: the rollout record, padding, seed hashing, token sampling, stops), the decode loops
@@ -29,10 +30,10 @@ __version__ = "0.1.0"
 #: The floors, bottom first (see the module docstring); every module of the package is in one of them.
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("atomic", "stats", "tables", "plots", "microbatch", "distributed", "cachesync", "loaded", "rewards",
-     "_verify_worker", "world", "arch"),
+     "_verify_worker", "world", "arch", "sources"),
     ("steering", "sampling", "budgets", "runs", "headpatch", "fastdecode", "static_decode", "rollout",
      "vllm_backend", "trainables"),
-    ("evaluate", "rloo", "vectorfile", "traces", "data", "organism", "presets"),
+    ("evaluate", "rloo", "vectorfile", "traces", "gsm_symbolic", "data", "organism", "presets"),
     ("recipes", "preset_eval", "selection", "seeds", "transfer", "ablation", "adaptive", "diffsae", "lens",
      "propagation", "efficiency"),
     ("chapters", "plan", "claims", "reallm", "organism_checks", "chapter", "prebuild", "launch", "buildgraph", "book",

@@ -61,6 +61,9 @@ __all__ = [
 _TIMING_KEYS = ("execution", "papermill", "ExecuteTime")
 BUILD_TIMES = ROOT / "book" / "build_times.json"
 INSTALL_TAG = "colab-install"
+#: ``repository.url`` until whoever publishes the book sets it (README, "Publish your copy"): while it is
+#: there, a Colab install cell stops with one line instead of failing inside pip.
+PLACEHOLDER_URL = "https://github.com/steerlib/small-vectors-book"
 #: Devices in the landing page's cost table.
 COST_DEVICES = ["a100-40gb", "h100", "l4", "cpu"]
 
@@ -90,7 +93,13 @@ def install_cell(chapter: str, root: Path = ROOT) -> str:
         True
     """
     extra = CHAPTERS[chapter].extra if chapter in CHAPTERS else None
-    spec = f"steerlib{f'[{extra}]' if extra else ''} @ git+{repository_url(root)}"
+    url = repository_url(root)
+    spec = f"steerlib{f'[{extra}]' if extra else ''} @ git+{url}"
+    tail = url.split("github.com")[-1]
+    guard = [] if url != PLACEHOLDER_URL else [
+        f'    if STEERLIB.endswith("{tail}"):  # the placeholder of _config.yml',
+        '        raise SystemExit("set STEERLIB above to this book\'s repository (_config.yml holds a placeholder)")',
+    ]
     return "\n".join([
         "# Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.",
         "# Gated models (llama3.1-8b-instruct): accept the licence on huggingface.co, then",
@@ -101,12 +110,16 @@ def install_cell(chapter: str, root: Path = ROOT) -> str:
         "from typing import Optional  # noqa: F401 - the parameters' annotations",
         f'STEERLIB = "{spec}"',
         'if "google.colab" in sys.modules:',
+        *guard,
         '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", STEERLIB], check=True)',
     ])
 
 
 def sync_install_cells(root: Path = ROOT) -> list[Path]:
-    """Rewrite the install cell of every chapter source from :func:`install_cell`; returns the changed files."""
+    """Rewrite the install cell of every chapter source and published page from :func:`install_cell`
+    (a page needs no re-execution: the cell does nothing outside Colab); returns the changed files."""
+    import nbformat
+
     changed = []
     header = re.compile(r'^# %% tags=\[[^\]]*"' + INSTALL_TAG + r'"[^\]]*\]\n', re.M)
     for source in chapter_sources(root):
@@ -119,6 +132,14 @@ def sync_install_cells(root: Path = ROOT) -> list[Path]:
         if new != text:
             source.write_text(new)
             changed.append(source)
+        page = root / "book" / "chapters" / f"{source.stem}.ipynb"
+        if page.exists():
+            nb = nbformat.read(page, as_version=4)
+            cells = [c for c in nb.cells if INSTALL_TAG in c.metadata.get("tags", [])]
+            if cells and cells[0].source != install_cell(source.stem, root):
+                cells[0].source = install_cell(source.stem, root)
+                nbformat.write(nb, page)
+                changed.append(page)
     return changed
 
 

@@ -25,15 +25,13 @@ import numpy as np
 
 from steerlib.loaded import LoadedModel
 from steerlib.atomic import json_clean, write_json
+from steerlib.chapters import PRESET_PARAMETERS
 from steerlib.presets import Preset, load_model, resolve_preset
 from steerlib.runs import RunLayout
 
 __all__ = ["Chapter", "setup", "value_has_type", "PRESET_PARAMETERS", "RUN_DEFINING", "run_dir_for", "parse_names"]
 
-#: Chapter parameters that override preset fields of the same name (``None``: the preset's value): every
-#: parameter that changes what is trained reaches the recipes this one typed way, in the :class:`Preset`.
-PRESET_PARAMETERS = ("steps", "model", "eval_problems", "seed", "prompts_per_step", "max_new_tokens", "layer", "lr",
-                     "adaptive_lr")
+
 
 
 #: Chapter parameters that change what a run trains: a chapter's default run directory depends on them.
@@ -169,13 +167,14 @@ class Chapter:
 
 
 def setup(name: str, params: Mapping[str, Any], *, load: bool = True, positive: Sequence[str] = (),
-          choices: Mapping[str, Sequence[str]] | None = None, plan_kwargs: Mapping[str, Any] | None = None) -> Chapter:
+          choices: Mapping[str, Sequence[str]] | None = None) -> Chapter:
     """Set up chapter ``name`` from its parameters (a chapter passes ``globals()``).
 
     Reads ``preset``, ``run_dir`` (default :func:`run_dir_for`), ``results_path``, ``val_problems``,
     ``select_on`` and the preset overrides in :data:`PRESET_PARAMETERS`; checks that every name in
     ``positive`` is at least 1 and every name in ``choices`` one of its values; prints the cost plan and
-    refuses to start when it exceeds ``max_hours`` (:func:`steerlib.plan.check_budget`); loads the model
+    refuses to start when it exceeds ``max_hours`` or the device's memory (:func:`steerlib.plan.check_budget`,
+    the same plan ``python -m steerlib.plan`` prints for these parameters); loads the model
     unless ``load`` is false. Raises ``ValueError`` with one line on a bad parameter, before any work.
     """
     declared = params.get("__annotations__", {})  # the parameters cell's annotations (papermill keeps them)
@@ -203,11 +202,10 @@ def setup(name: str, params: Mapping[str, Any], *, load: bool = True, positive: 
     if ch.select_on not in ("validation", "test"):
         raise ValueError(f"select_on must be validation or test, not {ch.select_on!r}")
     if "max_hours" in params:  # the cost plan first: a long run starts only when the user agreed to it
-        from steerlib.plan import check_budget
+        from steerlib.plan import chapter_plan, check_budget
 
-        seeds = {"n_seeds": int(params["n_seeds"])} if "n_seeds" in params else {}
-        check_budget(name, preset, float(params["max_hours"]), val_problems=ch.val_problems,
-                     **seeds, **(plan_kwargs or {}))
+        plan = chapter_plan(name, params, preset=preset)
+        check_budget(plan, float(params["max_hours"]))
     _hidpi()
     if load:
         ch.org = load_model(preset)

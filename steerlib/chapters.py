@@ -27,13 +27,17 @@ from typing import Any
 
 __all__ = ["ChapterSpec", "CHAPTERS", "chapter", "claim_chapters", "chapter_sources", "read_source", "ROOT",
            "NOTEBOOKS", "PAGES", "RESULTS", "ORGANISM", "TRAINING", "LAYER_CURVE", "LOGIT_LENS", "REAL_LM",
-           "SWEEP_SEEDS"]
+           "SWEEP_SEEDS", "PRESET_PARAMETERS", "default_parameters"]
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 PAGES = ROOT / "book" / "chapters"
 RESULTS = ROOT / "book" / "results"
 
+#: Chapter parameters that override preset fields of the same name (``None``: the preset's value): every
+#: parameter that changes what is trained reaches the recipes this one typed way, in the preset.
+PRESET_PARAMETERS = ("steps", "model", "eval_problems", "seed", "prompts_per_step", "max_new_tokens", "layer", "lr",
+                     "adaptive_lr")
 #: Chapter 02's sweep seeds built as tasks of their own: its default ``seed`` and ``n_seeds`` (a test keeps them equal).
 SWEEP_SEEDS = (0, 1, 2)
 
@@ -184,6 +188,25 @@ def claim_chapters() -> dict[str, str]:
 def chapter_sources(root: Path = ROOT) -> list[Path]:
     """The chapter sources ``notebooks/NN_name.py`` that exist under ``root``, in order."""
     return sorted((root / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def default_parameters(name: str) -> dict[str, Any]:
+    """Chapter ``name``'s parameters as its page runs them by default: its ``parameters`` cell, executed
+    (needs the repository's ``notebooks/`` and jupytext).
+
+    Example:
+        >>> default_parameters("02_layer_curve")["sweep_mode"]
+        'auto'
+    """
+    from typing import Optional
+
+    source = chapter(name).source
+    cells = [c for c in read_source(source).cells if "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{source}: expected one cell tagged 'parameters', found {len(cells)}")
+    namespace: dict[str, Any] = {"Optional": Optional}
+    exec(cells[0].source, namespace)  # noqa: S102 - the repository's own chapter source
+    return {k: v for k, v in namespace.items() if not k.startswith("__") and k != "Optional"}
 
 
 def read_source(source: Path) -> Any:

@@ -6,7 +6,8 @@ for training and AIME 2024, AIME 2025, AMC 2023, MATH-500, Minerva Math and Olym
 (Minerva's answer is the last ``\\boxed{}`` of its solution). Pass ``path=`` (a local JSON/JSONL file in
 the same schema) to load without the hub: that is how the tests run. The organism's arithmetic world is
 the ``organism`` source; ``addition`` is natural-language two-digit addition for a real pretrained LM
-(train / validation / test disjoint by construction).
+and ``gsm_symbolic`` the GSM8K-derived GSM-Symbolic problems split by template
+(:mod:`steerlib.gsm_symbolic`): train / validation / test disjoint by construction.
 
 Templates: ``qwen_math`` (the authors' default: the tokenizer's chat template with the system prompt
 "Please reason step by step, and put your final answer within \\boxed{}.", or their plain-text fallback
@@ -134,11 +135,15 @@ def load_problems(
             ``math500``, ``minerva``, ``olympiad``).
         path: a local JSON/JSONL file with the source's real columns (no hub access).
         n: keep the first ``n`` problems (all when ``None``).
-        split: for ``organism`` only: ``train``, ``validation`` or ``test``.
+        split: for ``organism``, ``addition`` and ``gsm_symbolic``: ``train``, ``validation`` or ``test``.
         seed: for ``organism`` only: which problems are drawn.
     """
     if source == "addition":
         return addition_problems(split, n)
+    if source == "gsm_symbolic":
+        from steerlib import gsm_symbolic
+
+        return [MathProblem(p.id, p.question, p.answer, source) for p in gsm_symbolic.problems(split, n)]
     if source == "organism":
         from steerlib.world import sample_problems
 
@@ -241,8 +246,8 @@ def split_problems(preset: Any, split: str, n: int | None = None) -> list[MathPr
         raise ValueError(f"split must be train, validation or test, not {split!r}")
     if preset.train_source == "organism":
         return load_problems("organism", n=n or (20000 if split == "train" else 1000), split=split, seed=preset.seed)
-    if preset.train_source == "addition":
-        return addition_problems(split, n)
+    if preset.train_source in ("addition", "gsm_symbolic"):  # splits of their own, disjoint by construction
+        return load_problems(preset.train_source, split=split, n=n)
     if split == "test":
         return [p for probs in benchmark_sets(preset, n).values() for p in probs]
     rows = load_problems(preset.train_source)

@@ -32,14 +32,17 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from steerlib.arch import MODELS, ModelShape, shape_of
-from steerlib.chapters import LAYER_CURVE, TRAINING
+from steerlib.rloo import CHECKPOINT_MINUTES
+from steerlib.chapters import LAYER_CURVE, PRESET_PARAMETERS, TRAINING, default_parameters
 from steerlib.chapters import chapter as chapter_spec
 
+# ModelShape, MODELS and shape_of live in steerlib.arch (re-exported here for the plan's readers)
 __all__ = ["ModelShape", "Device", "MODELS", "DEVICES", "Plan", "plan", "model_shape", "micro_batch_tokens", "shape_of",
-           "table", "check_budget", "main", "Work"]  # ModelShape, MODELS, shape_of: from steerlib.arch
+           "table", "check_budget", "chapter_plan", "this_device", "resolve_preset_for", "main", "Work"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,10 @@ class Plan:
     seconds: dict[str, float] = field(default_factory=dict)
     peak_gb: float = 0.0
     fits: bool = True
+    fit_hint: str = ""  # when it does not fit: the smaller setting that would
+    checkpoint_steps: int = 0  # a training run checkpoints every this many steps ...
+    step_minutes: float = 0.0  # ... each of about this many minutes (one RLOO step of one run) ...
+    checkpoint_minutes: float = CHECKPOINT_MINUTES  # ... and at least this often
 
     @property
     def hours(self) -> float:
@@ -116,9 +123,12 @@ class Plan:
 
     def summary(self) -> str:
         parts = ", ".join(f"{k} {v / 3600:.2f} h" for k, v in self.seconds.items() if v > 0)
-        fit = "" if self.fits else " - DOES NOT FIT in the device's memory"
+        fit = "" if self.fits else f" - DOES NOT FIT in the device's memory ({self.fit_hint})"
+        every = min(self.checkpoint_steps * self.step_minutes, self.checkpoint_minutes)
+        ckpt = (f"; checkpoints every {self.checkpoint_steps} steps or {self.checkpoint_minutes:g} min, whichever "
+                f"comes first (about {every:.1f} min here)") if self.checkpoint_steps else ""
         return (f"plan for {self.chapter} on {self.preset} ({self.device}): {self.hours:.2f} h "
-                f"[{parts}], peak memory {self.peak_gb:.1f} GB{fit}")
+                f"[{parts}], peak memory {self.peak_gb:.1f} GB{fit}{ckpt}")
 
 
 class _Cost:
@@ -208,7 +218,8 @@ class Work:
 
 
 def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[int] | str | None = None,
-         val_problems: int = 200, prompt_len: int | None = None, n_seeds: int = 1, gpus: int = 1) -> Plan:
+         val_problems: int = 200, prompt_len: int | None = None, n_seeds: int = 1, gpus: int = 1,
+         hint: bool = True) -> Plan:
     """Project a chapter's wall time and peak memory (see the module docstring).
 
     Args:
@@ -218,6 +229,7 @@ def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[i
         layers: chapter 02's layer subset (default: every layer; ``"all"`` or ``"14,27"`` as in the chapter).
         n_seeds: training seeds of chapters 01 and 02 (each seed trains, selects and evaluates its own runs).
         gpus: GPUs sharing each training step (data-parallel); the training part is divided by them.
+        hint: when it does not fit, find the smaller completion budget or batch that does (``fit_hint``).
     """
     from steerlib.presets import resolve_preset
 
@@ -251,6 +263,10 @@ def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[i
     extra = 3 * shape.params * 4 / 1e9 if spec.trains_weights else 0.0  # fp32 master + Adam
     out.peak_gb = weights_gb + max(kv_gb, act_gb) + extra
     out.fits = out.peak_gb <= dev.memory_gb
+    out.checkpoint_steps = min(P.checkpoints)
+    out.step_minutes = work.run() / P.steps / gpus / 60
+    if not out.fits and hint:
+        out.fit_hint = _what_fits(out, P, layers, val_problems, n_seeds)
     return out
 
 
@@ -273,42 +289,135 @@ def table(presets: list[str] | None = None, devices: list[str] | None = None,
     return "\n".join(lines)
 
 
-def check_budget(chapter: str, preset: Any, max_hours: float, *, device: str | None = None, **kwargs: Any) -> Plan:
-    """Print the chapter's plan on this machine's device (or ``device``) and refuse, in one line,
-    when it exceeds ``max_hours`` or the device's memory: raise ``max_hours`` to run it anyway."""
-    if device is None:
-        import torch
+def this_device() -> str:
+    """The :data:`DEVICES` key of this machine's accelerator (``cpu`` without CUDA)."""
+    import torch
 
-        device = "cpu"
-        if torch.cuda.is_available():
-            name = torch.cuda.get_device_name().lower()
-            gb = torch.cuda.get_device_properties(0).total_memory / 1e9
-            device = "h100" if "h100" in name else "l4" if "l4" in name else "t4" if "t4" in name else (
-                "a100-80gb" if gb > 50 else "a100-40gb")
-    p = plan(chapter, preset, device, **kwargs)
+    if not torch.cuda.is_available():
+        return "cpu"
+    name = torch.cuda.get_device_name().lower()
+    gb = torch.cuda.get_device_properties(0).total_memory / 1e9
+    return "h100" if "h100" in name else "l4" if "l4" in name else "t4" if "t4" in name else (
+        "a100-80gb" if gb > 50 else "a100-40gb")
+
+
+def chapter_plan(chapter: str, params: Mapping[str, Any], device: str | None = None, *,
+                 preset: Any = None, gpus: int = 1) -> Plan:
+    """The plan of ``chapter`` run with ``params`` (names of its parameters cell): what the chapter's
+    setup prints and ``python -m steerlib.plan`` prints for the same parameters. ``preset``: the preset
+    already resolved from ``params`` (else resolved here the way the chapter resolves it).
+
+    Example:
+        >>> chapter_plan("01_training", {"preset": "organism", "n_seeds": 1}, "cpu").hours < 0.5
+        True
+    """
+    preset = preset if preset is not None else resolve_preset_for(params)
+    layers = params.get("layers")
+    return plan(chapter, preset, device or this_device(), layers=str(layers) if layers is not None else None,
+                val_problems=int(params.get("val_problems", 200)), n_seeds=int(params.get("n_seeds", 1)), gpus=gpus)
+
+
+def _what_fits(p: Plan, preset: Any, layers: Any, val_problems: int, n_seeds: int) -> str:
+    """The first of ``max_new_tokens`` or ``prompts_per_step``, halved until the plan fits, that does."""
+    import dataclasses
+
+    for name in ("max_new_tokens", "prompts_per_step"):
+        value = getattr(preset, name)
+        while value > 1:
+            value //= 2
+            trial = plan(p.chapter, dataclasses.replace(preset, **{name: value}), p.device.split(" x ")[-1],
+                         layers=layers, val_problems=val_problems, n_seeds=n_seeds, hint=False)
+            if trial.fits:
+                return f"{name} = {value} fits (peak {trial.peak_gb:.1f} GB)"
+    return "no smaller completion budget or batch fits: choose a device with more memory"
+
+
+def check_budget(p: Plan, max_hours: float) -> Plan:
+    """Print the plan and refuse, in one line and before any weight is loaded, a run over ``max_hours``
+    or over the device's memory. The line says what to change, in a Colab parameters cell and with
+    papermill."""
     print(p.summary())
     if p.hours > max_hours:
-        raise RuntimeError(f"{chapter} is planned at {p.hours:.1f} h on {device}, over max_hours={max_hours:g}: "
-                           f"pass -p max_hours {math.ceil(p.hours)} (or more) to run it anyway")
+        need = math.ceil(p.hours)
+        raise RuntimeError(f"{p.chapter} is planned at {p.hours:.1f} h on {p.device}, over max_hours={max_hours:g}: "
+                           f"to run it anyway set max_hours = {need} in the parameters cell (Colab), or pass "
+                           f"-p max_hours {need} (papermill; make chapter ARGS=\"-p max_hours {need}\")")
+    if not p.fits:
+        raise MemoryError(f"{p.chapter} needs {p.peak_gb:.1f} GB at its peak on {p.device} "
+                          f"({DEVICES[p.device.split(' x ')[-1]].memory_gb:g} GB): {p.fit_hint}; set it in the "
+                          "parameters cell (Colab) or pass it with -p (papermill)")
     return p
 
 
+def _parse(pairs: list[list[str]]) -> dict[str, Any]:
+    """``-p NAME VALUE`` pairs as papermill reads them (numbers, booleans, None, text)."""
+    out: dict[str, Any] = {}
+    for name, value in pairs:
+        text = value.strip()
+        low = text.lower()
+        if low in ("none", "null"):
+            out[name] = None
+        elif low in ("true", "false"):
+            out[name] = low == "true"
+        else:
+            try:
+                out[name] = int(text)
+            except ValueError:
+                try:
+                    out[name] = float(text)
+                except ValueError:
+                    out[name] = text
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m steerlib.plan CHAPTER --preset NAME --device NAME``: print the plan."""
+    """``python -m steerlib.plan CHAPTER --preset NAME --device NAME [-p NAME VALUE ...]``: print the plan
+    the chapter prints for the same parameters (its defaults for the rest); exit 2 with one line on a bad
+    one."""
+    import sys
+
     ap = argparse.ArgumentParser(prog="python -m steerlib.plan", description=__doc__.split("\n")[0])
     ap.add_argument("chapter", nargs="?", default=TRAINING)
-    ap.add_argument("--preset", default="organism")
+    ap.add_argument("--preset", default=None, help="default: the chapter's")
     ap.add_argument("--device", default="a100-80gb", choices=sorted(DEVICES))
-    ap.add_argument("--layers", default=None, help="chapter 02: comma-separated layers")
+    ap.add_argument("--layers", default=None, help="chapter 02: 'all', '14,27' or '10-14'")
+    ap.add_argument("--n-seeds", type=int, default=None, help="training seeds (default: the chapter's)")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="any other parameter of the chapter, as papermill takes it")
     ap.add_argument("--gpus", type=int, default=1, help="GPUs sharing each training step (data-parallel)")
     ap.add_argument("--table", action="store_true", help="print the README's table of planned hours")
     args = ap.parse_args(argv)
     if args.table:
         print(table())
         return 0
-    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
-    print(plan(args.chapter, args.preset, args.device, layers=layers, gpus=args.gpus).summary())
+    try:
+        spec = chapter_spec(args.chapter)
+        try:
+            defaults = default_parameters(spec.name)
+        except (ImportError, OSError):  # an installed steerlib without the sources: the parameters given only
+            defaults = {}
+        given = _parse(args.parameter)
+        given.update({k: v for k, v in (("preset", args.preset), ("layers", args.layers), ("n_seeds", args.n_seeds))
+                      if v is not None})
+        unknown = sorted(set(given) - set(defaults)) if defaults else []
+        if unknown:
+            raise ValueError(f"{spec.name} has no parameter {', '.join(unknown)}; "
+                             f"it takes: {', '.join(sorted(defaults))}")
+        params = {**defaults, **given}
+        p = chapter_plan(spec.name, params, args.device, gpus=args.gpus)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(p.summary())
     return 0
+
+
+def resolve_preset_for(params: Mapping[str, Any]) -> Any:
+    """The preset a chapter resolves from its parameters (its name and the overrides)."""
+    from steerlib.presets import resolve_preset
+
+    return resolve_preset(str(params.get("preset", "organism")),
+                          **{k: params.get(k) for k in PRESET_PARAMETERS if k in params})
 
 
 if __name__ == "__main__":

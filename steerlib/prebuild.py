@@ -26,9 +26,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from steerlib.chapters import CHAPTERS, SWEEP_SEEDS, chapter, read_source
+from steerlib.chapters import CHAPTERS, SWEEP_SEEDS, default_parameters
 
 __all__ = ["CHAPTER", "RUN_TASKS", "SWEEP_SEEDS", "chapter_defaults", "train_part", "main"]
 
@@ -39,14 +39,8 @@ RUN_TASKS = dict(CHAPTERS[CHAPTER].run_tasks)
 
 
 def chapter_defaults(name: str = CHAPTER) -> dict[str, Any]:
-    """The chapter's parameters as its page runs them by default: its ``parameters`` cell, executed."""
-    source = chapter(name).source
-    cells = [c for c in read_source(source).cells if "parameters" in c.metadata.get("tags", [])]
-    if len(cells) != 1:
-        raise ValueError(f"{source}: expected one cell tagged 'parameters', found {len(cells)}")
-    namespace: dict[str, Any] = {"Optional": Optional}
-    exec(cells[0].source, namespace)  # noqa: S102 - the repository's own chapter source
-    return {k: v for k, v in namespace.items() if not k.startswith("__") and k != "Optional"}
+    """The chapter's parameters as its page runs them by default (:func:`steerlib.chapters.default_parameters`)."""
+    return default_parameters(name)
 
 
 def train_part(name: str) -> Path:

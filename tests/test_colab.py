@@ -94,3 +94,16 @@ def test_the_install_cell_in_a_simulated_colab_keeps_torch_and_the_chapters_impo
     tooling = subprocess.run([py, "-c", "import papermill"], capture_output=True, text=True)
     assert tooling.returncode != 0, "the install cell brought in the book tooling"
 
+
+
+def test_an_install_cell_with_the_placeholder_url_stops_with_one_line(tmp_path, monkeypatch):
+    import types
+
+    from steerlib.book import PLACEHOLDER_URL
+
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert repository_url() == PLACEHOLDER_URL  # this repository has not been published under its own URL yet
+    with pytest.raises(SystemExit, match="set STEERLIB above to this book's repository"):
+        exec(install_cell("01_training"), {})  # noqa: S102 - the generated cell, as Colab runs it
+    (tmp_path / "_config.yml").write_text("repository:\n  url: https://github.com/someone/book\n")
+    assert "SystemExit" not in install_cell("01_training", tmp_path)  # a real URL: no guard

