@@ -30,6 +30,8 @@ import subprocess, sys  # noqa: E401
 from typing import Optional  # noqa: F401 - the parameters' annotations
 STEERLIB = "steerlib @ git+https://github.com/steerlib/small-vectors-book"
 if "google.colab" in sys.modules:
+    if STEERLIB.endswith("/steerlib/small-vectors-book"):  # the placeholder of _config.yml
+        raise SystemExit("set STEERLIB above to this book's repository (_config.yml holds a placeholder)")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", STEERLIB], check=True)
 
 # %% tags=["parameters"]
