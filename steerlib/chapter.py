@@ -26,7 +26,8 @@ import numpy as np
 from steerlib.loaded import LoadedModel
 from steerlib.atomic import json_clean, write_json
 from steerlib.chapters import PRESET_PARAMETERS
-from steerlib.presets import Preset, load_model, resolve_preset
+from steerlib.plan import resolve_preset_for
+from steerlib.presets import Preset, load_model
 from steerlib.runs import RunLayout
 
 __all__ = ["Chapter", "setup", "value_has_type", "PRESET_PARAMETERS", "RUN_DEFINING", "run_dir_for", "parse_names"]
@@ -44,7 +45,7 @@ def run_dir_for(preset: Preset, params: Mapping[str, Any]) -> Path:
     with the same parameters finds its finished runs).
 
     Example:
-        >>> run_dir_for(resolve_preset("organism"), {"seed": 1, "steps": 30, "lr": None}).as_posix()
+        >>> run_dir_for(resolve_preset_for({"preset": "organism"}), {"seed": 1, "steps": 30, "lr": None}).as_posix()
         'runs/organism-seed=1,steps=30'
     """
     from steerlib.presets import PRESETS
@@ -189,8 +190,7 @@ def setup(name: str, params: Mapping[str, Any], *, load: bool = True, positive: 
     for key, allowed in (choices or {}).items():
         if params[key] not in allowed:
             raise ValueError(f"{key} must be one of {', '.join(map(str, allowed))}, not {params[key]!r}")
-    overrides = {k: params.get(k) for k in PRESET_PARAMETERS if k in params}
-    preset = resolve_preset(str(params.get("preset", "organism")), **overrides)
+    preset = resolve_preset_for(params)
     ch = Chapter(
         name,
         preset,

@@ -76,13 +76,13 @@ def template_split(template_ids: Iterable[int]) -> dict[str, list[int]]:
     return {"train": ids[:n_train], "validation": ids[n_train:n_train + n_val], "test": ids[n_train + n_val:]}
 
 
-def read_asset(path: Path = ASSET) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``(header, rows)`` of a generated instances file (first line: the header)."""
-    lines = path.read_text().splitlines()
+def read_asset(path: Path | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(header, rows)`` of a generated instances file (default :data:`ASSET`; first line: the header)."""
+    lines = (path or ASSET).read_text().splitlines()
     return json.loads(lines[0]), [json.loads(line) for line in lines[1:] if line.strip()]
 
 
-def problems(split: str, n: int | None = None, path: Path = ASSET) -> list[Instance]:
+def problems(split: str, n: int | None = None, path: Path | None = None) -> list[Instance]:
     """``n`` problems of ``split`` (all when ``None``): the split's templates taken in turn (one instance
     of each, then the second of each, ...), so a small ``n`` still spans many templates.
 
@@ -91,7 +91,7 @@ def problems(split: str, n: int | None = None, path: Path = ASSET) -> list[Insta
     """
     if split not in SPLIT_COUNTS:
         raise ValueError(f"split must be one of {', '.join(SPLIT_COUNTS)}, not {split!r}")
-    header, rows = read_asset(path)
+    header, rows = read_asset(path or ASSET)
     mine = set(template_split(header["templates"])[split])
     by_template: dict[int, list[dict[str, Any]]] = {}
     for row in rows:

@@ -56,7 +56,6 @@ def test_a_gsm_preset_splits_through_the_data_layer(tmp_path, monkeypatch):
     from steerlib.presets import resolve_preset
 
     monkeypatch.setattr(gsm_symbolic, "ASSET", _asset(tmp_path))
-    monkeypatch.setattr(gsm_symbolic.problems, "__defaults__", (None, gsm_symbolic.ASSET))
     preset = resolve_preset("organism", train_source="gsm_symbolic", template="qwen_math")
     prompts, answers = split_prompts(preset, None, "validation", 4)
     assert len(prompts) == 4 and all("Please reason step by step" in p and "Story" in p for p in prompts)
