@@ -207,6 +207,9 @@ MODELS: dict[str, ModelShape] = {
     "Qwen/Qwen2.5-Math-7B": ModelShape(28, 3584, 18944, 28, 4, 152064),
     "meta-llama/Llama-3.1-8B-Instruct": ModelShape(32, 4096, 14336, 32, 8, 128256),
     "HuggingFaceTB/SmolLM2-135M-Instruct": ModelShape(30, 576, 1536, 9, 3, 49152, tied=True),
+    # as the GGUF loader builds them: the output matrix untied
+    "Qwen/Qwen2.5-Coder-0.5B-Instruct": ModelShape(24, 896, 4864, 14, 2, 151936),
+    "Qwen/Qwen2.5-Coder-1.5B-Instruct": ModelShape(28, 1536, 8960, 12, 2, 151936),
 }
 
 

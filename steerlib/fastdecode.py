@@ -17,7 +17,7 @@ steering hooks add it (:meth:`steerlib.steering.SteeringHandle.resid_delta`); hi
 writes what the capture hooks write.
 
 :func:`blocker` says why a call cannot take this path (``None`` when it can): it needs a CPU, a Qwen2 or
-Llama model of the standard layout in float32/float64, no hooks from anyone else (ablation, patching and
+Llama model of the standard layout in float32/float64/bfloat16, no hooks from anyone else (ablation, patching and
 tracing keep the module loop), ``positions="all"`` and ``resid_post`` vectors only. It is the default
 only where it pays (:func:`pays`: narrow models, like the organisms).
 
@@ -67,7 +67,7 @@ def blocker(model: nn.Module, vectors: Sequence[SteeringVector] | None, position
     p = parts.lm_head.weight
     if p.device.type != "cpu":
         return f"the model is on {p.device.type} (the lean loop is for CPUs)"
-    if p.dtype not in (torch.float32, torch.float64):
+    if p.dtype not in (torch.float32, torch.float64, torch.bfloat16):
         return f"dtype {p.dtype}"
     if cfg.model_type not in ("qwen2", "llama"):
         return f"model type {cfg.model_type!r}"

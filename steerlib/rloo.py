@@ -39,7 +39,7 @@ from steerlib.budgets import hidden_byte_budget, kv_token_budget, logit_element_
 from steerlib.distributed import DataParallel
 from steerlib.microbatch import length_batches
 from steerlib.rollout import sample_rollouts_chunked
-from steerlib.sampling import Rollouts, prompt_seed
+from steerlib.sampling import MIN_SHARED_PREFIX, Rollouts, cache_kwarg, prompt_seed
 from steerlib.trainables import FullTrainable, LoraTrainable, Trainable, VectorTrainable
 
 __all__ = [
@@ -103,6 +103,7 @@ class Engine:
     loss_from_rollout: bool = True  # start the loss pass at the first steered block (rollout's hidden state)
     length_batches: bool = True  # micro-batches of rows of similar completion length (less padding)
     static_decode: bool = False  # fixed-shape rollouts, decode steps replayed from a CUDA graph on a GPU
+    shared_prefix: bool = False  # the prompts' common leading tokens run once (rollouts and loss pass)
     rollouts: Any = None  # another rollout backend (steerlib.vllm_backend.VLLMRollouts); None: steerlib's loops
 
     def rollout_loop(self, vectors: Any, positions: Any) -> Literal["backend", "static", "dynamic"]:
@@ -137,14 +138,23 @@ def _gather_logprobs(lm_head: Any, hidden: torch.Tensor, tokens: torch.Tensor, t
 @contextlib.contextmanager
 def _from_block(model: Any, block: int) -> Iterator[None]:
     """Within the context the decoder runs only blocks ``block ...`` (its ``inputs_embeds`` are then the
-    hidden state entering ``block``). Hooks on the blocks stay where they are."""
+    hidden state entering ``block``). Hooks on the blocks stay where they are; each kept block's attention
+    is numbered by its place in the shortened stack, so a KV cache holds them from its first layer."""
     decoder = model_parts(model).decoder
     layers = decoder.layers
-    decoder.layers = torch.nn.ModuleList(list(layers)[block:])
+    kept = list(layers)[block:]
+    numbers = [getattr(b.self_attn, "layer_idx", None) for b in kept]
+    decoder.layers = torch.nn.ModuleList(kept)
+    for i, b in enumerate(kept):
+        if numbers[i] is not None:
+            b.self_attn.layer_idx = i
     try:
         yield
     finally:
         decoder.layers = layers
+        for b, number in zip(kept, numbers):
+            if number is not None:
+                b.self_attn.layer_idx = number
 
 
 def starts_anywhere(model: Any) -> bool:
@@ -153,8 +163,15 @@ def starts_anywhere(model: Any) -> bool:
     return len(set(getattr(model_parts(model).causal_lm.config, "layer_types", None) or ["full"])) == 1
 
 
+def _common_columns(ids: torch.Tensor, mask: torch.Tensor, limit: int) -> int:
+    """Leading columns (at most ``limit``) that are real tokens and the same token in every row."""
+    same = (ids[:, :limit] == ids[:1, :limit]).all(0) & mask[:, :limit].bool().all(0)
+    return int(same.long().cumprod(0).sum())
+
+
 def _token_logprobs(
-    model: Any, ro: Rollouts, rows: torch.Tensor, temperature: float, logit_elements: int = 1 << 62
+    model: Any, ro: Rollouts, rows: torch.Tensor, temperature: float, logit_elements: int = 1 << 62,
+    shared_prefix: bool = False,
 ) -> torch.Tensor:
     """Log-probs of the completion tokens of ``rows``, shape ``(len(rows), completion width)``.
 
@@ -166,6 +183,11 @@ def _token_logprobs(
 
     When the rollouts kept the hidden state entering a block (:attr:`Rollouts.hidden`) the pass starts
     there: the blocks below it are not run again (their activations do not depend on what is trained).
+
+    ``shared_prefix``: the columns every row shares (a system prompt, few-shot examples; at least
+    :data:`~steerlib.sampling.MIN_SHARED_PREFIX`) run once, as one row whose KV cache is expanded to the
+    others; the gradient flows through that cache to whatever the prefix's activations depend on (a
+    vector steering inside it). Only where every row gets the same steering (no per-row routing).
     """
     comp_mask = ro.completion_mask[rows]
     n = max(1, int(comp_mask.sum(-1).max()))
@@ -182,13 +204,28 @@ def _token_logprobs(
     parts = model_parts(model)
     vocab = parts.lm_head.weight.shape[0]
     step = max(1, logit_elements // max(1, len(rows) * vocab))
-    if step >= n + 1:  # everything fits: one pass, as the causal LM itself computes it
-        with ctx:
-            logits = model(**inputs, attention_mask=mask, position_ids=pos, logits_to_keep=n + 1).logits[:, :-1]
-        out = (logits.float() / temperature).log_softmax(-1).gather(-1, comp.unsqueeze(-1)).squeeze(-1)
+    # the last prompt column predicts the first completion token: it stays in the rows' own pass
+    shared = _common_columns(ids, mask, ro.prompt_ids.shape[1] - 1) if shared_prefix and len(rows) > 1 else 0
+    extra: dict[str, Any] = {}
+    with ctx:
+        if shared >= MIN_SHARED_PREFIX:
+            from transformers import DynamicCache
+
+            cache = DynamicCache()
+            parts.decoder(**{k: v[:1, :shared] for k, v in inputs.items()}, position_ids=pos[:1, :shared],
+                          use_cache=True, **{cache_kwarg(model): cache})
+            cache.batch_repeat_interleave(len(rows))
+            inputs = {k: v[:, shared:] for k, v in inputs.items()}
+            extra = {"use_cache": True, cache_kwarg(model): cache}
+            pos = pos[:, shared:]
+        if step >= n + 1:  # everything fits: one pass, as the causal LM itself computes it
+            logits = model(**inputs, attention_mask=mask, position_ids=pos, logits_to_keep=n + 1, **extra).logits
+        else:
+            hidden = parts.decoder(**inputs, attention_mask=mask, position_ids=pos, **extra).last_hidden_state
+    if step >= n + 1:
+        out = (logits[:, :-1].float() / temperature).log_softmax(-1).gather(-1, comp.unsqueeze(-1)).squeeze(-1)
     else:
-        with ctx:
-            hidden = parts.decoder(**inputs, attention_mask=mask, position_ids=pos).last_hidden_state[:, -(n + 1) : -1]
+        hidden = hidden[:, -(n + 1) : -1]
         chunks = []
         for lo in range(0, n, step):
             h, t = hidden[:, lo : lo + step], comp[:, lo : lo + step]
@@ -295,6 +332,8 @@ class RLOOTrainer:
         loop = eng.rollout_loop(vectors, positions)
         if loop == "static":
             kw["static"] = True
+        elif loop == "dynamic" and eng.shared_prefix:
+            kw["shared_prefix"] = True
         if loop == "backend":
             ro = eng.rollouts.sample(tr, all_prompts, k, **kw)
         elif vectors is None:
@@ -353,14 +392,15 @@ class RLOOTrainer:
             for part in self.micro_batches(masks[g].sum(-1), width):
                 rows = g * rows_per_group + part
                 routing = row_routes[rows].tolist() if row_routes is not None else None
+                shared = self.engine.shared_prefix and (routing is None or len(set(routing)) == 1)  # one steering
                 with tr.context(routing, width):
-                    logp = _token_logprobs(tr.model, ro, rows, cfg.temperature, self.logit_elements)
+                    logp = _token_logprobs(tr.model, ro, rows, cfg.temperature, self.logit_elements, shared)
                 loss = policy_loss(
                     logp, ro.completion_mask[rows], adv[rows].to(logp.device), cfg.loss_norm, max(denom, 1.0)
                 )
                 if cfg.kl_coef:
                     with torch.no_grad(), tr.reference():
-                        ref = _token_logprobs(tr.model, ro, rows, cfg.temperature, self.logit_elements)
+                        ref = _token_logprobs(tr.model, ro, rows, cfg.temperature, self.logit_elements, shared)
                     d = ref - logp
                     kl = ((d.exp() - d - 1) * ro.completion_mask[rows]).sum() / max(denom, 1.0)
                     loss = loss + cfg.kl_coef * kl

@@ -5,8 +5,14 @@
 a row that emits EOS leaves the batch (``cache.batch_select_indices``) and costs no more decode work.
 On a CPU, narrow models (the organisms) decode through :mod:`steerlib.fastdecode` (the same draws, fewer
 ops per step) unless hooks of other analyses are on the model.
-Steering (any site, position mask and per-prompt routing of :mod:`steerlib.steering`) is applied during
-prefill and decoding, so the samples are on-policy. Everything runs under ``torch.inference_mode``.
+With ``shared_prefix=True`` the tokens every prompt starts with (a system prompt, few-shot examples;
+:func:`steerlib.sampling.shared_prefix_length`) are prefilled once, their KV cache expanded (not
+recomputed) to every prompt, and each prompt's own tokens prefilled after it; the rows are then laid
+out prefix, padding, own tokens (the padding masked, positions counted over real tokens), which the
+loss pass reads as it reads left padding. Steering (any site, position mask and per-prompt routing of
+:mod:`steerlib.steering`) is applied during prefill and decoding, so the samples are on-policy; a
+shared prefix is used only where the steering is the same for every row at every column (no routing,
+``positions="all"``). Everything runs under ``torch.inference_mode``.
 
 With ``capture=`` (one decoder block per prompt) the hidden state entering that block is kept for every
 prompt and completion column (:attr:`Rollouts.hidden`): the activations below the first steered block do
@@ -27,7 +33,8 @@ from typing import Any
 import torch
 
 from steerlib.cachesync import follow
-from steerlib.sampling import Rollouts, cache_kwarg, left_pad, mix_seed, row_uniforms, sample_token, trim_at_stop
+from steerlib.sampling import (Rollouts, cache_kwarg, left_pad, mix_seed, row_uniforms, sample_token,
+                               shared_prefix_length, trim_at_stop)
 from steerlib.steering import Positions, SteeringVector, steer
 
 __all__ = ["sample_rollouts", "sample_rollouts_chunked"]
@@ -44,6 +51,7 @@ class _Capture:
         self.decode: torch.Tensor | None = None
         self.width, self.new = width, new
         self.rows: torch.Tensor | None = None  # None: the prefill (rows are prompts); else row ids
+        self.offset = 0  # the first column of the current prefill pass
         self.col = 0
         self.handles = [layers[int(b)].register_forward_pre_hook(self._hook(int(b)), with_kwargs=True, prepend=True)
                         for b in blocks.unique().tolist()]
@@ -51,12 +59,13 @@ class _Capture:
     def _hook(self, block: int) -> Any:
         def hook(module: Any, args: tuple, kwargs: dict) -> None:
             h = args[0] if args else kwargs["hidden_states"]
-            if self.rows is None:
+            if self.rows is None:  # a prefill pass: the shared prefix (one row, expanded) or the prompts
+                n = len(self.blocks)
                 if self.prefill is None:
-                    self.prefill = h.new_zeros(h.shape[0], self.width, h.shape[-1])
-                    self.decode = h.new_zeros(h.shape[0] * self.k, self.new, h.shape[-1])
+                    self.prefill = h.new_zeros(n, self.width, h.shape[-1])
+                    self.decode = h.new_zeros(n * self.k, self.new, h.shape[-1])
                 mine = (self.blocks == block).nonzero().flatten()
-                self.prefill[mine] = h[mine]
+                self.prefill[mine, self.offset : self.offset + h.shape[1]] = h.expand(n, -1, -1)[mine]
             else:
                 mine = (self.row_blocks[self.rows] == block).nonzero().flatten()
                 self.decode[self.rows[mine], self.col] = h[mine, -1]  # type: ignore[index]
@@ -88,6 +97,7 @@ def sample_rollouts(
     capture: Sequence[int] | None = None,
     prompt_seeds: Sequence[int] | None = None,
     fast: bool | None = None,
+    shared_prefix: bool = False,
 ) -> Rollouts:
     """Sample ``k`` completions for each prompt (token ids) under optional steering.
 
@@ -102,6 +112,9 @@ def sample_rollouts(
             ``None``: one ``generator`` for the whole batch.
         fast: decode with :func:`steerlib.fastdecode.decode` (the same draws, fewer ops; CPU only);
             ``None``: where :func:`steerlib.fastdecode.blocker` allows it and it pays (narrow models).
+        shared_prefix: prefill the prompts' common leading tokens once (module docstring); ignored
+            under routing or a position mask, or when the prompts share fewer than
+            :data:`~steerlib.sampling.MIN_SHARED_PREFIX` tokens.
     """
     from transformers import DynamicCache
 
@@ -114,12 +127,16 @@ def sample_rollouts(
     fast = why_not is None and fastdecode.pays(model) if fast is None else fast
 
     device = next(model.parameters()).device
-    ids, mask = left_pad(prompts, pad_id)
+    same_everywhere = routes is None and (not vectors or positions == "all")
+    shared = shared_prefix_length(prompts) if shared_prefix and same_everywhere else 0
+    ids, mask = left_pad([p[shared:] for p in prompts], pad_id)
     ids, mask = ids.to(device), mask.to(device)
+    head = torch.as_tensor(list(prompts[0][:shared]), dtype=torch.long, device=device)[None]
     n_prompts = ids.shape[0]
-    prompt_ids, prompt_mask = ids, mask
+    prompt_ids = torch.cat([head.expand(n_prompts, -1), ids], 1)
+    prompt_mask = torch.cat([torch.ones_like(head).expand(n_prompts, -1), mask], 1)
     stops = torch.as_tensor([eos_id] if isinstance(eos_id, int) else list(eos_id), device=device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
     key = cache_kwarg(model)
     routing = torch.as_tensor(list(routes), dtype=torch.long) if routes is not None else None
@@ -132,17 +149,23 @@ def sample_rollouts(
     if capture is not None:
         from steerlib.arch import model_parts
 
-        cap = _Capture(model_parts(model).layers, torch.as_tensor(list(capture), device=device), k, ids.shape[1],
-                       max_new_tokens)
+        cap = _Capture(model_parts(model).layers, torch.as_tensor(list(capture), device=device), k,
+                       prompt_ids.shape[1], max_new_tokens)
     with ctx as handle:
         if handle is not None:
             follow(cache, handle)
+        if shared:  # the common prefix once, its cache then expanded to every prompt
+            model(input_ids=head, position_ids=pos[:1, :shared], use_cache=True, logits_to_keep=1, **{key: cache})
+            cache.batch_repeat_interleave(n_prompts)
+            if cap is not None:
+                cap.offset = shared
         logits = model(
-            input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **{key: cache}
+            input_ids=ids, attention_mask=prompt_mask, position_ids=pos[:, shared:], use_cache=True, logits_to_keep=1,
+            **{key: cache},
         ).logits[:, -1]  # only the last position's logits: the prefill never holds batch x prompt x vocab
         cache.batch_repeat_interleave(k)  # the steering handle's routing follows (cachesync)
         logits = logits.repeat_interleave(k, 0)
-        mask = mask.repeat_interleave(k, 0)
+        mask = prompt_mask.repeat_interleave(k, 0)
         last = pos[:, -1].repeat_interleave(k, 0)
         active = torch.arange(n_prompts * k, device=device)
         row_seeds = None
@@ -218,6 +241,8 @@ def sample_rollouts_chunked(
     vocab = model_parts(model).lm_head.weight.shape[0]
     per_chunk = max(1, min(kv_tokens // (k * width), logit_elements // (k * vocab)))
     sampler = sample_rollouts_static if static else sample_rollouts
+    if static:
+        kwargs.pop("shared_prefix", None)  # the fixed-shape loop prefills whole prompts
     parts = []
     for lo in range(0, len(prompts), per_chunk):
         sel = slice(lo, lo + per_chunk)

@@ -21,7 +21,10 @@ from typing import Any
 import torch
 
 __all__ = ["Rollouts", "left_pad", "cache_kwarg", "sample_token", "mix_seed", "row_uniforms", "prompt_seed",
-           "trim_at_stop"]
+           "trim_at_stop", "MIN_SHARED_PREFIX", "shared_prefix_length"]
+
+#: A prompt prefix shorter than this is not worth a pass of its own (see :func:`shared_prefix_length`).
+MIN_SHARED_PREFIX = 8
 
 
 @dataclass
@@ -95,6 +98,24 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
             ids[i, width - len(s) :] = torch.as_tensor(list(s), dtype=torch.long)
             mask[i, width - len(s) :] = 1
     return ids, mask
+
+
+def shared_prefix_length(seqs: Sequence[Sequence[int]], minimum: int = MIN_SHARED_PREFIX) -> int:
+    """The number of leading tokens every sequence shares (a system prompt, few-shot examples), at most
+    one less than the shortest (each keeps a token of its own, whose logits the prefill needs), or 0
+    when that is under ``minimum`` or there is only one sequence.
+
+    Example:
+        >>> shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5, 6]], minimum=2), shared_prefix_length([[1, 2]] * 2, 1)
+        (3, 1)
+    """
+    if len(seqs) < 2:
+        return 0
+    first, limit = seqs[0], min(len(s) for s in seqs) - 1
+    n = 0
+    while n < limit and all(s[n] == first[n] for s in seqs):
+        n += 1
+    return n if n >= minimum else 0
 
 
 def cache_kwarg(model: Any) -> str:

@@ -74,7 +74,7 @@ def test_fast_loop_is_the_default_only_where_it_is_allowed():
     assert "positions" in blocker(model, None, "generated")
     site = dataclasses.replace(_vectors([1])[0], route=None, site="mlp_in")
     assert "site" in blocker(model, [site], "all")
-    assert "dtype" in blocker(tiny_model("qwen2", dtype=torch.bfloat16), None, "all")
+    assert "dtype" in blocker(tiny_model("qwen2", dtype=torch.float16), None, "all")
     with steer(model, [dataclasses.replace(site, site="resid_post")]):  # someone else's hooks: the module loop
         assert "hooks" in blocker(model, None, "all")
         with pytest.raises(ValueError, match="fast decoding is not possible here: hooks"):
