@@ -13,20 +13,21 @@ with the paper's system prompt (:mod:`steerlib.gsm_symbolic`), sampled at tau = 
    what the dtype buys from what the loop buys);
    (b) steerlib's rollouts: ``steerlib_fp32`` (float32), ``steerlib_bf16`` (bf16), ``steerlib_bf16_shared``
    (bf16, the system prompt's prefix computed once), ``steerlib_bf16_lean`` (the same through the lean
-   decode loop of :mod:`steerlib.fastdecode`);
+   decode loop of :mod:`steerlib.fastdecode`: the library's default for a bf16 model on a CPU);
    (c) ``llama_cpp``: the same GGUF file through ``llama-cpp-python`` (the benchmark extra; its Python API
    decodes one sequence at a time, so the rows run one after another, each a fresh completion of the
    same prompt).
 2. One RLOO step (the last layer's vector, the same prompts, k and budget, the bf16 model) in steerlib
-   (the preset's engine: shared prefix, loss pass from the steered block) and in TRL's ``RLOOTrainer``
-   (``beta=0``, Adam over exactly the vector); each runs ``--steps`` steps, the last one is timed.
-3. bf16 against float32: ``--accuracy`` held-out problems, one sample each at the preset's 700-token
-   budget, the same per-prompt seeds in both dtypes (so the two samples of a problem share their random
+   (the preset's engine: shared prefix, lean bf16 decode, loss pass from the steered block) and in TRL's
+   ``RLOOTrainer`` (``beta=0``, Adam over exactly the vector); each runs ``--steps`` steps, the last one
+   is timed.
+3. bf16 against float32: ``--accuracy`` held-out problems, one sample each at ``--accuracy-max-new``
+   tokens (400: the CPU tier's budget), 128 rows at a time, the same per-prompt seeds in both dtypes (so the two samples of a problem share their random
    numbers and differ only by the dtype); pass@1 of each, their paired difference with a 95% interval,
    the cut rate; and the largest difference of teacher-forced log-probs on a fixed batch (bf16's own
    completions of the first 8 problems).
 
-Run: ``.venv/bin/python benchmarks/bench_qwen_cpu.py`` (about 40 minutes on 2 cores); ``--quick`` checks
+Run: ``.venv/bin/python benchmarks/bench_qwen_cpu.py`` (about 50 minutes on 2 cores); ``--quick`` checks
 the script in a minute and records nothing.
 """
 
@@ -177,7 +178,7 @@ def accuracy(orgs: dict[str, Any], n: int, max_new: int, stops: list[int]) -> di
     for name, org in orgs.items():
         t = time.perf_counter()
         ro = sample_rollouts_chunked(org.model, ids, 1, eos_id=stops, pad_id=tok.pad_token_id, max_new_tokens=max_new,
-                                     kv_tokens=32 * (max(map(len, ids)) + max_new), prompt_seeds=seeds,
+                                     kv_tokens=128 * (max(map(len, ids)) + max_new), prompt_seeds=seeds,
                                      shared_prefix=True)
         secs[name] = time.perf_counter() - t
         texts = tok.batch_decode([c[m.bool()].tolist() for c, m in zip(ro.completion_ids, ro.completion_mask)],
@@ -208,6 +209,7 @@ def main() -> None:
     ap.add_argument("--max-new", type=int, default=400)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--accuracy", type=int, default=256)
+    ap.add_argument("--accuracy-max-new", type=int, default=400)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, nothing recorded")
     a = ap.parse_args()
     if a.quick:
@@ -243,7 +245,7 @@ def main() -> None:
     theirs = trl_step(orgs["bfloat16"], preset, prompts, answers, a.k, a.max_new, a.steps)
     print(f"RLOO step: steerlib {ours:.1f} s, TRL {theirs:.1f} s", flush=True)
     orgs["bfloat16"] = load_model(resolve_preset(PRESET, dtype="bfloat16"), device="cpu")
-    acc = accuracy(orgs, a.accuracy, preset.max_new_tokens, stops)
+    acc = accuracy(orgs, a.accuracy, a.accuracy_max_new, stops)
     print(acc, flush=True)
     res = {
         "model": f"{preset.model} (GGUF Q4_K_M from PyPI, sha256 {preset.source.offline.sha256[:16]}..., dequantised)",

@@ -5,6 +5,8 @@
   sees it; only that block's MLP and everything after do.
 - Skip-Layer (``all_layer``): added after the whole of layer ``l + 1`` (site ``resid_post`` of
   ``l + 1``).
+- MLP-only: given to layer ``l + 1``'s MLP input alone (site ``mlp_in`` of ``l + 1``), never added to the
+  residual stream: what the next MLP alone makes of it.
 - Attention-pattern change: Jensen-Shannon divergence between each head's attention distribution
   with and without the vector, per query position, averaged over real query tokens (the paper gives
   no number, only "largely unchanged"; this measure is our choice).
@@ -35,6 +37,7 @@ from steerlib.traces import Forced, layer_modules, paired, record, record_sites,
 __all__ = [
     "skip_attn",
     "skip_layer",
+    "mlp_only",
     "eager_attention",
     "attention_js",
     "norm_attenuation",
@@ -54,6 +57,12 @@ def skip_attn(v: SteeringVector) -> SteeringVector:
 def skip_layer(v: SteeringVector) -> SteeringVector:
     """The vector of layer ``l`` moved past the whole of layer ``l + 1``."""
     return replace(v, layer=v.layer + 1, site="resid_post")
+
+
+def mlp_only(v: SteeringVector) -> SteeringVector:
+    """The vector of layer ``l`` given to layer ``l + 1``'s MLP input alone (site ``mlp_in``): the residual
+    stream never carries it, so only that MLP sees it."""
+    return replace(v, layer=v.layer + 1, site="mlp_in")
 
 
 @contextmanager

@@ -325,8 +325,12 @@ def build_tasks(root: Path = ROOT, threads: int = 1) -> list[Any]:
              for o in organisms]
     tasks += [Task(name, needs=("organism-main",), command=(sys.executable, "-m", "steerlib.prebuild", name))
               for name in run_tasks]
-    tasks += [Task(n, needs=tuple(x for x in needs[n] if x in names or x in run_tasks or x.startswith("organism-")),
-                   command=(sys.executable, "-m", "steerlib.book", "chapter", n)) for n in names]
+    for n in names:  # a chapter with threads of its own sets them and takes as many slots
+        own = CHAPTERS[n].threads
+        env = ("env", f"OMP_NUM_THREADS={own}", f"MKL_NUM_THREADS={own}") if own else ()
+        first = tuple(x for x in needs[n] if x in names or x in run_tasks or x.startswith("organism-"))
+        tasks.append(Task(n, needs=first, slots=-(-own // threads) if own else 1,
+                          command=(*env, sys.executable, "-m", "steerlib.book", "chapter", n)))
     return tasks
 
 

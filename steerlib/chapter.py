@@ -130,6 +130,13 @@ class Chapter:
 
         return evaluate_configs(self.org, self.P, dict(configs), **kwargs)
 
+    def evaluate_patch(self, vector: Any, layer: int, specs: Mapping[str, Mapping[str, Any]],
+                       **kwargs: Any) -> dict[str, Any]:
+        """Head patches of ``vector`` into ``layer``'s attention on the test split, see :func:`evaluate_patched`."""
+        from steerlib.preset_eval import evaluate_patched
+
+        return evaluate_patched(self.org, self.P, vector, layer, {k: dict(v) for k, v in specs.items()}, **kwargs)
+
     def figure(self, name: str, fig: Any) -> None:
         """Glue ``fig`` (a matplotlib figure or anything with an HTML view) under ``name``; the page shows
         it, numbered and captioned, where its markdown says ``{glue:figure} name``. Outside the book

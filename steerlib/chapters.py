@@ -36,8 +36,8 @@ RESULTS = ROOT / "book" / "results"
 
 #: Chapter parameters that override preset fields of the same name (``None``: the preset's value): every
 #: parameter that changes what is trained reaches the recipes this one typed way, in the preset.
-PRESET_PARAMETERS = ("steps", "model", "eval_problems", "seed", "prompts_per_step", "max_new_tokens", "layer", "lr",
-                     "adaptive_lr")
+PRESET_PARAMETERS = ("steps", "model", "eval_problems", "seed", "prompts_per_step", "completions_per_prompt",
+                     "max_new_tokens", "layer", "lr", "adaptive_lr")
 #: Chapter 02's sweep seeds built as tasks of their own: its default ``seed`` and ``n_seeds`` (a test keeps them equal).
 SWEEP_SEEDS = (0, 1, 2)
 
@@ -63,6 +63,9 @@ class ChapterSpec:
         real_claims: keys it measures on a real pretrained model (the claim's ``real`` reader).
         run_tasks: its training runs built as tasks of their own (:mod:`steerlib.prebuild`): task
             name -> a sweep seed or a comparison run's name in :func:`steerlib.selection.baselines`.
+        threads: the threads its build task runs with (0: the build's cores per job). A chapter whose
+            matmuls fill every core (a real model in bf16) runs alone with all of them rather than at
+            half speed beside another.
     """
 
     name: str
@@ -75,6 +78,7 @@ class ChapterSpec:
     claims: tuple[str, ...] = ()
     real_claims: tuple[str, ...] = ()
     run_tasks: Mapping[str, str | int] = field(default_factory=dict)
+    threads: int = 0
 
     @property
     def source(self) -> Path:
@@ -160,7 +164,7 @@ CHAPTERS: dict[str, ChapterSpec] = {s.name: s for s in (
                 _analysis(lambda w: 0, lambda w: 2), claims=("sae_incorrect",)),
     ChapterSpec("09_real_lm", "A real pretrained language model: SmolLM2-135M-Instruct on CPU",
                 ("01_training", "04_logit_lens"), _real_lm, cpu_only=True, extra="smollm2",
-                real_claims=("single_layer_gain", "first_token", "prefix_share")),
+                real_claims=("single_layer_gain", "first_token", "prefix_share"), threads=2),
 )}
 
 #: The names other modules refer to (the chapters a module reads results or runs from).

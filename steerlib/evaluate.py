@@ -52,6 +52,7 @@ class Completion:
     n_tokens: int
     reward: float | None = None
     token_ids: list[int] = field(default_factory=list, repr=False)  # generated ids (prefix included, no EOS)
+    finished: bool = True  # it emitted a stop token within the budget (else it was cut, and scores as it reads)
 
 
 @dataclass
@@ -67,6 +68,11 @@ class EvalResult:
     mean_length: float
     completions: list[Completion] = field(default_factory=list, repr=False)
     by_benchmark: dict[str, EvalResult] = field(default_factory=dict, repr=False)  # set on a benchmark Average
+
+    @property
+    def cut_rate(self) -> float:
+        """Share of completions cut at the token budget before their stop token (NaN without completions)."""
+        return sum(not c.finished for c in self.completions) / len(self.completions) if self.completions else math.nan
 
     def first_token_share(self, token: str) -> float:
         """Share of completions whose first generated token is ``token``."""
@@ -107,6 +113,7 @@ def generate(
     seed: int | None = 0,
     progress: bool = False,
     stop_ids: Sequence[int] | None = None,
+    shared_prefix: bool = False,
 ) -> list[Completion]:
     """Sample ``n`` completions per prompt (stop at EOS) with the shared-prefill rollout loop.
 
@@ -121,6 +128,8 @@ def generate(
         seed: seeds the sampling RNG (``None``: a random seed).
         stop_ids: tokens that end a completion (default: the tokenizer's EOS; see
             :func:`steerlib.data.stop_token_ids`).
+        shared_prefix: the prompts' common leading tokens (a system prompt) prefilled once per batch and
+            routing group (:func:`steerlib.rollout.sample_rollouts`).
     """
     from steerlib.rollout import sample_rollouts
 
@@ -148,6 +157,7 @@ def generate(
             routes=[routes[i] for i in idx] if (vectors and routes is not None) else None,
             positions=positions,
             generator=gen,
+            shared_prefix=shared_prefix,
         )
         for row, (toks, m) in enumerate(zip(ro.completion_ids.tolist(), ro.completion_mask.tolist())):
             toks = prefix_ids + toks[: sum(m)]
@@ -155,7 +165,8 @@ def generate(
             first = tokenizer.decode(toks[:1]) if toks else ""
             out.append(
                 Completion(
-                    idx[row // k], tokenizer.decode(body, skip_special_tokens=True), first, len(toks), token_ids=body
+                    idx[row // k], tokenizer.decode(body, skip_special_tokens=True), first, len(toks), token_ids=body,
+                    finished=bool(ro.finished[row]),
                 )
             )
     return out
@@ -232,9 +243,11 @@ def evaluate(
     n: int = 1,
     greedy: bool = False,
     verifier: MathVerifier | None = None,
+    cut_is_wrong: bool = False,
     **gen_kwargs: Any,
 ) -> EvalResult:
-    """pass@1 over ``n`` samples per problem (AVG@n), scored with Math-Verify.
+    """pass@1 over ``n`` samples per problem (AVG@n), scored with Math-Verify (``cut_is_wrong``: a
+    completion cut at the token budget scores 0 whatever it reads).
 
     Extra keyword arguments go to :func:`generate` (temperature, prefix, vectors, routes, ...).
     """
@@ -243,7 +256,7 @@ def evaluate(
     verifier = verifier or default_verifier()
     comps = generate(model, tokenizer, prompts, n=n, greedy=greedy, **gen_kwargs)
     for c in comps:
-        c.reward = verifier.score(c.text, str(answers[c.prompt_index]))
+        c.reward = 0.0 if cut_is_wrong and not c.finished else verifier.score(c.text, str(answers[c.prompt_index]))
     return summarise(comps, len(prompts), 1 if greedy else n)
 
 

@@ -12,14 +12,16 @@ Finished rows leave the batch lazily: they keep their slot (their samples are dr
 of the slots are finished, then the buffers are compacted in one copy. The draws are those of
 :func:`steerlib.rollout.sample_rollouts`: the running rows, in order, sample from the same RNG or from
 the same per-row uniforms, so only float rounding (fused matmuls, attention without the flash kernel)
-separates the two loops. Steering (``resid_post`` vectors, per-prompt routing) is added exactly as the
-steering hooks add it (:meth:`steerlib.steering.SteeringHandle.resid_delta`); hidden-state capture
-writes what the capture hooks write.
+separates the two loops (in bf16 that rounding is coarse enough to change a draw now and then).
+Steering (``resid_post`` vectors, per-prompt routing) is added exactly as the steering hooks add it
+(:meth:`steerlib.steering.SteeringHandle.resid_delta`); hidden-state capture writes what the capture
+hooks write.
 
 :func:`blocker` says why a call cannot take this path (``None`` when it can): it needs a CPU, a Qwen2 or
-Llama model of the standard layout in float32/float64/bfloat16, no hooks from anyone else (ablation, patching and
-tracing keep the module loop), ``positions="all"`` and ``resid_post`` vectors only. It is the default
-only where it pays (:func:`pays`: narrow models, like the organisms).
+Llama model of the standard layout in float32, float64 or bfloat16, no hooks from anyone else
+(ablation, patching and tracing keep the module loop), ``positions="all"`` and ``resid_post`` vectors
+only. It is the default only where it pays (:func:`pays`: narrow models, like the organisms, and bf16
+weights).
 
 Example:
     >>> from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -95,9 +97,12 @@ def blocker(model: nn.Module, vectors: Sequence[SteeringVector] | None, position
 
 def pays(model: nn.Module) -> bool:
     """Whether the lean loop is worth taking by default: a narrow model (hidden size at most ``NARROW``),
-    where per-op cost bounds a decode step. Measured: 1.15-1.19x on the 96-wide organism's benchmark rollout;
-    0.98x on SmolLM2-135M (576 wide, 49k vocabulary: matmuls and the prefill dominate)."""
-    return model_parts(model).hidden_size <= NARROW
+    where per-op cost bounds a decode step, or bf16 weights, where the module loop's casts and bf16
+    element-wise ops add to every step. Measured: 1.15-1.19x on the 96-wide organism's benchmark rollout;
+    0.98x on SmolLM2-135M in float32 (576 wide, 49k vocabulary: matmuls and the prefill dominate); 1.16x on
+    Qwen2.5-Coder-0.5B in bf16 (24 rows, 400 tokens; ``benchmarks/bench_qwen_cpu.py``)."""
+    parts = model_parts(model)
+    return parts.hidden_size <= NARROW or parts.lm_head.weight.dtype == torch.bfloat16
 
 
 def _rms(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:

@@ -33,6 +33,7 @@ __all__ = [
     "lens_scores",
     "top_token_ids",
     "top_tokens",
+    "token_ranks",
     "PositionShift",
     "next_token_shift",
     "first_token_boost",
@@ -95,6 +96,27 @@ def top_tokens(
             model, tokenizer, vector, k=k, ranking=ranking, bottom=bottom, skip_special=skip_special
         )
     ]
+
+
+@torch.no_grad()
+def token_ranks(model: Any, tokenizer: Any, vector: torch.Tensor, words: Sequence[str],
+                ranking: Ranking = "prob") -> dict[str, int]:
+    """Where each word's first token ranks in a vector's logit lens (1 = the top token of the whole
+    vocabulary), for a list of words fixed before looking (the paper's process words: "To", "First", ...).
+    A word is tokenised as it opens a completion (no leading space).
+
+    Example:
+        >>> token_ranks(model, tok, vecs[27].vector, ["To", "First"])   # doctest: +SKIP
+        {'To': 1, 'First': 14}
+    """
+    scores = lens_scores(model, vector, ranking)
+    out = {}
+    for w in words:
+        ids = tokenizer(w, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"{w!r} encodes to no token")
+        out[w] = int((scores > scores[ids[0]]).sum()) + 1
+    return out
 
 
 @dataclass

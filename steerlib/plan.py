@@ -116,6 +116,7 @@ class Plan:
     checkpoint_steps: int = 0  # a training run checkpoints every this many steps ...
     step_minutes: float = 0.0  # ... each of about this many minutes (one RLOO step of one run) ...
     checkpoint_minutes: float = CHECKPOINT_MINUTES  # ... and at least this often
+    dtype: str = "float32"  # what the model computes in on the device (a preset's "auto" resolved)
 
     @property
     def hours(self) -> float:
@@ -127,17 +128,21 @@ class Plan:
         every = min(self.checkpoint_steps * self.step_minutes, self.checkpoint_minutes)
         ckpt = (f"; checkpoints every {self.checkpoint_steps} steps or {self.checkpoint_minutes:g} min, whichever "
                 f"comes first (about {every:.1f} min here)") if self.checkpoint_steps else ""
-        return (f"plan for {self.chapter} on {self.preset} ({self.device}): {self.hours:.2f} h "
+        return (f"plan for {self.chapter} on {self.preset} ({self.device}, {self.dtype}): {self.hours:.2f} h "
                 f"[{parts}], peak memory {self.peak_gb:.1f} GB{fit}{ckpt}")
 
 
 class _Cost:
     """Seconds for the elementary pieces of work on one device."""
 
-    def __init__(self, shape: ModelShape, device: Device, prompt_len: int, completion_len: int) -> None:
+    def __init__(self, shape: ModelShape, device: Device, prompt_len: int, completion_len: int,
+                 dtype: str = "float32") -> None:
         self.m, self.d, self.p, self.c = shape, device, prompt_len, completion_len
         self.e = efficiency("gpu" if device.gpu else "cpu")
-        self.element = 2 if device.gpu else 4
+        half = device.gpu or dtype == "bfloat16"
+        self.element = 2 if half else 4
+        # a CPU computing in bf16: its measured speed-up over float32 (benchmarks: qwen_cpu), on every piece
+        self.speed = 1.0 if device.gpu or not half else self.e.get("bf16_speedup", 2.0)
         self.kv_tokens = int(0.5 * device.memory_gb * 1e9 / shape.kv_bytes_per_token(self.element))
 
     def generate(self, rows: int, k: int = 1) -> float:
@@ -156,8 +161,9 @@ class _Cost:
                            flops_token * chunk / (d.flops * 0.5))
                 seconds += self.c * (step + e["decode_step_s"])
             else:
-                seconds += self.c * (flops_token * chunk / (d.flops * e["decode_flops"]) + e["decode_step_s"])
-        return seconds + prefill / (d.flops * self.e["loss_flops"]) + n_chunks * e["call_s"]
+                seconds += self.c * (flops_token * chunk / (d.flops * e["decode_flops"] * self.speed)
+                                     + e["decode_step_s"])
+        return seconds + prefill / (d.flops * self.e["loss_flops"] * self.speed) + n_chunks * e["call_s"]
 
     def loss(self, rows: int, layer_share: float = 1.0, weights: bool = False) -> float:
         """Teacher-forced forward and backward over ``rows`` sequences; the backward covers
@@ -168,7 +174,7 @@ class _Cost:
         fwd = 2 * m.block_params * tokens + 2 * m.vocab * m.hidden * rows * self.c
         head = 2 * m.vocab * m.hidden * rows * self.c
         bwd = (2 if weights else 1) * (2 * m.block_params * tokens * layer_share) + head
-        return (fwd + bwd) / (self.d.flops * self.e["loss_flops"]) + self.e["call_s"]
+        return (fwd + bwd) / (self.d.flops * self.e["loss_flops"] * self.speed) + self.e["call_s"]
 
 
 def micro_batch_tokens(shape: ModelShape, device: Device, element: int = 2, *, share: float = 0.4,
@@ -217,6 +223,15 @@ class Work:
         return self.cost.generate(rows)
 
 
+def _dtype_on(preset: Any, device: Device) -> str:
+    """The dtype a preset computes in on ``device`` (``"auto"``: bf16 on a GPU; on ``cpu``, this machine's)."""
+    from steerlib.presets import auto_dtype
+
+    if preset.dtype != "auto":
+        return preset.dtype
+    return "bfloat16" if device.gpu else auto_dtype("cpu")
+
+
 def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[int] | str | None = None,
          val_problems: int = 200, prompt_len: int | None = None, n_seeds: int = 1, gpus: int = 1,
          hint: bool = True) -> Plan:
@@ -239,13 +254,13 @@ def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[i
         raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     dev = DEVICES[device]
     shape = model_shape(P)
-    p_len = prompt_len or {"organism": 20, "addition": 95}.get(P.train_source, 200)
-    cost = _Cost(shape, dev, p_len, P.max_new_tokens)
+    p_len = prompt_len or {"organism": 20, "addition": 95, "gsm_symbolic": 110}.get(P.train_source, 200)
+    cost = _Cost(shape, dev, p_len, P.max_new_tokens, _dtype_on(P, dev))
     rows = P.prompts_per_step * P.completions_per_prompt
     test = _test_samples(P)
     layers = P.parse_layers(layers) if isinstance(layers, str) else (
         list(range(P.n_layers)) if layers is None else list(layers))
-    out = Plan(chapter, P.name, device)
+    out = Plan(chapter, P.name, device, dtype=_dtype_on(P, dev))
     work = Work(P, shape, cost, layers, n_seeds, val_problems, test, len(P.checkpoints), rows)
     out.seconds = spec.workload(work)
     if gpus < 1:

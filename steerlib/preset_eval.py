@@ -22,7 +22,7 @@ from steerlib.evaluate import EvalResult, average_benchmarks, evaluate_routed
 from steerlib.presets import Preset
 from steerlib.steering import SteeringVector
 
-__all__ = ["evaluate_configs", "evaluate_weights", "evaluate_runs"]
+__all__ = ["evaluate_configs", "evaluate_weights", "evaluate_runs", "evaluate_patched"]
 
 
 def evaluate_configs(
@@ -44,7 +44,8 @@ def evaluate_configs(
     results in ``by_benchmark``.
     """
     kw = dict(max_new_tokens=preset.max_new_tokens, prefix=prefix, progress=progress,
-              stop_ids=stop_token_ids(org.tokenizer, preset.template), seed=seed)
+              stop_ids=stop_token_ids(org.tokenizer, preset.template), seed=seed, shared_prefix=preset.shared_prefix,
+              cut_is_wrong=preset.cut_is_wrong)
     if split == "test" and preset.train_source != "organism":
         per: dict[str, dict[str, EvalResult]] = {name: {} for name in configs}
         for bench, probs in benchmark_sets(preset, n_problems).items():
@@ -90,4 +91,23 @@ def evaluate_runs(
     for name, r in runs.items():
         if name not in vec:
             out[name] = evaluate_weights(org, preset, r, n_problems=kwargs.get("n_problems"))
+    return out
+
+
+def evaluate_patched(org: LoadedModel, preset: Preset, vector: Any, layer: int, specs: dict[str, dict[str, Any]],
+                     **kwargs: Any) -> dict[str, EvalResult]:
+    """pass@1 with ``vector`` given to ``layer``'s attention by each head patch of ``specs`` (keyword
+    arguments of :func:`steerlib.headpatch.patch_attention`, e.g. from
+    :func:`steerlib.ablation.head_patch_specs`), one patch after another, with the preset's sampling
+    settings on the same problems as :func:`evaluate_configs` (``kwargs`` go to it).
+
+    Example:
+        >>> evaluate_patched(org, preset, pen.vector, 23, {"v": {"projections": {"v": None}}})  # doctest: +SKIP
+    """
+    from steerlib.headpatch import patch_attention
+
+    out = {}
+    for name, spec in specs.items():
+        with patch_attention(org.model, vector, layer, **spec):
+            out[name] = evaluate_configs(org, preset, {name: []}, **kwargs)[name]
     return out

@@ -101,6 +101,7 @@ class Preset:
     loss_from_rollout: bool = True  # the loss pass starts at the steered block (from the rollout's hidden state)
     sampling: str = "batch"  # "batch" (one RNG per step) or "per_prompt" (seeded per prompt: data-parallel runs)
     shared_prefix: bool = False  # the prompts' common leading tokens (system prompt) computed once per batch
+    cut_is_wrong: bool = False  # a completion cut at the token budget scores 0 (training and evaluation)
 
     def lr_for(self, layer: int) -> float:
         """The single-layer learning rate of ``layer``."""
@@ -254,6 +255,7 @@ _QWEN_CODER = dict(
     dtype="auto",
     sampling="per_prompt",
     shared_prefix=True,
+    cut_is_wrong=True,
 )
 PRESETS["qwen2.5-coder-0.5b"] = Preset(name="qwen2.5-coder-0.5b", model="Qwen/Qwen2.5-Coder-0.5B-Instruct",
                                        source=QWEN25_CODER_05B, n_layers=24, hidden_size=896,
@@ -261,6 +263,18 @@ PRESETS["qwen2.5-coder-0.5b"] = Preset(name="qwen2.5-coder-0.5b", model="Qwen/Qw
 PRESETS["qwen2.5-coder-1.5b"] = Preset(name="qwen2.5-coder-1.5b", model="Qwen/Qwen2.5-Coder-1.5B-Instruct",
                                        source=QWEN25_CODER_15B, n_layers=28, hidden_size=1536,
                                        layer_lr={26: 1e-1, 27: 1e-1}, **_QWEN_CODER)
+# The book's CPU tier of chapter 09 (two cores, bf16 where the CPU has it): every test end to end on a small
+# budget (chapter 09 says what it can and cannot show). One snapshot per run: no validation to pay for.
+PRESETS["qwen2.5-coder-0.5b-cpu"] = dataclasses.replace(
+    PRESETS["qwen2.5-coder-0.5b"],
+    name="qwen2.5-coder-0.5b-cpu",
+    prompts_per_step=8,
+    completions_per_prompt=4,
+    steps=4,
+    checkpoints=(4,),
+    max_new_tokens=400,
+    eval_problems=48,
+)
 # Sized for one Colab A100 session: chapter 01 is planned at about half an hour (python -m steerlib.plan);
 # chapter 02 with -p layers 14,27 (a middle and the last layer) at about 2.5 h.
 PRESETS["qwen2.5-math-1.5b-colab"] = dataclasses.replace(

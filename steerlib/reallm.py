@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from steerlib.chapters import LOGIT_LENS, TRAINING
 
-__all__ = ["training_table", "organism_reference", "first_token_rise", "per_layer", "lens_extremes"]
+__all__ = ["training_table", "organism_reference", "first_token_rise", "per_layer", "lens_extremes", "PROCESS_WORDS",
+           "seed_gains", "first_token_kl_share", "gain_shares"]
+
+#: The words whose lens ranks the real-model chapter reports, fixed before any vector was trained: the
+#: openers of step-by-step reasoning (the paper's Section 6 names "To"), as a completion would start them.
+PROCESS_WORDS = ("To", "First", "Let", "Step", "We", "##", "Given", "Solution")
 
 
 def training_table(runs: Mapping[int, Any]) -> Any:
@@ -114,3 +119,48 @@ def organism_reference(results_dir: str | Path | None = None) -> dict[str, Any]:
     keys01 = ("gain", "gain_se", "base_opener_share", "steered_opener_share")
     keys04 = ("prefix_token", "prefix_gain_share", "prefix_gain_share_se")
     return {**{k: r01[k] for k in keys01 if k in r01}, **{k: r04[k] for k in keys04 if k in r04}}
+
+
+def seed_gains(evals: Mapping[str, Any], names: Mapping[int, str], base: str = "base") -> dict[str, Any]:
+    """The paired gain over ``base`` of one configuration per training seed (``seed -> name in evals``):
+    each seed's gain and standard error, their mean, and the spread between seeds (their standard
+    deviation: what another training seed would move the gain by).
+
+    Example:
+        >>> seed_gains(evals, {0: "+ s23", 1: "+ s23 seed 1"})["mean"]          # doctest: +SKIP
+        0.031
+    """
+    from steerlib.stats import paired_gain
+
+    per = {s: paired_gain(evals[n], evals[base]) for s, n in names.items()}
+    values = [g.estimate for g in per.values()]
+    return {"per_seed": {str(s): g.estimate for s, g in per.items()},
+            "per_seed_se": {str(s): g.se for s, g in per.items()},
+            "mean": statistics.fmean(values), "seed_sd": statistics.stdev(values) if len(values) > 1 else float("nan")}
+
+
+def first_token_kl_share(model: Any, tokenizer: Any, prompts: Sequence[str], result: Any,
+                         vectors: Sequence[Any]) -> float:
+    """The share of the KL between steered and unsteered next-token distributions, summed over every
+    position of the steered completions (``result``: an evaluation with the vector, its prompts in
+    ``prompts``), that falls at the first completion token (:meth:`steerlib.lens.PositionShift.first_token_share`).
+    """
+    from steerlib.lens import next_token_shift
+
+    comps = result.completions
+    return next_token_shift(model, tokenizer, [prompts[c.prompt_index] for c in comps], [c.token_ids for c in comps],
+                            list(vectors), batch_size=16).first_token_share()
+
+
+def gain_shares(evals: Mapping[str, Any], full: str, parts: Sequence[str], base: str = "base") -> dict[str, Any]:
+    """The share of ``full``'s gain over ``base`` that each of ``parts`` keeps, with bootstrap errors over
+    problems (:func:`steerlib.stats.share_estimate`) and in words (:func:`steerlib.stats.describe_share`):
+    ``{part: {"share": ..., "se": ..., "text": ...}}``. A share is a ratio over the full gain, so it is
+    readable only where that gain is clear of zero."""
+    from steerlib.stats import describe_share, share_estimate
+
+    out = {}
+    for p in parts:
+        est = share_estimate(evals[p], evals[base], evals[full])
+        out[p] = {"share": est.estimate, "se": est.se, "text": describe_share(est)}
+    return out

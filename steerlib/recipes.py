@@ -85,6 +85,7 @@ def rloo_config(preset: Preset, lr: float) -> RLOOConfig:
         max_new_tokens=preset.max_new_tokens,
         seed=preset.seed,
         sampling=preset.sampling,
+        cut_reward=0.0 if preset.cut_is_wrong else None,
     )
     return RLOOConfig(**base)
 

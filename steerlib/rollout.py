@@ -9,10 +9,10 @@ With ``shared_prefix=True`` the tokens every prompt starts with (a system prompt
 :func:`steerlib.sampling.shared_prefix_length`) are prefilled once, their KV cache expanded (not
 recomputed) to every prompt, and each prompt's own tokens prefilled after it; the rows are then laid
 out prefix, padding, own tokens (the padding masked, positions counted over real tokens), which the
-loss pass reads as it reads left padding. Steering (any site, position mask and per-prompt routing of
+loss pass reads as it reads left padding (with routing, the prefix runs once per routing group, since
+a vector inside it changes its cache). Steering (any site, position mask and per-prompt routing of
 :mod:`steerlib.steering`) is applied during prefill and decoding, so the samples are on-policy; a
-shared prefix is used only where the steering is the same for every row at every column (no routing,
-``positions="all"``). Everything runs under ``torch.inference_mode``.
+shared prefix needs ``positions="all"`` when steering. Everything runs under ``torch.inference_mode``.
 
 With ``capture=`` (one decoder block per prompt) the hidden state entering that block is kept for every
 prompt and completion column (:attr:`Rollouts.hidden`): the activations below the first steered block do
@@ -52,6 +52,7 @@ class _Capture:
         self.width, self.new = width, new
         self.rows: torch.Tensor | None = None  # None: the prefill (rows are prompts); else row ids
         self.offset = 0  # the first column of the current prefill pass
+        self.prefix_rows: torch.Tensor | None = None  # in a shared prefix's pass: the row of each prompt
         self.col = 0
         self.handles = [layers[int(b)].register_forward_pre_hook(self._hook(int(b)), with_kwargs=True, prepend=True)
                         for b in blocks.unique().tolist()]
@@ -65,7 +66,8 @@ class _Capture:
                     self.prefill = h.new_zeros(n, self.width, h.shape[-1])
                     self.decode = h.new_zeros(n * self.k, self.new, h.shape[-1])
                 mine = (self.blocks == block).nonzero().flatten()
-                self.prefill[mine, self.offset : self.offset + h.shape[1]] = h.expand(n, -1, -1)[mine]
+                rows = h if self.prefix_rows is None else h[self.prefix_rows]  # each prompt's prefix row
+                self.prefill[mine, self.offset : self.offset + h.shape[1]] = rows[mine]
             else:
                 mine = (self.row_blocks[self.rows] == block).nonzero().flatten()
                 self.decode[self.rows[mine], self.col] = h[mine, -1]  # type: ignore[index]
@@ -112,8 +114,8 @@ def sample_rollouts(
             ``None``: one ``generator`` for the whole batch.
         fast: decode with :func:`steerlib.fastdecode.decode` (the same draws, fewer ops; CPU only);
             ``None``: where :func:`steerlib.fastdecode.blocker` allows it and it pays (narrow models).
-        shared_prefix: prefill the prompts' common leading tokens once (module docstring); ignored
-            under routing or a position mask, or when the prompts share fewer than
+        shared_prefix: prefill the prompts' common leading tokens once per routing group (module
+            docstring); ignored under a position mask, or when the prompts share fewer than
             :data:`~steerlib.sampling.MIN_SHARED_PREFIX` tokens.
     """
     from transformers import DynamicCache
@@ -127,8 +129,8 @@ def sample_rollouts(
     fast = why_not is None and fastdecode.pays(model) if fast is None else fast
 
     device = next(model.parameters()).device
-    same_everywhere = routes is None and (not vectors or positions == "all")
-    shared = shared_prefix_length(prompts) if shared_prefix and same_everywhere else 0
+    # a position mask would take the prefix's pass for the prompt; every other steering is one per group
+    shared = shared_prefix_length(prompts) if shared_prefix and (not vectors or positions == "all") else 0
     ids, mask = left_pad([p[shared:] for p in prompts], pad_id)
     ids, mask = ids.to(device), mask.to(device)
     head = torch.as_tensor(list(prompts[0][:shared]), dtype=torch.long, device=device)[None]
@@ -154,11 +156,19 @@ def sample_rollouts(
     with ctx as handle:
         if handle is not None:
             follow(cache, handle)
-        if shared:  # the common prefix once, its cache then expanded to every prompt
-            model(input_ids=head, position_ids=pos[:1, :shared], use_cache=True, logits_to_keep=1, **{key: cache})
-            cache.batch_repeat_interleave(n_prompts)
+        if shared:  # the common prefix once per routing group, its cache then expanded to every prompt
+            rows = torch.zeros(n_prompts, dtype=torch.long, device=device)
+            if handle is not None and handle.routing is not None:
+                handle.routing, rows = handle.routing.unique(return_inverse=True)
+                rows = rows.to(device)
             if cap is not None:
-                cap.offset = shared
+                cap.prefix_rows = rows
+            n_rows = int(rows.max()) + 1
+            model(input_ids=head.expand(n_rows, -1), position_ids=pos[:n_rows, :shared], use_cache=True,
+                  logits_to_keep=1, **{key: cache})
+            cache.batch_select_indices(rows)  # the routing follows: one row per prompt again
+            if cap is not None:
+                cap.offset, cap.prefix_rows = shared, None
         logits = model(
             input_ids=ids, attention_mask=prompt_mask, position_ids=pos[:, shared:], use_cache=True, logits_to_keep=1,
             **{key: cache},

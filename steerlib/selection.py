@@ -198,7 +198,8 @@ def select(
     split: str = "validation",
     progress: bool = False,
 ) -> dict[str, Choice]:
-    """The best snapshot step of every run on the validation split, cached in ``cache``.
+    """The best snapshot step of every run on the validation split, cached in ``cache``. A run with a
+    single snapshot keeps it unevaluated (its validation pass@1 is NaN).
 
     Args:
         runs: run name -> its record (vector runs are evaluated together in one routed batch,
@@ -233,18 +234,21 @@ def select(
 
     scores: dict[tuple[str, int], EvalResult] = {}
     kw: dict[str, Any] = dict(split=split, n_problems=n_problems, prefix=prefix, progress=progress)
-    vector_files = {(n, s): p for n, f in files.items() if runs[n].kind.startswith("vectors") for s, p in f.items()}
+    only = {n: next(iter(f)) for n, f in files.items() if len(f) == 1}  # one candidate: nothing to choose
+    vector_files = {(n, s): p for n, f in files.items() if runs[n].kind.startswith("vectors") and n not in only
+                    for s, p in f.items()}
     if vector_files:
         configs = {k: load_vectors(p, org.model, site=runs[k[0]].site).vectors for k, p in sorted(vector_files.items())}
         scores.update(evaluate_configs(org, preset, configs, **kw))  # type: ignore[arg-type]
     for name, f in files.items():
-        if runs[name].kind.startswith("vectors"):
+        if runs[name].kind.startswith("vectors") or name in only:
             continue
         for step in sorted(f):
             with loaded_snapshot(runs[name], step) as model:
                 here = SimpleNamespace(model=model, tokenizer=org.tokenizer)
                 scores[(name, step)] = evaluate_configs(here, preset, {"run": []}, **kw)["run"]
-    choices: dict[str, Choice] = {}
+    nan = float("nan")
+    choices: dict[str, Choice] = {n: Choice(step, files[n][step], nan, nan) for n, step in only.items()}
     for (name, step), r in sorted(scores.items()):
         if name not in choices or r.pass_at_1 > choices[name].validation_pass_at_1:
             choices[name] = Choice(step, files[name][step], r.pass_at_1, r.stderr)

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Estimate", "paired_difference", "bootstrap", "gain_share", "paired_gain", "share_estimate", "describe"]
+__all__ = ["Estimate", "paired_difference", "bootstrap", "gain_share", "paired_gain", "share_estimate", "describe",
+           "describe_share"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +113,19 @@ def describe(est: Estimate, unit: str = "") -> str:
     if abs(est.estimate) <= 2 * est.se:
         return text + ", within two standard errors of zero: not an effect"
     return text + f", more than two standard errors {'above' if est.estimate > 0 else 'below'} zero"
+
+
+def describe_share(est: Estimate, of: str = "the gain") -> str:
+    """A gain share in words for a chapter's prose: the number with its error, or why there is none.
+
+    Example:
+        >>> describe_share(Estimate(0.74, 0.2)), describe_share(Estimate(math.nan, math.nan))
+        ('0.74 ± 0.20', 'undefined (the share of a zero gain)')
+        >>> describe_share(Estimate(0.5, math.nan))
+        '0.50 (no error: more than a tenth of the bootstrap draws had no gain to share)'
+    """
+    if not math.isfinite(est.estimate):
+        return f"undefined (the share of a zero {of.removeprefix('the ')})"
+    if not math.isfinite(est.se):
+        return f"{est.estimate:.2f} (no error: more than a tenth of the bootstrap draws had no gain to share)"
+    return f"{est.estimate:.2f} ± {est.se:.2f}"

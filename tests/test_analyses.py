@@ -12,7 +12,7 @@ from conftest import tiny_model
 from steerlib.ablation import attention_js, norm_attenuation, skip_attn, skip_layer
 from steerlib.arch import model_parts
 from steerlib.headpatch import group_heads, patch_attention
-from steerlib.lens import lens_scores, next_token_shift, top_tokens
+from steerlib.lens import lens_scores, next_token_shift, token_ranks, top_tokens
 from steerlib.propagation import normalized_pair_accuracy, pair_configs, persistence
 from steerlib.steering import SteeringVector, steer
 from steerlib.traces import Forced, encode_pairs, record, run
@@ -168,6 +168,10 @@ def test_lens_and_position_shift(model, batch):
 
         def __call__(self, texts, add_special_tokens=False):
             return {"input_ids": [[int(x) for x in t.split()] for t in texts]}
+
+    rank = token_ranks(model, PromptTok(), w[7], ["7", "3"])
+    order = lens_scores(model, w[7], "prob").argsort(descending=True).tolist()
+    assert rank == {"7": order.index(7) + 1, "3": order.index(3) + 1}
 
     prompts, comps = ["5 6 7", "9 3"], [[11, 12, 13], [14]]
     zero = next_token_shift(

@@ -50,6 +50,25 @@ def test_reward_scoring_uses_the_last_box(tiny_org, monkeypatch):
     assert math.isclose(res.stderr, 0.5)
 
 
+def test_a_cut_completion_scores_zero_when_the_preset_says_so(tiny_org, monkeypatch):
+    import steerlib.evaluate as ev
+    from steerlib.evaluate import Completion
+
+    fake = [Completion(0, "so \\boxed{5} and then", "so", 8, finished=False), Completion(1, "\\boxed{8}", "x", 3)]
+    monkeypatch.setattr(ev, "generate", lambda *a, **k: [dataclasses.replace(c) for c in fake])
+    text = evaluate(tiny_org.model, tiny_org.tokenizer, ["a", "b"], ["5", "8"])
+    cut = evaluate(tiny_org.model, tiny_org.tokenizer, ["a", "b"], ["5", "8"], cut_is_wrong=True)
+    assert text.per_problem == [1.0, 1.0] and cut.per_problem == [0.0, 1.0]
+    assert cut.cut_rate == 0.5
+
+
+def test_generate_marks_cut_completions(tiny_org):
+    prompts, _ = _data(6)
+    comps = generate(tiny_org.model, tiny_org.tokenizer, prompts, n=2, max_new_tokens=3)
+    cut = [c for c in comps if not c.finished]
+    assert cut and all(c.n_tokens == 3 for c in cut)  # 3 tokens is too few for the organism's answers
+
+
 def test_routed_generation_equals_one_vector_at_a_time(tiny_org):
     model, tok = tiny_org.model, tiny_org.tokenizer
     prompts, _ = _data(6)

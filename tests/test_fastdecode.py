@@ -49,6 +49,31 @@ def test_fast_loop_draws_what_the_module_loop_draws(arch):
     torch.testing.assert_close(got.hidden, want.hidden, rtol=1e-10, atol=1e-10)
 
 
+def test_fast_loop_in_bfloat16_steps_as_the_module_loop_does():
+    """bf16 weights (a real model on a CPU with native bf16), where the lean loop is the default: one decode
+    step after a shared-prefix prefill gives the module loop's logits up to bf16 rounding."""
+    from transformers import DynamicCache
+
+    from steerlib.fastdecode import LeanBlocks
+
+    model = tiny_model("qwen2", dtype=torch.bfloat16)
+    assert blocker(model, None, "all") is None and pays(model)
+    ids = torch.tensor([[5, 6, 7, 8, 9], [0, 0, 10, 11, 12]])
+    mask = (ids > 0).long()
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, past_key_values=cache)
+        blocks = LeanBlocks(model, cache, 6)
+        tok = torch.tensor([13, 14])
+        lean = blocks.step(tok, pos[:, -1] + 1, 5, torch.zeros(2, 1, 1, 6, dtype=torch.bfloat16).masked_fill(
+            ~torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], 1).bool()[:, None, None], float("-inf")), {}, None)
+        full = model(input_ids=tok[:, None], attention_mask=torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], 1),
+                     position_ids=pos[:, -1:] + 1, use_cache=True, past_key_values=cache).logits[:, -1]
+    torch.testing.assert_close(lean.float(), full.float(), atol=0.05, rtol=0.05)
+    assert torch.equal(lean.argmax(-1), full.argmax(-1))
+
+
 @pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
 def test_fast_loop_consumes_one_generator_as_the_module_loop_does(temperature, top_p):
     """One generator for the batch (evaluation): the running rows draw in the same order, so the samples

@@ -60,3 +60,13 @@ def test_a_gsm_preset_splits_through_the_data_layer(tmp_path, monkeypatch):
     prompts, answers = split_prompts(preset, None, "validation", 4)
     assert len(prompts) == 4 and all("Please reason step by step" in p and "Story" in p for p in prompts)
     assert answers == [p.answer for p in problems("validation", 4)]
+
+
+def test_the_shipped_instances_keep_test_templates_out_of_training():
+    from steerlib.gsm_symbolic import problems, read_asset
+
+    header, rows = read_asset()
+    assert len(header["templates"]) + len(header["left_out"]) == 100 and len(rows) == 40 * len(header["templates"])
+    train, val, test = ({p.template for p in problems(s)} for s in ("train", "validation", "test"))
+    assert train and val and test and not (train & test or train & val or val & test)
+    assert all(p.answer for p in problems("test", 50))

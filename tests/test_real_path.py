@@ -248,7 +248,9 @@ def test_hub_splits_hold_out_validation_and_test_on_the_benchmarks(monkeypatch):
     assert list(sets) == list(PAPER_BENCHMARKS) and all(sets.values())
     assert {p.source for p in split_problems(preset, "test")} == set(PAPER_BENCHMARKS)
     for name, p in PRESETS.items():  # every hub preset evaluates all six, with the authors' AVG@32 counts
-        if p.train_source not in ("organism", "addition"):  # addition: the CPU real-LM preset (chapter 09)
+        if p.train_source == "gsm_symbolic":  # the Qwen2.5-Coder presets: held-out GSM-Symbolic templates
+            assert set(p.eval_benchmarks) == {"gsm_symbolic"} and p.cut_is_wrong and p.shared_prefix, name
+        elif p.train_source not in ("organism", "addition"):  # addition: the CPU real-LM preset (chapter 09)
             assert set(p.eval_benchmarks) == set(PAPER_BENCHMARKS), name
             expected = 8 if name.endswith("-colab") else 32  # the Colab preset samples fewer, and says so
             assert all(p.eval_benchmarks[b] == expected for b in ("aime24", "aime25", "amc23")), name

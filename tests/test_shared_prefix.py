@@ -3,6 +3,8 @@ loss-pass gradient as computing it for every row."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -46,13 +48,23 @@ def test_rollouts_with_a_shared_prefix_draw_the_same_tokens(arch, dtype):
     assert shared.prompt_mask[4].tolist() == [1] * 10 + [0] * 4 + [1]
 
 
-def test_a_routed_batch_prefills_whole_prompts():
-    """Routing gives rows different steering inside the prefix: the prefix is not shared then."""
+def test_a_routed_batch_shares_the_prefix_once_per_group():
+    """Routing gives rows different vectors inside the prefix: the prefix runs once per routing group
+    (here three: two vectors and none), with the same tokens and captured states as without sharing."""
     model = tiny_model("qwen2")
-    vecs = zero_vectors(model, [0, 1], "resid_post", dtype=torch.float64, routed=True)
-    ro = sample_rollouts(model, PROMPTS, 2, eos_id=2, pad_id=0, max_new_tokens=4, vectors=vecs, routes=[0, 1, 0],
-                         shared_prefix=True, generator=torch.Generator().manual_seed(0))
-    assert ro.prompt_mask[0, :2].tolist() == [0, 0]  # left-padded as usual
+    vecs = _vectors(model, 0) + _vectors(model, 1, scale=0.7)
+    vecs = [dataclasses.replace(v, route=r) for r, v in enumerate(vecs)]
+    kw = dict(eos_id=2, pad_id=0, max_new_tokens=8, vectors=vecs, routes=[0, 1, -1], prompt_seeds=[4, 5, 6],
+              capture=[1, 1, 1])
+    plain = sample_rollouts(model, PROMPTS, 2, **kw)
+    shared = sample_rollouts(model, PROMPTS, 2, shared_prefix=True, **kw)
+    assert torch.equal(plain.completion_ids, shared.completion_ids)
+    assert shared.prompt_mask[2, :10].tolist() == [1] * 10  # shared: the prefix first
+    # the captured hidden state of each real column, whichever layout
+    for row in range(6):
+        a = plain.hidden[row][torch.cat([plain.prompt_mask[row], plain.completion_mask[row]]).bool()]
+        b = shared.hidden[row][torch.cat([shared.prompt_mask[row], shared.completion_mask[row]]).bool()]
+        torch.testing.assert_close(a[:-1], b[:-1], rtol=1e-10, atol=1e-10)  # the last token is never fed
 
 
 @pytest.mark.parametrize("capture,logit_elements", [(False, 1 << 62), (True, 1 << 62), (True, 2 * 48)])
@@ -123,3 +135,25 @@ def test_rollouts_with_a_shared_prefix_concatenate_with_others():
     both = Rollouts.cat([a, b], 0)
     assert both.prompt_ids.shape[1] == a.prompt_ids.shape[1]
     assert int(both.prompt_mask[-1].sum()) == 2 and both.prompt_mask[0, -1] == 1
+
+
+def test_a_cut_completion_gets_the_cut_reward():
+    """``cut_reward=0``: a completion cut at the budget scores 0 whatever its text; the recipe records the
+    choice only when it is made (older run directories still resume)."""
+    from steerlib.rloo import manifest_params
+    from steerlib.world import build_tokenizer
+
+    class Always:
+        def score(self, text, answer):
+            return 1.0
+
+    model = tiny_model("qwen2")
+    cfg = RLOOConfig(prompts_per_step=3, completions_per_prompt=2, max_new_tokens=3, sampling="per_prompt",
+                     cut_reward=0.0)
+    trainer = RLOOTrainer(VectorTrainable(model, _vectors(model, 1)), build_tokenizer(), cfg, verifier=Always(),
+                          stop_ids=[2])
+    batch = trainer.collect(PROMPTS, ["1", "2", "3"])
+    finished = batch["rollouts"].finished
+    assert not finished.all()
+    assert batch["rewards"].tolist() == finished.float().tolist()
+    assert "rloo.cut_reward" in manifest_params(cfg) and "rloo.cut_reward" not in manifest_params(RLOOConfig())
