@@ -24,8 +24,8 @@ with the paper's system prompt (:mod:`steerlib.gsm_symbolic`), sampled at tau = 
 3. bf16 against float32: ``--accuracy`` held-out problems, one sample each at ``--accuracy-max-new``
    tokens (400: the CPU tier's budget), 128 rows at a time, the same per-prompt seeds in both dtypes
    (so the two samples of a problem share their random numbers and differ only by the dtype); pass@1
-   of each, their paired difference with a 95% interval, the cut rate; and the largest difference of teacher-forced log-probs on a fixed batch (bf16's own
-   completions of the first 8 problems).
+   of each, their paired difference with a 95% interval, the cut rate; and the largest difference of
+   teacher-forced log-probs on a fixed batch (bf16's own completions of the first 8 problems).
 
 Run: ``.venv/bin/python benchmarks/bench_qwen_cpu.py`` (about 50 minutes on 2 cores); ``--quick`` checks
 the script in a minute and records nothing.
