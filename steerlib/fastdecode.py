@@ -99,8 +99,11 @@ def pays(model: nn.Module) -> bool:
     """Whether the lean loop is worth taking by default: a narrow model (hidden size at most ``NARROW``),
     where per-op cost bounds a decode step, or bf16 weights, where the module loop's casts and bf16
     element-wise ops add to every step. Measured: 1.15-1.19x on the 96-wide organism's benchmark rollout;
-    0.98x on SmolLM2-135M in float32 (576 wide, 49k vocabulary: matmuls and the prefill dominate); 1.16x on
-    Qwen2.5-Coder-0.5B in bf16 (24 rows, 400 tokens; ``benchmarks/bench_qwen_cpu.py``)."""
+    0.98x on SmolLM2-135M in float32 (576 wide, 49k vocabulary: matmuls and the prefill dominate); on
+    Qwen2.5-Coder-0.5B in bf16 (24 rows, 400 tokens; ``benchmarks/bench_qwen_cpu.py``) 1.16x in one run
+    and 0.98x in the next, i.e. no difference this machine's noise can show. It stays the bf16 default
+    because its KV buffers are preallocated (the module loop's cache grows by concatenation, a cost
+    that grows with batch and length); that reason is not yet measured."""
     parts = model_parts(model)
     return parts.hidden_size <= NARROW or parts.lm_head.weight.dtype == torch.bfloat16
 

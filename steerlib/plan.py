@@ -82,6 +82,8 @@ def efficiency(kind: str) -> dict[str, float]:
         if kind == "cpu" and "loss_pass_flops_share_of_peak" in data:
             out["loss_flops"] = data["loss_pass_flops_share_of_peak"]
             out["decode_flops"] = data["generation_flops_share_of_peak"]
+        if kind == "cpu" and "bf16_vs_fp32_steerlib" in data.get("qwen_cpu", {}):  # bench_qwen_cpu.py
+            out["bf16_speedup"] = data["qwen_cpu"]["bf16_vs_fp32_steerlib"]
     return out
 
 
