@@ -120,49 +120,11 @@ def steerlib_step(org: Any, preset: Any, prompts: list[str], answers: list[str],
     return secs
 
 
-def trl_step(org: Any, preset: Any, prompts: list[str], answers: list[str], k: int, max_new: int, steps: int) -> float:
-    import tempfile
+def trl_step(org: Any, prompts: list[str], answers: list[str], k: int, max_new: int, steps: int) -> float:
+    from bench_trl import trl_steps
 
-    from datasets import Dataset
-    from torch import nn
-    from transformers import TrainerCallback
-    from trl import RLOOConfig as TRLConfig
-    from trl import RLOOTrainer as TRLTrainer
-
-    from steerlib.steering import SteeringVector, steer
-
-    model = org.model
-    vec = nn.Parameter(torch.zeros(model.config.hidden_size))
-    model.register_parameter("steerlib_vector", vec)  # the model's only trainable parameter
-    verifier = default_verifier()
-
-    def reward(prompts, completions, answer, **_):
-        return [verifier.score(c, a) for c, a in zip(completions, answer)]
-
-    times: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            self.t = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            times.append(time.perf_counter() - self.t)
-
-    with tempfile.TemporaryDirectory() as out:
-        args = TRLConfig(output_dir=out, per_device_train_batch_size=len(prompts) * k, num_generations=k,
-                         max_completion_length=max_new, temperature=1.0, top_p=1.0, beta=0.0, learning_rate=0.1,
-                         lr_scheduler_type="constant", max_steps=steps, use_cpu=True, bf16=False,
-                         gradient_checkpointing=False, logging_steps=1, report_to=[], save_strategy="no", seed=0,
-                         dataloader_num_workers=0)
-        data = Dataset.from_dict({"prompt": prompts * steps, "answer": answers * steps})
-        trainer = TRLTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data,
-                             processing_class=org.tokenizer, optimizers=(torch.optim.Adam([vec], lr=0.1), None),
-                             callbacks=[Clock()])
-        held = [p for g in trainer.optimizer.param_groups for p in g["params"]]
-        assert len(held) == 1 and held[0] is vec, f"TRL optimizer holds {len(held)} tensors"
-        with steer(model, SteeringVector(vec, preset.n_layers - 1)):
-            trainer.train()
-    return times[-1]
+    return trl_steps(org, prompts * steps, answers * steps, steps, per_step=len(prompts), k=k, max_new=max_new,
+                     lr=0.1)[-1]
 
 
 def accuracy(orgs: dict[str, Any], n: int, max_new: int, stops: list[int]) -> dict[str, Any]:
@@ -242,7 +204,7 @@ def main() -> None:
     answers = [p.answer for p in probs]
     ours = steerlib_step(orgs["bfloat16"], preset, prompts, answers, a.k, a.max_new, stops, a.steps)
     orgs["bfloat16"] = load_model(resolve_preset(PRESET, dtype="bfloat16"), device="cpu")  # TRL registers a parameter
-    theirs = trl_step(orgs["bfloat16"], preset, prompts, answers, a.k, a.max_new, a.steps)
+    theirs = trl_step(orgs["bfloat16"], prompts, answers, a.k, a.max_new, a.steps)
     print(f"RLOO step: steerlib {ours:.1f} s, TRL {theirs:.1f} s", flush=True)
     orgs["bfloat16"] = load_model(resolve_preset(PRESET, dtype="bfloat16"), device="cpu")
     acc = accuracy(orgs, a.accuracy, a.accuracy_max_new, stops)

@@ -41,7 +41,10 @@ def steerlib_steps(org, prompts, answers, steps: int) -> list[float]:
     return out
 
 
-def trl_steps(org, prompts, answers, steps: int) -> list[float]:
+def trl_steps(org, prompts, answers, steps: int, *, per_step: int = PROMPTS, k: int = K, max_new: int = MAX_NEW,
+              lr: float = LR) -> list[float]:
+    """Seconds of each of ``steps`` TRL RLOO steps (``per_step`` prompts of ``prompts`` each) training the last
+    layer's vector through steerlib's hook; also used by bench_qwen_cpu.py."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import RLOOConfig as TRLConfig
@@ -64,17 +67,17 @@ def trl_steps(org, prompts, answers, steps: int) -> list[float]:
         def on_step_end(self, args, state, control, **kw):
             times.append(time.perf_counter() - self.t)
 
-    opt = torch.optim.Adam([vec], lr=LR)
+    opt = torch.optim.Adam([vec], lr=lr)
     with tempfile.TemporaryDirectory() as out:
         args = TRLConfig(
             output_dir=out,
-            per_device_train_batch_size=PROMPTS * K,
-            num_generations=K,
-            max_completion_length=MAX_NEW,
+            per_device_train_batch_size=per_step * k,
+            num_generations=k,
+            max_completion_length=max_new,
             temperature=1.0,
             top_p=1.0,
             beta=0.0,
-            learning_rate=LR,
+            learning_rate=lr,
             lr_scheduler_type="constant",
             max_steps=steps,
             use_cpu=True,
