@@ -120,11 +120,12 @@ def steerlib_step(org: Any, preset: Any, prompts: list[str], answers: list[str],
     return secs
 
 
-def trl_step(org: Any, prompts: list[str], answers: list[str], k: int, max_new: int, steps: int) -> float:
+def trl_step(org: Any, prompts: list[str], answers: list[str], k: int, max_new: int, steps: int,
+             must_move: bool) -> float:
     from bench_trl import trl_steps
 
     return trl_steps(org, prompts * steps, answers * steps, steps, per_step=len(prompts), k=k, max_new=max_new,
-                     lr=0.1)[-1]
+                     lr=0.1, must_move=must_move)[-1]
 
 
 def accuracy(orgs: dict[str, Any], n: int, max_new: int, stops: list[int]) -> dict[str, Any]:
@@ -204,7 +205,7 @@ def main() -> None:
     answers = [p.answer for p in probs]
     ours = steerlib_step(orgs["bfloat16"], preset, prompts, answers, a.k, a.max_new, stops, a.steps)
     orgs["bfloat16"] = load_model(resolve_preset(PRESET, dtype="bfloat16"), device="cpu")  # TRL registers a parameter
-    theirs = trl_step(orgs["bfloat16"], prompts, answers, a.k, a.max_new, a.steps)
+    theirs = trl_step(orgs["bfloat16"], prompts, answers, a.k, a.max_new, a.steps, must_move=not a.quick)
     print(f"RLOO step: steerlib {ours:.1f} s, TRL {theirs:.1f} s", flush=True)
     orgs["bfloat16"] = load_model(resolve_preset(PRESET, dtype="bfloat16"), device="cpu")
     acc = accuracy(orgs, a.accuracy, a.accuracy_max_new, stops)

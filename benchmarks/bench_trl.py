@@ -42,9 +42,10 @@ def steerlib_steps(org, prompts, answers, steps: int) -> list[float]:
 
 
 def trl_steps(org, prompts, answers, steps: int, *, per_step: int = PROMPTS, k: int = K, max_new: int = MAX_NEW,
-              lr: float = LR) -> list[float]:
+              lr: float = LR, must_move: bool = True) -> list[float]:
     """Seconds of each of ``steps`` TRL RLOO steps (``per_step`` prompts of ``prompts`` each) training the last
-    layer's vector through steerlib's hook; also used by bench_qwen_cpu.py."""
+    layer's vector through steerlib's hook; also used by bench_qwen_cpu.py. ``must_move``: fail if the vector
+    stayed zero (off for runs too short for any reward to vary)."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import RLOOConfig as TRLConfig
@@ -103,7 +104,7 @@ def trl_steps(org, prompts, answers, steps: int, *, per_step: int = PROMPTS, k: 
         assert len(held) == 1 and held[0] is vec, f"TRL optimizer holds {len(held)} tensors"
         with steer(model, SteeringVector(vec, model.config.num_hidden_layers - 1)):
             trainer.train()
-    assert float(vec.detach().norm()) > 0, "TRL: the vector did not move"
+    assert not must_move or float(vec.detach().norm()) > 0, "TRL: the vector did not move"
     return times
 
 
