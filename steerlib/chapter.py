@@ -16,8 +16,9 @@ Example:
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,8 @@ class Chapter:
     val_problems: int = 200
     org: LoadedModel | None = None
     select_on: str = "validation"  # or "test": the authors' protocol (best checkpoint by the test Average)
+    plan: Any = None  # the cost plan printed at setup (a steerlib.plan.Plan; None when max_hours was not asked)
+    started: float = field(default_factory=time.monotonic)  # when setup began: publish measures against the plan
 
     @property
     def model(self) -> Any:
@@ -162,9 +165,18 @@ class Chapter:
         return text
 
     def publish(self, results: dict[str, Any], **glue: Any) -> dict[str, Any]:
-        """Write ``results`` (plus the preset's name) to the chapter's results file and glue every
-        scalar entry and every ``glue`` keyword into the page. Returns the JSON as written."""
-        results = json_clean({"preset": self.P.name, **results})
+        """Write ``results`` (plus the preset's name and, when a plan was printed, ``cost``: the planned
+        hours per part beside the hours measured from setup to here, which are less when runs were found
+        in the run folder) to the chapter's results file and glue every scalar entry and every ``glue``
+        keyword into the page. Returns the JSON as written."""
+        cost = {}
+        if self.plan is not None:
+            measured = (time.monotonic() - self.started) / 3600
+            cost = {"cost": {"device": self.plan.device, "dtype": self.plan.dtype,
+                             "planned_hours": self.plan.hours, "measured_hours": measured,
+                             "measured_over_planned": measured / self.plan.hours if self.plan.hours else None,
+                             "planned_parts_hours": {k: v / 3600 for k, v in self.plan.seconds.items()}}}
+        results = json_clean({"preset": self.P.name, **results, **cost})
         write_json(self.results_path, results)
         for key, value in {**results, **glue}.items():
             if isinstance(value, np.generic):  # a numpy scalar (e.g. from pandas) glues as a Python number
@@ -213,6 +225,7 @@ def setup(name: str, params: Mapping[str, Any], *, load: bool = True, positive: 
 
         plan = chapter_plan(name, params, preset=preset)
         check_budget(plan, float(params["max_hours"]))
+        ch.plan = plan
     _hidpi()
     if load:
         ch.org = load_model(preset)

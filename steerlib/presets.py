@@ -268,12 +268,12 @@ PRESETS["qwen2.5-coder-1.5b"] = Preset(name="qwen2.5-coder-1.5b", model="Qwen/Qw
 PRESETS["qwen2.5-coder-0.5b-cpu"] = dataclasses.replace(
     PRESETS["qwen2.5-coder-0.5b"],
     name="qwen2.5-coder-0.5b-cpu",
-    prompts_per_step=8,
+    prompts_per_step=4,
     completions_per_prompt=4,
-    steps=4,
-    checkpoints=(4,),
+    steps=3,
+    checkpoints=(3,),
     max_new_tokens=400,
-    eval_problems=48,
+    eval_problems=32,
 )
 # Sized for one Colab A100 session: chapter 01 is planned at about half an hour (python -m steerlib.plan);
 # chapter 02 with -p layers 14,27 (a middle and the last layer) at about 2.5 h.

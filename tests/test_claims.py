@@ -42,7 +42,7 @@ def test_claims_json_and_the_page_are_generated_from_the_results():
     assert all({"paper", "organism", "organism_se", "verdict", "real_lm", "real_lm_se"} <= set(r) for r in written)
     assert written == json.loads(json.dumps([r.__dict__ for r in rows])), "stale: python -m steerlib.book html"
     page = (ROOT / "book" / "claims.md").read_text()
-    assert claims_markdown(rows) in page
+    assert claims_markdown(rows).split("\n", 1)[1] in page  # the rows, under a header naming the real model
     numbers = set(re.findall(r"-?\d+\.\d{3}", page))
     derived = {f"{v:.3f}" for r in rows for v in (r.organism, r.organism_se, r.real_lm, r.real_lm_se) if v is not None}
     assert numbers == derived  # every number on the page is a row's estimate or error, nothing typed by hand
@@ -53,3 +53,13 @@ def test_cost_table_is_current():
     from steerlib.plan import table
 
     assert (ROOT / "book" / "costs.md").read_text() == table(devices=COST_DEVICES) + "\n"
+
+
+def test_the_mean_layer_gain_keeps_the_base_models_error():
+    from steerlib.claims import _mean_layer_gain
+
+    # two layers with SE 0.02 each and a base with SE 0.01: the layers average down, the shared base does not
+    est, se = _mean_layer_gain({"per_layer": {"3": 0.5, "4": 0.75}, "per_layer_stderr": {"3": 0.02, "4": 0.02},
+                                "base_pass_at_1": 0.25, "base_stderr": 0.01})
+    assert est == 0.375 and abs(se - (0.02 ** 2 / 2 + 0.01 ** 2) ** 0.5) < 1e-15
+    assert se > 0.01  # never below the base's own error

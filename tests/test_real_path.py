@@ -454,3 +454,21 @@ def test_a_run_killed_between_snapshot_steps_keeps_its_timed_checkpoint(tiny_org
           stop_after=3, engine=engine)
     ckpt = RunDir(tmp_path / "r", {}).load_checkpoint()
     assert (ckpt[1]["step"] if ckpt else 0) == kept
+
+
+def test_the_results_record_the_plan_beside_the_measured_time(tmp_path, monkeypatch):
+    import json
+
+    from steerlib.chapter import setup
+    from steerlib.chapters import default_parameters
+
+    params = {**default_parameters("01_training"), "preset": "organism", "max_hours": 1e6,
+              "results_path": str(tmp_path / "r.json"), "run_dir": str(tmp_path / "runs")}
+    monkeypatch.setattr("steerlib.plan.this_device", lambda: "cpu")
+    ch = setup("01_training", params, load=False)
+    written = ch.publish({"x": 1.0})
+    cost = json.loads((tmp_path / "r.json").read_text())["cost"]
+    assert cost == written["cost"] and cost["device"] == "cpu" and cost["dtype"] == "float32"
+    assert cost["planned_hours"] == ch.plan.hours > 0 and 0 <= cost["measured_hours"] < 0.1
+    assert cost["measured_over_planned"] == cost["measured_hours"] / cost["planned_hours"]
+    assert sum(cost["planned_parts_hours"].values()) == pytest.approx(cost["planned_hours"])

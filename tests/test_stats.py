@@ -129,3 +129,19 @@ def test_transfer_family_summary_groups_directions_and_their_errors():
     assert fam["n_related"] == 2 and fam["n_unrelated"] == 4
     assert fam["parent_to_child_mean_gain_se"] == pytest.approx(fam["normalized_gain_se"]["p->c"])
     assert 0 < fam["related_mean_gain_se"] < max(fam["normalized_gain_se"]["p->c"], fam["normalized_gain_se"]["c->p"])
+
+
+def test_the_mean_gain_over_training_seeds_has_a_t_interval_with_the_base_error_undivided():
+    from steerlib.reallm import seed_gains
+    from steerlib.stats import t_975
+
+    def ev(scores):
+        return SimpleNamespace(per_problem=scores, stderr=float(np.std(scores, ddof=1) / np.sqrt(len(scores))))
+
+    base = ev([0.0, 1.0, 0.0, 1.0])  # pass@1 0.5, SE 0.289
+    evals = {"base": base, "a": ev([1.0, 1.0, 0.0, 1.0]), "b": ev([1.0, 1.0, 1.0, 1.0]), "c": ev([0.0, 1.0, 0.0, 1.0])}
+    g = seed_gains(evals, {0: "a", 1: "b", 2: "c"})
+    assert g["per_seed"] == {"0": 0.25, "1": 0.5, "2": 0.0} and g["mean"] == 0.25
+    se = np.sqrt(0.25 ** 2 / 3 + base.stderr ** 2)  # seed sd 0.25 over 3 seeds, plus the shared base's error once
+    assert abs(g["mean_se"] - se) < 1e-12 and g["t"] == t_975(2) == 4.303
+    assert abs(g["low"] - (0.25 - 4.303 * se)) < 1e-12 and abs(g["high"] - (0.25 + 4.303 * se)) < 1e-12
