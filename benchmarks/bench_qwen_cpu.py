@@ -14,9 +14,9 @@ with the paper's system prompt (:mod:`steerlib.gsm_symbolic`), sampled at tau = 
    (b) steerlib's rollouts: ``steerlib_fp32`` (float32), ``steerlib_bf16`` (bf16), ``steerlib_bf16_shared``
    (bf16, the system prompt's prefix computed once), ``steerlib_bf16_lean`` (the same through the lean
    decode loop of :mod:`steerlib.fastdecode`: the library's default for a bf16 model on a CPU);
-   (c) ``llama_cpp``: the same GGUF file through ``llama-cpp-python`` (the benchmark extra; its Python API
-   decodes one sequence at a time, so the rows run one after another, each a fresh completion of the
-   same prompt).
+   (c) ``llama_cpp``: the same GGUF file through ``llama-cpp-python`` (installed by hand, skipped without
+   it; its Python API decodes one sequence at a time, so the rows run one after another, each a fresh
+   completion of the same prompt).
 2. One RLOO step (the last layer's vector, the same prompts, k and budget, the bf16 model) in steerlib
    (the preset's engine: shared prefix, lean bf16 decode, loss pass from the steered block) and in TRL's
    ``RLOOTrainer`` (``beta=0``, Adam over exactly the vector); each runs ``--steps`` steps, the last one
@@ -27,19 +27,21 @@ with the paper's system prompt (:mod:`steerlib.gsm_symbolic`), sampled at tau = 
    of each, their paired difference with a 95% interval, the cut rate; and the largest difference of
    teacher-forced log-probs on a fixed batch (bf16's own completions of the first 8 problems).
 
-Run: ``.venv/bin/python benchmarks/bench_qwen_cpu.py`` (about 50 minutes on 2 cores); ``--quick`` checks
-the script in a minute and records nothing.
+Run: ``.venv/bin/python benchmarks/bench_qwen_cpu.py --parts generation,rloo`` (about 30 minutes on 2
+cores), then ``--parts accuracy`` (over an hour: the float32 half is slow); each part is merged into
+``qwen_cpu`` as soon as it finishes. ``--quick`` checks the script in a few minutes and records nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
 import torch
 
-from common import record
+from common import RESULTS, record
 from steerlib.data import render_prompt, stop_token_ids
 from steerlib.gsm_symbolic import problems
 from steerlib.presets import load_model, resolve_preset
@@ -139,6 +141,7 @@ def accuracy(orgs: dict[str, Any], n: int, max_new: int, stops: list[int]) -> di
     verifier = default_verifier()
     scores, cut, secs, rollouts = {}, {}, {}, {}
     for name, org in orgs.items():
+        print(f"accuracy: sampling {n} problems in {name} ...", flush=True)
         t = time.perf_counter()
         ro = sample_rollouts_chunked(org.model, ids, 1, eos_id=stops, pad_id=tok.pad_token_id, max_new_tokens=max_new,
                                      kv_tokens=128 * (max(map(len, ids)) + max_new), prompt_seeds=seeds,
@@ -165,6 +168,17 @@ def accuracy(orgs: dict[str, Any], n: int, max_new: int, stops: list[int]) -> di
             "logprob_abs_diff": {"max": float(gap.max()), "mean": float(gap.mean()), "tokens": int(m.sum())}}
 
 
+PARTS = ("generation", "rloo", "accuracy")
+
+
+def save(part: dict[str, Any], quick: bool) -> None:
+    """Merge ``part`` into ``qwen_cpu`` of results.json now, so a run cut short keeps what it measured."""
+    print(part, flush=True)
+    if not quick:
+        old = json.loads(RESULTS.read_text()).get("qwen_cpu", {}) if RESULTS.exists() else {}
+        record({"qwen_cpu": {**old, **part}})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=8)
@@ -173,12 +187,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--accuracy", type=int, default=256)
     ap.add_argument("--accuracy-max-new", type=int, default=400)
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)} (each is "
+                    "recorded as soon as it finishes; run them in separate calls to keep each under half an hour)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, nothing recorded")
     a = ap.parse_args()
+    parts = a.parts.split(",")
+    if not set(parts) <= set(PARTS):
+        raise SystemExit(f"--parts: choose from {', '.join(PARTS)}, not {a.parts!r}")
     if a.quick:
         a.prompts, a.k, a.max_new, a.steps, a.accuracy = 2, 2, 12, 1, 4
     torch.set_num_threads(2)
-    start = time.perf_counter()
     preset = resolve_preset(PRESET)
     orgs = {d: load_model(resolve_preset(PRESET, dtype=d), device="cpu") for d in ("float32", "bfloat16")}
     tok = orgs["float32"].tokenizer
@@ -187,48 +205,50 @@ def main() -> None:
     prompts = [render_prompt(p.question, "qwen_math", tok) for p in probs]
     ids = tok(prompts, add_special_tokens=False)["input_ids"]
     pad = tok.pad_token_id
-    m32, m16 = orgs["float32"].model, orgs["bfloat16"].model
-    gen: dict[str, Any] = {}
-    gen["hf_generate_fp32"] = hf_generate(m32, ids, a.k, a.max_new, stops, pad)
-    gen["hf_generate_bf16"] = hf_generate(m16, ids, a.k, a.max_new, stops, pad)
-    gen["steerlib_fp32"] = steerlib_rollouts(m32, ids, a.k, a.max_new, stops, pad, fast=False)
-    gen["steerlib_bf16"] = steerlib_rollouts(m16, ids, a.k, a.max_new, stops, pad, fast=False)
-    gen["steerlib_bf16_shared"] = steerlib_rollouts(m16, ids, a.k, a.max_new, stops, pad, fast=False,
-                                                    shared_prefix=True)
-    gen["steerlib_bf16_lean"] = steerlib_rollouts(m16, ids, a.k, a.max_new, stops, pad, fast=True, shared_prefix=True)
-    from steerlib.sources import QWEN25_CODER_05B, fetch
+    setup = {"model": f"{preset.model} (GGUF Q4_K_M from PyPI, sha256 {preset.source.offline.sha256[:16]}..., "
+                      "dequantised)",
+             "setup": {"prompts": a.prompts, "k": a.k, "max_new_tokens": a.max_new, "shared_prefix_tokens":
+                       shared_prefix_length(ids), "prompt_tokens_mean": sum(map(len, ids)) / len(ids),
+                       "rloo_steps": a.steps, "threads": torch.get_num_threads()}}
+    if "generation" in parts:
+        t = time.perf_counter()
+        m32, m16 = orgs["float32"].model, orgs["bfloat16"].model
+        gen: dict[str, Any] = {}
+        gen["hf_generate_fp32"] = hf_generate(m32, ids, a.k, a.max_new, stops, pad)
+        gen["hf_generate_bf16"] = hf_generate(m16, ids, a.k, a.max_new, stops, pad)
+        gen["steerlib_fp32"] = steerlib_rollouts(m32, ids, a.k, a.max_new, stops, pad, fast=False)
+        gen["steerlib_bf16"] = steerlib_rollouts(m16, ids, a.k, a.max_new, stops, pad, fast=False)
+        gen["steerlib_bf16_shared"] = steerlib_rollouts(m16, ids, a.k, a.max_new, stops, pad, fast=False,
+                                                        shared_prefix=True)
+        gen["steerlib_bf16_lean"] = steerlib_rollouts(m16, ids, a.k, a.max_new, stops, pad, fast=True,
+                                                      shared_prefix=True)
+        try:
+            from steerlib.sources import QWEN25_CODER_05B, fetch
 
-    gen["llama_cpp"] = llama_cpp(str(fetch(QWEN25_CODER_05B.offline)), ids, a.k, a.max_new)
-    for name, row in gen.items():
-        print(f"{name}: {row['tokens_per_s']:.1f} useful tokens/s ({row['seconds']:.1f} s)", flush=True)
-    best = max(("steerlib_bf16_shared", "steerlib_bf16_lean"), key=lambda n: gen[n]["tokens_per_s"])
-    answers = [p.answer for p in probs]
-    ours = steerlib_step(orgs["bfloat16"], preset, prompts, answers, a.k, a.max_new, stops, a.steps)
-    orgs["bfloat16"] = load_model(resolve_preset(PRESET, dtype="bfloat16"), device="cpu")  # TRL registers a parameter
-    theirs = trl_step(orgs["bfloat16"], prompts, answers, a.k, a.max_new, a.steps, must_move=not a.quick)
-    print(f"RLOO step: steerlib {ours:.1f} s, TRL {theirs:.1f} s", flush=True)
-    orgs["bfloat16"] = load_model(resolve_preset(PRESET, dtype="bfloat16"), device="cpu")
-    acc = accuracy(orgs, a.accuracy, a.accuracy_max_new, stops)
-    print(acc, flush=True)
-    res = {
-        "model": f"{preset.model} (GGUF Q4_K_M from PyPI, sha256 {preset.source.offline.sha256[:16]}..., dequantised)",
-        "setup": {"prompts": a.prompts, "k": a.k, "max_new_tokens": a.max_new, "shared_prefix_tokens":
-                  shared_prefix_length(ids), "prompt_tokens_mean": sum(map(len, ids)) / len(ids),
-                  "rloo_steps": a.steps, "threads": torch.get_num_threads()},
-        "generation": gen,
-        "steerlib_best": best,
-        "steerlib_vs_hf_generate_fp32": gen[best]["tokens_per_s"] / gen["hf_generate_fp32"]["tokens_per_s"],
-        "steerlib_vs_hf_generate_bf16": gen[best]["tokens_per_s"] / gen["hf_generate_bf16"]["tokens_per_s"],
-        "bf16_vs_fp32_steerlib": gen["steerlib_bf16"]["tokens_per_s"] / gen["steerlib_fp32"]["tokens_per_s"],
-        "llama_cpp_vs_steerlib": gen["llama_cpp"]["tokens_per_s"] / gen[best]["tokens_per_s"],
-        "rloo_step_seconds": {"steerlib": ours, "trl": theirs},
-        "rloo_steps_per_s_vs_trl": theirs / ours,
-        "bf16_accuracy": acc,
-        "minutes": (time.perf_counter() - start) / 60,
-    }
-    print(res)
-    if not a.quick:
-        record({"qwen_cpu": res})
+            gen["llama_cpp"] = llama_cpp(str(fetch(QWEN25_CODER_05B.offline)), ids, a.k, a.max_new)
+        except ImportError:
+            print("llama_cpp: skipped (pip install llama-cpp-python to time it)", flush=True)
+        best = max(("steerlib_bf16_shared", "steerlib_bf16_lean"), key=lambda n: gen[n]["tokens_per_s"])
+        save({**setup, "generation": gen, "steerlib_best": best,
+              "steerlib_vs_hf_generate_fp32": gen[best]["tokens_per_s"] / gen["hf_generate_fp32"]["tokens_per_s"],
+              "steerlib_vs_hf_generate_bf16": gen[best]["tokens_per_s"] / gen["hf_generate_bf16"]["tokens_per_s"],
+              "bf16_vs_fp32_steerlib": gen["steerlib_bf16"]["tokens_per_s"] / gen["steerlib_fp32"]["tokens_per_s"],
+              "llama_cpp_vs_steerlib": (gen["llama_cpp"]["tokens_per_s"] / gen[best]["tokens_per_s"]
+                                        if "llama_cpp" in gen else None),
+              "generation_minutes": (time.perf_counter() - t) / 60}, a.quick)
+    if "rloo" in parts:
+        t = time.perf_counter()
+        answers = [p.answer for p in probs]
+        ours = steerlib_step(orgs["bfloat16"], preset, prompts, answers, a.k, a.max_new, stops, a.steps)
+        trl_org = load_model(resolve_preset(PRESET, dtype="bfloat16"), device="cpu")  # TRL registers a parameter
+        theirs = trl_step(trl_org, prompts, answers, a.k, a.max_new, a.steps, must_move=not a.quick)
+        save({**setup, "rloo_step_seconds": {"steerlib": ours, "trl": theirs}, "rloo_steps_per_s_vs_trl": theirs / ours,
+              "rloo_minutes": (time.perf_counter() - t) / 60}, a.quick)
+    if "accuracy" in parts:
+        t = time.perf_counter()
+        orgs["bfloat16"] = load_model(resolve_preset(PRESET, dtype="bfloat16"), device="cpu")
+        save({"bf16_accuracy": accuracy(orgs, a.accuracy, a.accuracy_max_new, stops),
+              "accuracy_minutes": (time.perf_counter() - t) / 60}, a.quick)
 
 
 if __name__ == "__main__":
