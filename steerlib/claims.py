@@ -305,7 +305,8 @@ def write_claims(results_dir: str | Path, page: str | Path) -> list[ClaimRow]:
 
     results = load_results(results_dir)
     rows = claims_table(results)
-    model = str(results.get(REAL_LM, {}).get("model", "a real model")).split("/")[-1]
+    real = results.get(REAL_LM, {})
+    model = str(real.get("model") or real.get("preset") or "a real model").split("/")[-1]
     write_json(Path(results_dir) / "claims.json", [asdict(r) for r in rows])
     atomic_write_text(page, _PAGE.format(table=claims_markdown(rows, real_model=model), organism=ORGANISM,
                                          real_lm=REAL_LM, model=model))
@@ -328,11 +329,7 @@ are upper bounds.
 The organism was built so that the first generated token decides the answer mode and the mode decides
 correctness ({{doc}}`chapters/{organism}`): the last-layer and first-token rows hold on it largely by
 construction and confirm that the code measures them, not the paper's finding. The last column puts
-four of the claims to a real pretrained model of the paper's own family that nobody here designed,
-{model} on GSM-Symbolic word problems ({{doc}}`chapters/{real_lm}`), by the same rule: the last-layer
-gain, the rise in the share of samples opening with the token the last layer's vector boosts most, the
-share of the gain that forcing that token recovers, and the share of the penultimate vector's gain that
-Skip-Attn keeps. On the book's CPU budget its vectors train for a few steps only, so read that column
-with the chapter's own caveats.
+the claims it can to a real pretrained model nobody here designed, {model}
+({{doc}}`chapters/{real_lm}`), by the same rule.
 
 {table}"""
