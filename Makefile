@@ -13,7 +13,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.steerlib-installed
 PYTEST_ARGS ?=
 
-.PHONY: install models test test-all book html chapter organism bench clean
+.PHONY: install models test test-all book html chapter organism bench audit-install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ organism: install
 # them next to another torch process: 2 cores, OpenMP spin-waiting distorts every timing.
 bench: install
 	cd benchmarks && for b in bench_generation bench_decode_profile bench_sweep bench_memory bench_trl bench_loss_pass; do ../$(BIN)/python $$b.py || exit 1; done
+
+# What a fresh install pulls, extra by extra (pip --dry-run in a new venv; needs PyPI): no source
+# distribution, no llm/openai/llama-cpp-python -> benchmarks/results.json install_audit
+audit-install: install
+	cd benchmarks && ../$(BIN)/python audit_install.py
 
 clean:
 	rm -rf _build

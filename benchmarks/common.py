@@ -42,11 +42,13 @@ def machine() -> dict[str, Any]:
     }
 
 
-def record(values: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``values`` into results.json (with the machine and a timestamp) and return the whole file."""
+def record(values: dict[str, Any], *, timed: bool = True) -> dict[str, Any]:
+    """Merge ``values`` into results.json (with a timestamp and, for ``timed`` figures, the machine that
+    measured them) and return the whole file."""
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data.update(values)
-    data["machine"] = machine()
+    if timed:
+        data["machine"] = machine()
     data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     RESULTS.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     return data

@@ -10,6 +10,14 @@
 # answers that open with " The", plus filler text that uses those words in other roles. The base model
 # therefore samples the worked mode only about a third of the time, and an RL-trained vector can gain
 # accuracy by steering the first token, the effect the paper reports for "To" and "Step".
+#
+# :::{admonition} What this chapter found
+# :class: tip
+# The organism answers {glue:text}`base_pass_at_1:.3f` of held-out problems at τ = 1; forcing the worked
+# opener " Step" gives {glue:text}`forced_worked_pass_at_1:.3f` and forcing the direct one " The"
+# {glue:text}`forced_direct_pass_at_1:.3f`. The first token decides the answer: this is why several of the
+# paper's claims hold on the organism by construction ({doc}`../claims`).
+# :::
 
 # %% tags=["remove-cell", "colab-install"]
 # Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.

@@ -9,6 +9,11 @@
 # $|s|$, the first generated token and completion length over the steps, and compares held-out pass@1
 # before and after: the headline is the mean over seeds, and every difference carries a paired error.
 #
+# :::{admonition} What this chapter found
+# :class: tip
+# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+# :::
+#
 # The recipe is the authors' ({doc}`notes on their code <../appendix_authors_code>`): $K$ samples per
 # prompt at $\tau = 1$, reward 1/0, advantage $A_i = r_i - \frac{1}{K-1}\sum_{j \neq i} r_j$, loss
 # $-\sum_i A_i \sum_t \log \pi(y_t)$ over the batch's completion-token count, Adam, gradient clip 2.
@@ -153,9 +158,6 @@ ch.claims(results)
 
 # %% [markdown]
 # ## What we found
-#
-# **Against the paper** (verdicts by the two-standard-error rule of {doc}`../claims`):
-# {glue:text}`claims_note`.
 #
 # Vectors at layer {glue:text}`layer`, trained with {glue:text}`n_seeds` seeds (the first for
 # {glue:text}`train_seconds:.0f` s, median {glue:text}`median_step_seconds:.2f` s per step; `make book` runs

@@ -8,6 +8,11 @@
 # trained a vector at every layer at once (all-layer steering) and compared it with LoRA and full
 # fine-tuning. This chapter does all of that on one preset.
 #
+# :::{admonition} What this chapter found
+# :class: tip
+# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+# :::
+#
 # The sweep is *multiplexed*: in each RLOO step every layer's vector sees the same prompts (a paired
 # comparison across layers), each prompt group is routed to one layer's vector, and advantages, token
 # normalisation, gradient clipping and Adam state never mix layers, so each vector gets exactly the
@@ -190,9 +195,6 @@ ch.claims(results)
 
 # %% [markdown]
 # ## What we found
-#
-# **Against the paper** (verdicts by the two-standard-error rule of {doc}`../claims`):
-# {glue:text}`claims_note`.
 #
 # Averaged over {glue:text}`n_seeds` training seeds, {glue:text}`n_helped` of {glue:text}`n_swept`
 # single-layer vectors beat the base model ({glue:text}`base_pass_at_1:.3f`) by more than two standard

@@ -9,6 +9,11 @@
 # It also reports that vectors retrained orthogonal to the original never match it, and that vectors
 # trained in isolation can be combined, constructively in Qwen, often harmfully in Llama.
 #
+# :::{admonition} What this chapter found
+# :class: tip
+# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+# :::
+#
 # Definitions are the authors' (the paper, Section 5 and Figures 2 and 13; {doc}`notes on their code <../appendix_authors_code>`). For a prompt, one completion is sampled with
 # only $s_i$ active; prompt + completion is teacher-forced with and without $s_i$, and every decoder
 # layer's output recorded: $\Delta_j(t) = h_j(t; s_i) - h_j(t)$ (steered minus base) at every token.
@@ -204,9 +209,6 @@ ch.claims(results)
 
 # %% [markdown]
 # ## What we found
-#
-# **Against the paper** (verdicts by the two-standard-error rule of {doc}`../claims`):
-# {glue:text}`claims_note`.
 #
 # **Persistence.** Above the diagonal the Diff-Diff cosine averages
 # {glue:text}`mean_offdiag_diff_diff:.2f` (lowest {glue:text}`min_offdiag_diff_diff:.2f`): the shift a

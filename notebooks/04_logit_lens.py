@@ -9,6 +9,11 @@
 # earlier layers read through the same lens mostly push tokens *down* (non-English tokens in the
 # paper's models).
 #
+# :::{admonition} What this chapter found
+# :class: tip
+# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+# :::
+#
 # This chapter reads every layer's vector through the lens (ranked by probability and by cosine with
 # the unembedding rows, the authors' two rankings), measures where along a completion the last-layer
 # vector changes the next-token distribution (KL divergence between steered and unsteered
@@ -171,9 +176,6 @@ ch.claims(results)
 
 # %% [markdown]
 # ## What we found
-#
-# **Against the paper** (verdicts by the two-standard-error rule of {doc}`../claims`):
-# {glue:text}`claims_note`.
 #
 # Through the lens the last-layer vector's top token is {glue:text}`top_last`. The token most pushed
 # down (lowest cosine) is {glue:text}`bottom_common` for {glue:text}`n_bottom_common` of the

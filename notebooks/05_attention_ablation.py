@@ -10,6 +10,11 @@
 # after attention); in Llama no single head suffices. Two Qwen layers whose vectors fail are blamed on
 # the next block's input norm shrinking the vector ("norm attenuation").
 #
+# :::{admonition} What this chapter found
+# :class: tip
+# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+# :::
+#
 # Head patching follows the authors' patched last layer (the paper, Section 7 and Figure 5; {doc}`notes on their code <../appendix_authors_code>`): the vector never enters the
 # residual stream; inside the last block a vanilla attention pass reads $\mathrm{norm}(h)$, a steered
 # one $\mathrm{norm}(h + s)$, and the attention output is mixed per query head (**Steer-Head**: only this
@@ -203,9 +208,6 @@ ch.claims(results)
 
 # %% [markdown]
 # ## What we found
-#
-# **Against the paper** (verdicts by the two-standard-error rule of {doc}`../claims`):
-# {glue:text}`claims_note`.
 #
 # The vector of layer {glue:text}`layer` lifts pass@1 from {glue:text}`base_pass_at_1:.3f` to
 # {glue:text}`in_place_pass_at_1:.3f`. Skip-Attn keeps {glue:text}`skip_attn_gain_share:.2f` ±

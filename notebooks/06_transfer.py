@@ -9,6 +9,11 @@
 # $(acc_{\text{target + donor's vector}} - acc_{\text{target}}) / (acc_{\text{target + own vector}} - acc_{\text{target}})$,
 # the share of the target's own steering gain that the donor's vector recovers at the same layer.
 #
+# :::{admonition} What this chapter found
+# :class: tip
+# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+# :::
+#
 # On the organism the models are: `main`; `tuned`, a relative of `main` (its weights trained further
 # on an answer mix shifted towards direct answers, so it shares `main`'s residual basis, like a base
 # model and its instruct version); `sibling`, the same recipe from another random seed; and `llama`,
@@ -125,9 +130,6 @@ ch.claims(results)
 
 # %% [markdown]
 # ## What we found
-#
-# **Against the paper** (verdicts by the two-standard-error rule of {doc}`../claims`):
-# {glue:text}`claims_note`.
 #
 # Averaged over the compared layers, the normalised gain between related models (one trained from the
 # other; {glue:text}`n_related` directions) is {glue:text}`related_mean_gain:.2f` ±

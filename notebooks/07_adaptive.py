@@ -10,6 +10,14 @@
 # The authors' unpublished "magnitude" experiment rescales a trained vector by factors from −1 to 10
 # ({doc}`notes on their code <../appendix_authors_code>`); we run it on two layers.
 #
+# :::{admonition} What this chapter found
+# :class: tip
+# No claim of the claims page is tested here (the paper gives no number for adaptive steering). Paired
+# over problems, the rank-1 LoRA beats the plain vector of its layer by more than two standard errors at
+# {glue:text}`n_better` of {glue:text}`n_adapt` layers and falls below it at {glue:text}`n_worse`;
+# rescaling: {glue:text}`mag_summary`.
+# :::
+#
 # Magnitudes are $|c_t| \cdot |B|$ divided by the mean norm of the layer's output (as the authors
 # normalise by the mean hidden norm), on completions sampled with the adapter. Prompt tokens are
 # labelled by segment: template text before the problem, the problem itself, template text after it.

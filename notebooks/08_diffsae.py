@@ -12,6 +12,11 @@
 # generated token). At the injection layer itself $\Delta_i(t) = s_i$ at every token, so the read-out
 # layer must lie above it.
 #
+# :::{admonition} What this chapter found
+# :class: tip
+# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+# :::
+#
 # A feature *fires on a generation* when it is active at any of its tokens. "Share of the vector's
 # effect explained" is measured on next-token predictions along the completions: the read-out
 # layer's difference is replaced by its reconstruction from the chosen features only, and the share is
@@ -180,9 +185,6 @@ ch.claims(results)
 
 # %% [markdown]
 # ## What we found
-#
-# **Against the paper** (verdicts by the two-standard-error rule of {doc}`../claims`):
-# {glue:text}`claims_note`.
 #
 # On {glue:text}`rollouts` rollouts ({glue:text}`correct_rollouts` correct) with the vector of layer
 # {glue:text}`vector_layer`, read after layer {glue:text}`read_layer`, the SAE leaves

@@ -9,6 +9,7 @@ published page untouched.
 Command line (what ``make book`` and ``make chapter`` call)::
 
     python -m steerlib.book build [--jobs 2]            # organisms and chapters, 2 at a time; then the HTML
+    python -m steerlib.book build --skip 09_real_lm     # the same, keeping one chapter as published
     python -m steerlib.book chapter 02_layer_curve -p preset qwen2.5-math-1.5b --out run.ipynb
     python -m steerlib.book html                        # HTML from the committed chapters only
     python -m steerlib.book sync                        # write _config.yml's URL into the install cells
@@ -305,14 +306,15 @@ def default_jobs() -> int:
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
-def build_tasks(root: Path = ROOT, threads: int = 1) -> list[Any]:
+def build_tasks(root: Path = ROOT, threads: int = 1, skip: Sequence[str] = ()) -> list[Any]:
     """The book's build graph: pretraining each organism the chapters need, each chapter's training runs
     built as tasks of their own (:mod:`steerlib.prebuild`), then every chapter (``python -m steerlib.book
-    chapter NAME`` in a subprocess) after what it needs (:attr:`steerlib.chapters.ChapterSpec.needs`)."""
+    chapter NAME`` in a subprocess) after what it needs (:attr:`steerlib.chapters.ChapterSpec.needs`);
+    the chapters in ``skip`` and what only they need are left out."""
     from steerlib.buildgraph import Task
     from steerlib.organism import ORGANISMS
 
-    names = [s.stem for s in chapter_sources(root)]
+    names = [s.stem for s in chapter_sources(root) if s.stem not in skip]
     needs = {n: CHAPTERS[n].needs for n in names}
     run_tasks = [t for n in names for t in CHAPTERS[n].run_tasks]
     organisms = sorted({x.removeprefix("organism-") for v in needs.values() for x in v if x.startswith("organism-")})
@@ -334,11 +336,12 @@ def build_tasks(root: Path = ROOT, threads: int = 1) -> list[Any]:
     return tasks
 
 
-def build_all(root: Path = ROOT, jobs: int | None = None) -> None:
+def build_all(root: Path = ROOT, jobs: int | None = None, skip: Sequence[str] = ()) -> None:
     """Pretrain the organisms and execute every chapter with its defaults, ``jobs`` at a time (each with
     cores / jobs threads; :mod:`steerlib.buildgraph`), then the HTML. Progress: one line per task started
     or finished, with the planned minutes from the previous build's ``book/build_times.json``; each
-    task's output in ``runs/build-logs/<task>.log``."""
+    task's output in ``runs/build-logs/<task>.log``. ``skip``: chapters kept as published (their pages
+    must be current); the whole build's time (``book``) is then not recorded."""
     from steerlib.atomic import write_json
     from steerlib.buildgraph import BuildError, run_graph
 
@@ -346,11 +349,14 @@ def build_all(root: Path = ROOT, jobs: int | None = None) -> None:
     if jobs < 1:
         raise ChapterError(f"jobs must be at least 1, not {jobs}")
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    unknown = [n for n in skip if n not in CHAPTERS]
+    if unknown:
+        raise ChapterError(f"no chapter {unknown[0]!r} to skip; chapters: {', '.join(CHAPTERS)}")
     sync_install_cells(root)
     planned = json.loads(BUILD_TIMES.read_text()) if BUILD_TIMES.exists() else {}
     times: dict[str, float] = dict(planned)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    tasks = build_tasks(root, threads)
+    tasks = build_tasks(root, threads, skip)
     print(f"building {len(tasks)} tasks, {jobs} at a time, {threads} thread(s) each", flush=True)
     start = time.monotonic()
 
@@ -363,9 +369,12 @@ def build_all(root: Path = ROOT, jobs: int | None = None) -> None:
                   cwd=root)
     except BuildError as err:
         raise ChapterError(str(err)) from err
-    times["book"] = round((time.monotonic() - start) / 60, 2)
-    write_json(BUILD_TIMES, times)
-    print(f"all {len(tasks)} tasks in {times['book']:.1f} min", flush=True)
+    minutes = round((time.monotonic() - start) / 60, 2)
+    if not skip:
+        times["book"] = minutes
+        write_json(BUILD_TIMES, times)
+    print(f"all {len(tasks)} tasks in {minutes:.1f} min" + (f" (kept as published: {', '.join(skip)})" if skip else ""),
+          flush=True)
     build_html(root)
 
 
@@ -381,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     bd = sub.add_parser("build", help="execute every chapter with its defaults, then build the HTML")
     bd.add_argument("--jobs", type=int, default=None, help="tasks side by side (default: 2 with 2+ cores, else 1)")
+    bd.add_argument("--skip", action="append", default=[], metavar="CHAPTER",
+                    help="keep this chapter as published (repeatable)")
     sub.add_parser("html", help="build the HTML from the committed chapters")
     sub.add_parser("prose", help="copy edited prose and cell tags from the sources into the published pages")
     sub.add_parser("sync", help="write _config.yml's repository URL into every chapter's install cell")
@@ -412,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in sync_install_cells():
                 print(f"updated the install cell of {path.name}")
         elif args.cmd == "build":
-            build_all(jobs=args.jobs)
+            build_all(jobs=args.jobs, skip=args.skip)
         else:
             build_html()
     except ChapterError as err:

@@ -37,7 +37,8 @@ __all__ = ["Chapter", "setup", "value_has_type", "PRESET_PARAMETERS", "RUN_DEFIN
 
 
 #: Chapter parameters that change what a run trains: a chapter's default run directory depends on them.
-RUN_DEFINING = ("model", "seed", "steps", "prompts_per_step", "max_new_tokens", "lr", "adaptive_lr")
+RUN_DEFINING = ("model", "seed", "steps", "prompts_per_step", "completions_per_prompt", "max_new_tokens", "lr",
+                "adaptive_lr")
 
 
 def run_dir_for(preset: Preset, params: Mapping[str, Any]) -> Path:
@@ -149,6 +150,11 @@ class Chapter:
 
             display(fig)
 
+    @property
+    def model_label(self) -> str:
+        """What the pages call the model this chapter ran on: ``organism`` or the model's own name."""
+        return "organism" if self.P.train_source == "organism" else str(self.P.model).rstrip("/").split("/")[-1]
+
     def table(self, table: Any, digits: int = 3) -> Any:
         """``table`` as a reader sees it (:func:`steerlib.tables.tidy`)."""
         from steerlib.tables import tidy
@@ -168,7 +174,8 @@ class Chapter:
         """Write ``results`` (plus the preset's name and, when a plan was printed, ``cost``: the planned
         hours per part beside the hours measured from setup to here, which are less when runs were found
         in the run folder) to the chapter's results file and glue every scalar entry and every ``glue``
-        keyword into the page. Returns the JSON as written."""
+        keyword into the page, and ``this_run`` (the results column's heading, naming the model).
+        Returns the JSON as written."""
         cost = {}
         if self.plan is not None:
             measured = (time.monotonic() - self.started) / 3600
@@ -178,6 +185,7 @@ class Chapter:
                              "planned_parts_hours": {k: v / 3600 for k, v in self.plan.seconds.items()}}}
         results = json_clean({"preset": self.P.name, **results, **cost})
         write_json(self.results_path, results)
+        glue = {"this_run": f"this run ({self.model_label})", **glue}
         for key, value in {**results, **glue}.items():
             if isinstance(value, np.generic):  # a numpy scalar (e.g. from pandas) glues as a Python number
                 value = value.item()

@@ -12,7 +12,7 @@ entry here plus its source (see the README, "Adding a chapter").
 This module imports nothing of steerlib: it sits at the bottom of the book layer.
 
 Example:
-    >>> CHAPTERS["02_layer_curve"].results.name, CHAPTERS["09_real_lm"].cpu_only
+    >>> CHAPTERS["02_layer_curve"].results.name, CHAPTERS["00_organism"].cpu_only
     ('02_layer_curve.json', True)
     >>> claim_chapters()["prefix_share"]
     '04_logit_lens'
@@ -124,9 +124,13 @@ def _analysis(extra_runs: Callable[[Any], float], evaluations: Callable[[Any], f
     return workload
 
 
-def _real_lm(w: Any) -> dict[str, float]:  # the last layer and a middle one, five evaluated configurations
-    return {"training": w.run(1, 1 / w.P.n_layers) + w.run(1, 0.5),
-            "selection": w.generate(2 * w.n_snap * w.val_problems), "evaluation": w.generate(5 * w.test)}
+def _real_lm(w: Any) -> dict[str, float]:
+    """The last layer (``n_seeds`` runs), the penultimate and a middle layer; ``n_seeds + 8`` evaluated
+    configurations (base, each vector, three moved penultimate vectors, the prefix, a value-head patch)."""
+    n = w.P.n_layers
+    return {"training": w.n_seeds * w.run(1, 1 / n) + w.run(1, 2 / n) + w.run(1, 0.5),
+            "selection": (w.n_seeds + 2) * w.generate(w.n_snap * w.val_problems) if w.n_snap > 1 else 0.0,
+            "evaluation": w.generate((w.n_seeds + 8) * w.test)}
 
 
 _RUN_TASKS: dict[str, str | int] = {
@@ -162,9 +166,8 @@ CHAPTERS: dict[str, ChapterSpec] = {s.name: s for s in (
                 trains_weights=True),
     ChapterSpec("08_diffsae", "DiffSAE: features of the steering-induced change", _SWEEP,
                 _analysis(lambda w: 0, lambda w: 2), claims=("sae_incorrect",)),
-    ChapterSpec("09_real_lm", "A real pretrained language model: SmolLM2-135M-Instruct on CPU",
-                ("01_training", "04_logit_lens"), _real_lm, cpu_only=True, extra="smollm2",
-                real_claims=("single_layer_gain", "first_token", "prefix_share"), threads=2),
+    ChapterSpec("09_real_lm", "The paper's tests on a real Qwen2.5 model", ("01_training", "04_logit_lens"), _real_lm,
+                extra="gguf", real_claims=("single_layer_gain", "first_token", "prefix_share", "skip_attn"), threads=2),
 )}
 
 #: The names other modules refer to (the chapters a module reads results or runs from).

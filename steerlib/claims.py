@@ -1,22 +1,25 @@
-"""The paper's claims at a glance: each claim beside the organism's estimate, its error and a verdict.
+"""The paper's claims at a glance: each claim beside the organism's and a real model's estimate, its
+error, interval and verdict.
 
-:func:`verdict` is the one rule every verdict in the book follows (two standard errors); :data:`CLAIMS`
-names, for each claim of the paper, which chapter measures it and how its estimate and standard error
-are read from ``book/results/NN_name.json``; :func:`claims_table` turns the results into rows and
-:func:`write_claims` writes ``book/results/claims.json`` and the generated page ``book/claims.md``
-(the landing page links it). A claim whose estimate carries no error yet is "inconclusive", never a
-verdict read off a bare number.
+:func:`verdict` and :func:`settle` are the one rule every verdict in the book follows, in a fixed
+vocabulary (:data:`VERDICTS`); :data:`CLAIMS` names, for each claim of the paper, the paper's number and
+source, which chapter measures it and how its estimate and standard error are read from
+``book/results/NN_name.json``, and, where the organism was built so that it must hold, why.
+:func:`claims_table` turns the results into rows (with a Holm adjustment over the claims tested
+together) and :func:`write_claims` writes ``book/results/claims.json`` and the generated page
+``book/claims.md``. A claim whose estimate carries no error is "inconclusive", never a verdict read
+off a bare number.
 
 Example:
     >>> verdict("greater", 0.10, 0.02), verdict("greater", 0.01, 0.02), verdict("greater", -0.1, 0.02)
-    ('reproduced', 'inconclusive', 'differs')
+    ('reproduced', 'inconclusive', 'opposite')
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,46 +27,117 @@ from typing import Any, Literal
 from steerlib.chapters import CHAPTERS, ORGANISM, REAL_LM, claim_chapters
 from steerlib.chapters import chapter as chapter_spec
 
-__all__ = ["verdict", "Claim", "ClaimRow", "CLAIMS", "claims_table", "claims_markdown", "load_results", "write_claims",
-           "chapter_findings"]
+__all__ = ["verdict", "settle", "one_sided_p", "holm", "VERDICTS", "Claim", "ClaimRow", "CLAIMS", "claims_table",
+           "claims_markdown", "load_results", "write_claims", "chapter_findings"]
 
 Direction = Literal["greater", "less", "near"]
-Verdict = Literal["reproduced", "not reproduced", "differs", "inconclusive"]
+Verdict = Literal["holds by construction", "reproduced", "differs in size", "opposite", "inconclusive", "unstable",
+                  "no learning signal"]
 Results = Mapping[str, Mapping[str, Any]]
+
+#: The fixed vocabulary, in the order the claims page explains it (one sentence each).
+VERDICTS: dict[str, str] = {
+    "holds by construction": "the organism was built so that this could not come out otherwise (the row says "
+                             "why); the number checks the code, not the paper",
+    "reproduced": "the interval (estimate ± 2 SE) lies on the paper's side of no effect and, where the paper "
+                  "gives a number, covers it",
+    "differs in size": "on the paper's side of no effect, but the interval excludes the paper's number "
+                       "(the numbers say whether smaller or larger); for a claim of no difference, a clear "
+                       "difference",
+    "opposite": "the interval lies wholly on the other side of no effect",
+    "inconclusive": "the interval covers no effect, or the estimate carries no error",
+    "unstable": "the verdict changes between training seeds, SAE seeds or rollout sets",
+    "no learning signal": "a standard error of exactly zero: every sample scored alike (a run that learned "
+                          "nothing), so no verdict can be read",
+}
+Z = 2.0  # the book's interval: estimate ± Z standard errors
 
 
 def verdict(direction: Direction, estimate: float | None, se: float | None, *, null: float = 0.0,
             paper: float | None = None, margin: float = 0.1) -> Verdict:
-    """The 2-SE rule. ``estimate`` measures the claimed effect against ``null`` (the value of "no
-    effect"); the paper says it lies on the ``direction`` side (``near``: within ``margin`` of ``null``,
-    reproduced only when the whole 2-SE interval lies inside that margin, differs when it excludes
-    ``null``).
-
-    - reproduced: the estimate is more than 2 SE beyond ``null`` on the paper's side;
-    - differs: more than 2 SE beyond ``null`` on the other side;
-    - not reproduced: within 2 SE of ``null`` while the paper's own value (when given) lies more
-      than 2 SE away, so the organism rules out the paper's size of effect;
-    - inconclusive: anything else, including an estimate without an error.
+    """The rule every verdict in the book follows (:data:`VERDICTS`), on the interval estimate ± 2 SE.
+    ``estimate`` measures the claimed effect against ``null`` (the value of "no effect"); the paper says
+    it lies on the ``direction`` side, with its own number ``paper`` where it gives one (``near``: the
+    paper says "no difference", reproduced when the whole interval lies within ``margin`` of ``null``).
+    "holds by construction" and "unstable" need more than one estimate: :func:`settle`.
 
     Example:
-        >>> verdict("greater", 0.01, 0.02, paper=0.3), verdict("less", -0.2, 0.05), verdict("greater", 0.2, None)
-        ('not reproduced', 'reproduced', 'inconclusive')
+        >>> verdict("greater", 0.10, 0.02), verdict("greater", 0.01, 0.02), verdict("greater", -0.1, 0.02)
+        ('reproduced', 'inconclusive', 'opposite')
+        >>> verdict("greater", 1.2, 0.03, paper=0.75), verdict("greater", 0.7, 0.03, paper=0.75)
+        ('differs in size', 'reproduced')
+        >>> verdict("near", 0.0, 0.0)
+        'no learning signal'
     """
     if estimate is None or se is None or not math.isfinite(estimate) or not math.isfinite(se):
         return "inconclusive"
+    if se == 0:
+        return "no learning signal"
+    low, high = estimate - Z * se, estimate + Z * se
     if direction == "near":
-        if abs(estimate - null) > 2 * se:
-            return "differs"
-        return "reproduced" if abs(estimate - null) + 2 * se <= margin else "inconclusive"
-    sign = 1.0 if direction == "greater" else -1.0
-    z = sign * (estimate - null)
-    if z > 2 * se:
-        return "reproduced"
-    if z < -2 * se:
-        return "differs"
-    if paper is not None and abs(paper - estimate) > 2 * se:
-        return "not reproduced"
-    return "inconclusive"
+        if low > null or high < null:
+            return "differs in size"
+        return "reproduced" if null - margin <= low and high <= null + margin else "inconclusive"
+    if low <= null <= high:
+        return "inconclusive"
+    if (estimate > null) != (direction == "greater"):
+        return "opposite"
+    if paper is not None and not low <= paper <= high:
+        return "differs in size"
+    return "reproduced"
+
+
+def settle(found: Verdict, *, construction: str | None = None, units: Sequence[Verdict] = ()) -> Verdict:
+    """The row's verdict from :func:`verdict`'s ``found``: ``unstable`` when the per-unit verdicts
+    (``units``: one per training seed, SAE or rollout set) disagree; ``holds by construction`` when the
+    organism was built so (``construction``: why) and the estimate went the paper's way.
+
+    Example:
+        >>> settle("reproduced", units=["reproduced", "inconclusive"]), settle("reproduced", construction="built so")
+        ('unstable', 'holds by construction')
+        >>> settle("opposite", construction="built so")  # construction that failed is a finding, not a verdict by fiat
+        'opposite'
+    """
+    if found == "no learning signal":
+        return found
+    if len(set(units)) > 1:
+        return "unstable"
+    if construction and found in ("reproduced", "differs in size"):
+        return "holds by construction"
+    return found
+
+
+def one_sided_p(direction: Direction, estimate: float | None, se: float | None, null: float = 0.0) -> float | None:
+    """The one-sided normal p-value of ``estimate`` against ``null`` towards the paper's ``direction``
+    (``near``: two-sided, small when the estimate differs); ``None`` without an error.
+
+    Example:
+        >>> round(one_sided_p("greater", 0.04, 0.02), 4)
+        0.0228
+    """
+    if estimate is None or se is None or not math.isfinite(estimate) or not math.isfinite(se) or se <= 0:
+        return None
+    z = (estimate - null) / se
+    if direction == "near":
+        return math.erfc(abs(z) / math.sqrt(2))
+    return 0.5 * math.erfc((z if direction == "greater" else -z) / math.sqrt(2))
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of the p-values given (``None`` stays ``None``): each adjusted value
+    is what a reader compares with 0.05 when all of them were tested together.
+
+    Example:
+        >>> holm([0.01, 0.04, None, 0.03])
+        [0.03, 0.06, None, 0.06]
+    """
+    given = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(given):
+        running = max(running, min(1.0, (len(given) - rank) * p))
+        out[i] = running
+    return out
 
 
 def _diff_se(*ses: float | None) -> float | None:
@@ -83,6 +157,9 @@ def _pair(key: str, se_key: str) -> Read:
     return lambda d: (d.get(key), d.get(se_key))
 
 
+Units = Callable[[Mapping[str, Any]], "list[tuple[float | None, float | None]]"]
+
+
 @dataclass(frozen=True)
 class Claim:
     """One claim of the paper and how a chapter's results measure it (which chapter: the registry,
@@ -91,6 +168,7 @@ class Claim:
     key: str
     claim: str
     paper: str  # the paper's statement or number, as the book reports it
+    paper_source: str  # where the paper says it (section, figure, table)
     direction: Direction
     measure: str  # what the organism's estimate is
     keys: tuple[str, ...]  # the results keys ``read`` needs (a test checks the chapter's results file has them)
@@ -98,8 +176,11 @@ class Claim:
     null: float = 0.0  # "no effect" (for "near": the value the paper reports it close to)
     paper_value: float | None = None  # the paper's estimate on the same scale, when it has one
     margin: float = 0.1  # "near": how close counts as reproduced
+    construction: str | None = None  # why the organism holds it by construction (chapter 00), if it does
+    units: Units | None = None  # one (estimate, se) per training seed / SAE / rollout set, where there are several
     real_keys: tuple[str, ...] = ()  # the same measure on a real model: its chapter's results keys
     real: Read | None = None  # reads them (None: the first two ``real_keys``)
+    real_units: Units | None = None  # per training seed on the real model
     real_measure: str | None = None  # what ``real`` reads, when it is worded differently on the real LM
 
     def estimate(self, results: Mapping[str, Any]) -> tuple[float | None, float | None]:
@@ -110,22 +191,73 @@ class Claim:
         """``(estimate, se)`` from a real-model chapter's results."""
         return (self.real or _pair(*self.real_keys[:2]))(results)
 
+    def judge(self, est: float | None, se: float | None, units: Sequence[tuple[float | None, float | None]] = (),
+              *, organism: bool = True) -> Verdict:
+        """The row's verdict for one model (``organism``: whether :attr:`construction` applies)."""
+        found = verdict(self.direction, est, se, null=self.null, paper=self.paper_value, margin=self.margin)
+        per_unit = [verdict(self.direction, e, u, null=self.null, paper=self.paper_value, margin=self.margin)
+                    for e, u in units]
+        return settle(found, construction=self.construction if organism else None, units=per_unit)
+
 
 @dataclass(frozen=True)
 class ClaimRow:
-    """A claim with the organism's estimate and its verdict (a row of ``claims.json``)."""
+    """A claim with each model's estimate, interval and verdict (a row of ``claims.json``): the organism's
+    columns, then ``real_lm*`` for the real model when its chapter measures the claim."""
 
     key: str
     claim: str
     chapter: str
     paper: str
+    paper_source: str
+    paper_value: float | None
     measure: str
     organism: float | None
     organism_se: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n_seeds: int | None
+    p_value: float | None
+    holm_p: float | None
     verdict: str
+    construction: str | None = None
     real_lm: float | None = None
     real_lm_se: float | None = None
+    real_lm_ci_low: float | None = None
+    real_lm_ci_high: float | None = None
+    real_lm_n_seeds: int | None = None
+    real_lm_p: float | None = None
+    real_lm_holm_p: float | None = None
     real_lm_verdict: str | None = None
+
+
+def _interval(est: float | None, se: float | None) -> tuple[float | None, float | None]:
+    if est is None or se is None or not math.isfinite(est) or not math.isfinite(se):
+        return None, None
+    return est - Z * se, est + Z * se
+
+
+def _n_seeds(d: Mapping[str, Any]) -> int:
+    return len(d.get("seeds") or [0])
+
+
+def _seed_gains_01(d: Mapping[str, Any]) -> list[tuple[float | None, float | None]]:
+    """Chapter 01: each training seed's paired gain."""
+    per, ses = d.get("steered_pass_at_1_per_seed") or {}, d.get("gain_paired_se_per_seed") or {}
+    return [(per[s] - d["base_pass_at_1"], ses.get(s)) for s in per]
+
+
+def _seed_gains_real(d: Mapping[str, Any]) -> list[tuple[float | None, float | None]]:
+    """The real-model chapter: each training seed's paired gain of the last layer's vector."""
+    seeds = d.get("last_layer_seeds") or {}
+    return [(g, (seeds.get("per_seed_se") or {}).get(s)) for s, g in (seeds.get("per_seed") or {}).items()]
+
+
+def _sae_sets(d: Mapping[str, Any]) -> list[tuple[float | None, float | None]]:
+    """DiffSAE: the share of SAEs whose top feature tracks incorrect generations, per rollout set."""
+    rows = d.get("top_feature_stability") or []
+    sets = sorted({row["rollouts"] for row in rows})
+    return [_sae({"top_feature_stability": [row for row in rows if row["rollouts"] == name]}) for name in sets]
 
 
 def _first_token(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
@@ -189,73 +321,97 @@ def _sae(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
     return p0 - p1, _diff_se(_share_se(p1, n1), _share_se(p0, n0))
 
 
+_BUILT = "the organism answers right in its worked mode and wrong in its direct one, and its first generated token " \
+         "picks the mode (chapter 00)"
+
 CLAIMS: tuple[Claim, ...] = (
-    Claim("single_layer_gain", "A vector trained at one layer raises accuracy", "yes (Section 4, Figure 1)",
+    Claim("single_layer_gain", "A vector trained at one layer raises accuracy", "yes", "Section 4, Figure 1",
           "greater", "pass@1 gain of the last-layer vector", ("gain", "gain_se"),
-          real_keys=("gain", "gain_se", "layers"), real=_last_layer("gain", "gain_se")),
+          construction=f"{_BUILT}: a vector that raises that token's logit cannot fail to raise accuracy",
+          units=_seed_gains_01, real_keys=("gain", "gain_se", "layers"), real=_last_layer("gain", "gain_se"),
+          real_units=_seed_gains_real),
     Claim("most_layers_help", "Vectors at almost every layer help", "all but 2 of 28 layers (Qwen2.5-Math-7B)",
-          "greater", "mean pass@1 gain over the layers",
+          "Figure 1", "greater", "mean pass@1 gain over the layers",
           ("per_layer", "per_layer_stderr", "base_pass_at_1", "base_stderr"), _mean_layer_gain),
     Claim("all_layer_vs_full", "All-layer steering comes close to full fine-tuning",
-          'close ("explains a large portion"; precursor, Table 1)', "near",
+          'close ("explains a large portion")', "precursor paper, Table 1", "near",
           "all-layer minus full fine-tune pass@1 (paired)", ("all_layer_minus_full_ft", "all_layer_minus_full_ft_se"),
           margin=0.05),
     Claim("first_token", "The last layer's vector makes a process word the first token",
-          '"To" (Qwen) / "Step" (Llama) boosted (Section 6, Figure 3)', "greater",
+          '"To" (Qwen) / "Step" (Llama) boosted', "Section 6, Figure 3", "greater",
           "rise in the share of samples opening with the worked opener",
           ("steered_opener_share", "base_opener_share", "n_test_samples"), _first_token,
+          construction=f"{_BUILT}: the first token is the only place a vector can change the answer",
           real_keys=("prefix_share_rise", "prefix_share_rise_se"),
           real_measure="rise in the share of samples opening with the token the last layer's vector boosts most"),
     Claim("prefix_share", "Appending the boosted token recovers most of the last layer's gain",
-          "about three quarters (Section 6)", "greater", "share of the gain the prefix recovers",
+          "about three quarters", "Section 6", "greater", "share of the gain the prefix recovers",
           ("prefix_gain_share", "prefix_gain_share_se"), paper_value=0.75,
+          construction=f"{_BUILT}: forcing the worked opener puts every answer in the mode that is nearly always "
+                       "right, so it recovers the whole gain or more",
           real_keys=("prefix_gain_share", "prefix_gain_share_se")),
     Claim("diff_vector", "A propagated shift is nearly orthogonal to later layers' own vectors",
-          "Diff-Vector cosine falls quickly (Section 5, Figure 2)", "near",
+          "Diff-Vector cosine falls quickly", "Section 5, Figure 2", "near",
           "mean Diff-Vector cosine above the diagonal", ("mean_offdiag_diff_vector", "mean_offdiag_diff_vector_se")),
     Claim("orthogonal", "Vectors retrained orthogonal to the original do not match it",
-          "none matched (early version, App. F)", "greater",
+          "none matched", "early version, Appendix F", "greater",
           "original minus the best orthogonal vector, pass@1",
-          ("orthogonal_pass_at_1", "orthogonal_stderr", "original_pass_at_1"), _orthogonal),
+          ("orthogonal_pass_at_1", "orthogonal_stderr", "original_pass_at_1"), _orthogonal,
+          construction=f"{_BUILT}: its one lever is the opener's logit direction, which a vector kept orthogonal "
+                       "to the original reaches less well"),
     Claim("skip_attn", "Skip-Attn keeps more than half of the penultimate vector's gain",
-          "over half (Section 7)", "greater", "share of the gain Skip-Attn keeps",
+          "over half", "Section 7", "greater", "share of the gain Skip-Attn keeps",
           ("skip_attn_gain_share", "skip_attn_gain_share_se"), null=0.5,
           real_keys=("skip_attn_gain_share", "skip_attn_gain_share_se")),
-    Claim("transfer_down", "A base model's vectors work on its fine-tuned descendant", "works (Section 9, Table 1)",
+    Claim("transfer_down", "A base model's vectors work on its fine-tuned descendant", "works", "Section 9, Table 1",
           "greater", "normalised gain, parent to tuned model",
           ("parent_to_child_mean_gain", "parent_to_child_mean_gain_se")),
     Claim("transfer_up", "A fine-tuned model's vectors do not help its base model",
-          "negative, Qwen2.5-7B-Instruct to Qwen2.5-Math-7B (Table 1)", "less",
+          "negative, Qwen2.5-7B-Instruct to Qwen2.5-Math-7B", "Section 9, Table 1", "less",
           "normalised gain, tuned model to parent", ("child_to_parent_mean_gain", "child_to_parent_mean_gain_se")),
-    Claim("sae_incorrect", "The top DiffSAE feature marks incorrect generations", "one feature looked so (Section 8)",
-          "greater", "share of SAEs (seeds x rollout sets) whose top feature fires more on incorrect "
-          "generations", ("top_feature_stability",), _sae, null=0.5),
+    Claim("sae_incorrect", "The top DiffSAE feature marks incorrect generations", "one feature looked so",
+          "Section 8", "greater", "share of SAEs (seeds x rollout sets) whose top feature fires more on incorrect "
+          "generations", ("top_feature_stability",), _sae, null=0.5, units=_sae_sets),
 )
 
 
 def claims_table(results: Results) -> list[ClaimRow]:
     """One row per claim from the chapters' results (``chapter stem -> results dict``): the organism's
     estimate from the chapter that measures it, and a real model's from every chapter that measures it
-    there (:data:`steerlib.chapters.CHAPTERS`)."""
+    there (:data:`steerlib.chapters.CHAPTERS`); each with its interval, one-sided p-value, Holm-adjusted
+    p-value (over the claims tested on that model) and verdict."""
     where = claim_chapters()
     real = {key: spec.name for spec in CHAPTERS.values() for key in spec.real_claims}
-    rows = []
+    found = []
     for c in CLAIMS:
-        name = where[c.key]
+        data = results.get(where[c.key], {})
         try:
-            est, se = c.estimate(results.get(name, {}))
+            est, se = c.estimate(data)
+            units = c.units(data) if c.units else []
         except (TypeError, KeyError, ZeroDivisionError):  # an input missing or null (e.g. no incorrect rollouts)
-            est, se = None, None
-        real_est, real_se, real_verdict = None, None, None
-        if c.key in real and real[c.key] in results:
+            est, se, units = None, None, []
+        real_data = results.get(real.get(c.key, ""))
+        real_est = real_se = real_verdict = None
+        real_units: list[tuple[float | None, float | None]] = []
+        if real_data is not None:
             try:
-                real_est, real_se = c.real_estimate(results[real[c.key]])
+                real_est, real_se = c.real_estimate(real_data)
+                real_units = c.real_units(real_data) if c.real_units else []
             except (TypeError, KeyError):
                 real_est, real_se = None, None
-            real_verdict = verdict(c.direction, real_est, real_se, null=c.null, paper=c.paper_value, margin=c.margin)
-        rows.append(ClaimRow(c.key, c.claim, name, c.paper, c.measure, est, se,
-                             verdict(c.direction, est, se, null=c.null, paper=c.paper_value, margin=c.margin),
-                             real_est, real_se, real_verdict))
+            real_verdict = c.judge(real_est, real_se, real_units, organism=False)
+        found.append((c, data, est, se, c.judge(est, se, units), real_data, real_est, real_se, real_verdict))
+    holm_org = holm([one_sided_p(c.direction, e, u, c.null) for c, _, e, u, *_ in found])
+    holm_real = holm([one_sided_p(c.direction, e, u, c.null) if d is not None else None
+                      for c, *_, d, e, u, _v in found])
+    rows = []
+    for (c, data, est, se, v, real_data, r_est, r_se, r_v), h, hr in zip(found, holm_org, holm_real):
+        rows.append(ClaimRow(
+            c.key, c.claim, where[c.key], c.paper, c.paper_source, c.paper_value, c.measure, est, se,
+            *_interval(est, se), _n_seeds(data) if data else None, one_sided_p(c.direction, est, se, c.null), h, v,
+            c.construction if v == "holds by construction" else None,
+            r_est, r_se, *_interval(r_est, r_se), _n_seeds(real_data) if real_data else None,
+            one_sided_p(c.direction, r_est, r_se, c.null) if real_data is not None else None, hr, r_v))
     return rows
 
 
@@ -263,17 +419,18 @@ def chapter_findings(chapter: str, results: Mapping[str, Any]) -> str:
     """The verdicts of the claims chapter ``chapter`` measures, as one sentence for its findings.
 
     Example:
-        >>> chapter_findings("01_training", {"gain": 0.5, "gain_se": 0.02})[:60]
-        'A vector trained at one layer raises accuracy (paper: yes (S'
+        >>> chapter_findings("01_training", {"gain": 0.5, "gain_se": 0.02})[:73]
+        'A vector trained at one layer raises accuracy (paper: yes, Section 4, Fig'
     """
     spec = chapter_spec(chapter)
     if spec.real_claims:
         rows = [r for r in claims_table({chapter: results}) if r.real_lm_verdict is not None]
         measures = {c.key: c.real_measure for c in CLAIMS if c.real_measure}
-        return "; ".join(f"{r.claim} (paper: {r.paper}): {r.real_lm_verdict.upper()}, {measures.get(r.key, r.measure)} "
-                         f"{_num(r.real_lm, r.real_lm_se)}" for r in rows)
+        return "; ".join(f"{r.claim} (paper: {r.paper}, {r.paper_source}): {r.real_lm_verdict.upper()}, "
+                         f"{measures.get(r.key, r.measure)} {_num(r.real_lm, r.real_lm_se)}" for r in rows)
     rows = [r for r in claims_table({chapter: results}) if r.chapter == chapter]
-    return "; ".join(f"{r.claim} (paper: {r.paper}): {r.verdict.upper()}, {r.measure} {_num(r.organism, r.organism_se)}"
+    return "; ".join(f"{r.claim} (paper: {r.paper}, {r.paper_source}): {r.verdict.upper()}, {r.measure} "
+                     f"{_num(r.organism, r.organism_se)}" + (f" ({r.construction})" if r.construction else "")
                      for r in rows) or "this chapter measures none of the claims listed on the claims page"
 
 
@@ -283,15 +440,44 @@ def _num(value: float | None, se: float | None) -> str:
     return f"{value:.3f}" + (f" ± {se:.3f}" if se is not None else " (no error yet)")
 
 
+def _cell(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return "not measured"
+    return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None else " (no error)")
+
+
+def _badge(v: str | None) -> str:
+    """A verdict as the page shows it: a span whose class (``verdict-<words>``) colours it (book/_static)."""
+    return "–" if v is None else f'<span class="verdict verdict-{v.replace(" ", "-")}">{v}</span>'
+
+
 def claims_markdown(rows: list[ClaimRow], link_prefix: str = "chapters/", real_model: str = "real model") -> str:
-    """The claims as a markdown table (each chapter linked); ``real_model`` heads the real model's column."""
-    lines = [f"| claim | paper | organism (estimate ± SE) | verdict | chapter | {real_model} (chapter {REAL_LM[:2]}) |",
+    """The claims as one markdown table: paper against the organism and ``real_model`` side by side, each
+    with its estimate, 95% interval and coloured verdict; the measure beside each claim, its chapter linked.
+
+    Example:
+        >>> claims_markdown(claims_table({}))[:32]
+        '| claim | paper | organism: esti'
+    """
+    lines = [f"| claim | paper | organism: estimate [interval] | verdict | {real_model} | verdict |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        real = "–" if r.real_lm_verdict is None else f"{_num(r.real_lm, r.real_lm_se)}: {r.real_lm_verdict}"
-        lines.append(f"| {r.claim} | {r.paper} | {r.measure}: {_num(r.organism, r.organism_se)} | {r.verdict} | "
-                     f"{{doc}}`{r.chapter[:2]} <{link_prefix}{r.chapter}>` | {real} |")
+        real = "–" if r.real_lm_verdict is None else _cell(r.real_lm, r.real_lm_ci_low, r.real_lm_ci_high)
+        lines.append(f"| **{r.claim}**: *{r.measure}* ({{doc}}`chapter {r.chapter[:2]} <{link_prefix}{r.chapter}>`)"
+                     f" | {r.paper} (*{r.paper_source}*) | "
+                     f"{_cell(r.organism, r.ci_low, r.ci_high)} | {_badge(r.verdict)} | {real} | "
+                     f"{_badge(r.real_lm_verdict)} |")
     return "\n".join(lines) + "\n"
+
+
+def _multiplicity(rows: list[ClaimRow]) -> str:
+    """One sentence per model: claims tested, how many pass p < 0.05 before and after Holm's adjustment."""
+    def line(who: str, ps: list[float | None], adjusted: list[float | None]) -> str:
+        tested = [p for p in ps if p is not None]
+        return (f"on {who}, {len(tested)} claims carry a p-value, of which {sum(p < 0.05 for p in tested)} fall below "
+                f"0.05 alone and {sum(p is not None and p < 0.05 for p in adjusted)} after Holm's adjustment")
+    return "; ".join([line("the organism", [r.p_value for r in rows], [r.holm_p for r in rows]),
+                      line("the real model", [r.real_lm_p for r in rows], [r.real_lm_holm_p for r in rows])])
 
 
 def load_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
@@ -308,8 +494,11 @@ def write_claims(results_dir: str | Path, page: str | Path) -> list[ClaimRow]:
     real = results.get(REAL_LM, {})
     model = str(real.get("model") or real.get("preset") or "a real model").split("/")[-1]
     write_json(Path(results_dir) / "claims.json", [asdict(r) for r in rows])
+    built = "\n".join(f"- **{r.claim}**: {r.construction}." for r in rows if r.construction)
+    vocabulary = "\n".join(f"- {_badge(v)}: {why}." for v, why in VERDICTS.items())
     atomic_write_text(page, _PAGE.format(table=claims_markdown(rows, real_model=model), organism=ORGANISM,
-                                         real_lm=REAL_LM, model=model))
+                                         real_lm=REAL_LM, model=model, vocabulary=vocabulary, built=built or "- none",
+                                         multiplicity=_multiplicity(rows), n_claims=len(rows)))
     return rows
 
 
@@ -317,19 +506,25 @@ _PAGE = """# The paper's claims at a glance
 
 <!-- Generated by `python -m steerlib.book html` from book/results/*.json (steerlib/claims.py); do not edit. -->
 
-Each row is a claim of the paper, the number the book measures for it on the model organism with its
-standard error, and a verdict by one rule: **reproduced** when the estimate lies more than two
-standard errors beyond "no effect" on the paper's side, **differs** when it lies that far on the
-other side, **not reproduced** when it sits within two standard errors of "no effect" while ruling
-out the paper's own number, and **inconclusive** otherwise, including every estimate that does not
-yet carry an error (ratios such as gain shares and normalised gains). Standard errors of differences
-treat the two estimates as independent; the estimates share problems and sampling seeds, so these
-are upper bounds.
+Each row is one of {n_claims} claims of the paper with the paper's statement and where it makes it, the
+number the book measures for it with a 95% interval (estimate ± 2 standard errors), and a verdict from
+a fixed vocabulary, applied by one rule (`steerlib.claims.verdict`):
 
-The organism was built so that the first generated token decides the answer mode and the mode decides
-correctness ({{doc}}`chapters/{organism}`): the last-layer and first-token rows hold on it largely by
-construction and confirm that the code measures them, not the paper's finding. The last column puts
-the claims it can to a real pretrained model nobody here designed, {model}
-({{doc}}`chapters/{real_lm}`), by the same rule.
+{vocabulary}
+
+The organism was built so that its first generated token decides the answer mode and the mode decides
+correctness ({{doc}}`chapters/{organism}`). Where that forces a claim's direction, the organism's
+verdict says so instead of "reproduced":
+
+{built}
+
+The real-model columns put the claims it can test to a pretrained model of the paper's own family that
+nobody here designed, {model} on GSM-Symbolic word problems ({{doc}}`chapters/{real_lm}`), by the same
+rule. On the book's CPU budget its vectors train for two steps only, so read those columns with the
+chapter's own caveats.
+
+**Several claims at once.** A verdict at two standard errors is a test at about the 5% level, and the
+page makes many: {multiplicity} (one-sided p-values from each estimate and its error; `holm_p` in
+`book/results/claims.json`).
 
 {table}"""

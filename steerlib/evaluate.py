@@ -84,6 +84,20 @@ class EvalResult:
         total = sum(self.first_tokens.values()) or 1
         return [(t, c / total) for t, c in Counter(self.first_tokens).most_common(k)]
 
+    def most_risen_first_token(self, base: EvalResult) -> str:
+        """The first token whose share rises most from ``base`` to this result (the opener a vector
+        boosts, read from the samples rather than assumed; ties go to the more frequent one here).
+
+        Example:
+            >>> base = EvalResult(0.5, 0.1, 2, 1, [0.5, 0.5], {" To": 1, " Let": 1}, 9.0)
+            >>> EvalResult(0.9, 0.1, 2, 1, [1.0, 0.8], {" To": 2}, 9.0).most_risen_first_token(base)
+            ' To'
+        """
+        ranked = Counter(self.first_tokens).most_common()
+        if not ranked:
+            raise ValueError("no completions: no first token to read")
+        return max((t for t, _ in ranked), key=lambda t: self.first_token_share(t) - base.first_token_share(t))
+
     def conditional_accuracy(self, token: str) -> float:
         """Accuracy among completions whose first token is ``token`` (NaN if none)."""
         hits = [c.reward for c in self.completions if c.first_token == token]
@@ -232,6 +246,28 @@ def per_benchmark(results: dict[str, EvalResult]) -> dict[str, dict[str, dict[st
     """
     return {name: {b: {"pass_at_1": x.pass_at_1, "stderr": x.stderr, "samples_per_problem": x.samples_per_problem}
                    for b, x in r.by_benchmark.items()} for name, r in results.items() if r.by_benchmark}
+
+
+def benchmark_table(results: dict[str, EvalResult]) -> Any:
+    """Per-benchmark pass@1 (± standard error) of every configuration, benchmarks as rows plus their
+    Average, with the samples drawn per problem (AVG@n); ``None`` for results that are not a benchmark
+    Average (the organism's single test split), so a chapter shows it only where it exists.
+
+    Example:
+        >>> benchmark_table({"base": summarise([], 0, 1)}) is None
+        True
+    """
+    import pandas as pd
+
+    rows = {name: r.by_benchmark for name, r in results.items() if r.by_benchmark}
+    if not rows:
+        return None
+    first = next(iter(rows.values()))
+    table = pd.DataFrame({name: {b: f"{x.pass_at_1:.3f} ± {x.stderr:.3f}" for b, x in by.items()}
+                          for name, by in rows.items()})
+    table.loc["Average"] = [f"{results[name].pass_at_1:.3f} ± {results[name].stderr:.3f}" for name in rows]
+    table.insert(0, "samples/problem", [f"AVG@{first[b].samples_per_problem}" for b in first] + ["–"])
+    return table.rename_axis("benchmark")
 
 
 def evaluate(

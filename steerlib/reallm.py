@@ -160,7 +160,7 @@ def first_token_kl_share(model: Any, tokenizer: Any, prompts: Sequence[str], res
 
     comps = result.completions
     return next_token_shift(model, tokenizer, [prompts[c.prompt_index] for c in comps], [c.token_ids for c in comps],
-                            list(vectors), batch_size=16).first_token_share()
+                            list(vectors), batch_size=2).first_token_share()  # 2 x 500 x 151,936 logits: ~1 GB
 
 
 def gain_shares(evals: Mapping[str, Any], full: str, parts: Sequence[str], base: str = "base") -> dict[str, Any]:

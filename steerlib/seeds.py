@@ -80,20 +80,28 @@ class SeedSummary:
 
 
 def seed_summary(per_seed: Mapping[int, Mapping[K, float]],
-                 sampling_se: Mapping[int, Mapping[K, float]]) -> SeedSummary:
-    """Mean over seeds with a conservative error: ``sqrt((sd^2 + mean sampling se^2) / n_seeds)``.
+                 sampling_se: Mapping[int, Mapping[K, float]],
+                 shared_se: Mapping[K, float] | None = None) -> SeedSummary:
+    """Mean over seeds with a conservative error: ``sqrt((sd^2 + mean sampling se^2) / n_seeds + shared^2)``.
 
     The spread over seeds already holds sampling noise, so adding each estimate's own sampling error
     counts it twice: with few seeds (whose spread is itself uncertain) that errs on the wide side.
+    ``shared_se`` is an error every seed's estimate shares, such as the base model's in a gain (each
+    seed's gain subtracts the same base estimate): it does not average down, so it is added once,
+    undivided (give each seed's own error, without the base's, in ``sampling_se``).
 
     Example:
         >>> s = seed_summary({0: {5: 0.80}, 1: {5: 0.84}}, {0: {5: 0.01}, 1: {5: 0.01}})
         >>> round(s.mean[5], 3), round(s.sd[5], 4), round(s.se[5], 4)
         (0.82, 0.0283, 0.0212)
+        >>> round(seed_summary({0: {5: 0.80}, 1: {5: 0.84}}, {0: {5: 0.01}, 1: {5: 0.01}}, {5: 0.02}).se[5], 4)
+        0.0292
     """
     mean, sd = spread(per_seed)
     n = len(per_seed)
-    se = {k: math.sqrt((sd[k] ** 2 + sum(sampling_se[s][k] ** 2 for s in per_seed) / n) / n) for k in mean}
+    shared = shared_se or {}
+    se = {k: math.sqrt((sd[k] ** 2 + sum(sampling_se[s][k] ** 2 for s in per_seed) / n) / n + shared.get(k, 0.0) ** 2)
+          for k in mean}
     return SeedSummary(mean, sd, se)
 
 

@@ -92,3 +92,13 @@ def test_the_books_graph_covers_every_chapter_and_is_acyclic():
     assert tasks["organism-main"].slots == 2  # pretrained with 2 threads (its weights depend on it)
     assert tasks["organism-llama"].slots == 1
     assert tasks["organism-tuned"].needs == ("organism-main",) and "organism-tuned" in tasks["06_transfer"].needs
+
+
+def test_a_build_can_keep_a_chapter_as_published():
+    from steerlib.book import ChapterError, build_all
+
+    kept = {t.name: t for t in build_tasks(threads=1, skip=["09_real_lm", "04_logit_lens"])}
+    assert "09_real_lm" not in kept and "04_logit_lens" not in kept and "01_training" in kept
+    critical_paths(list(kept.values()), {})  # still a closed graph: no task waits on a chapter left out
+    with pytest.raises(ChapterError, match="no chapter '99_nope' to skip"):
+        build_all(jobs=1, skip=["99_nope"])  # refused before anything runs

@@ -98,13 +98,14 @@ SMOKE = {
         "sae_seeds": 2,
         "rollout_sets": 2,
     },
-    "09_real_lm": {  # the real GGUF model: one step per layer, a layer near the top as the "middle" one
+    "09_real_lm": {  # the real Qwen2.5-Coder-0.5B (its PyPI GGUF): one step per vector, two of everything
         "steps": 1,
+        "n_seeds": 2,
         "eval_problems": 2,
         "val_problems": 2,
         "prompts_per_step": 2,
+        "completions_per_prompt": 2,
         "max_new_tokens": 8,
-        "mid_layer": 28,
     },
 }
 

@@ -8,43 +8,75 @@ from pathlib import Path
 
 import pytest
 
-from steerlib.claims import CLAIMS, claims_markdown, claims_table, load_results, verdict
+from steerlib.claims import CLAIMS, VERDICTS, claims_markdown, claims_table, load_results, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "book" / "results"
 
 
-@pytest.mark.parametrize("args, expected", [
-    (("greater", 0.10, 0.04), "reproduced"),
-    (("greater", 0.07, 0.04), "inconclusive"),  # 1.75 SE: not an effect
-    (("greater", -0.10, 0.04), "differs"),
-    (("less", -0.10, 0.04), "reproduced"),
-    (("greater", 0.2, None), "inconclusive"),  # no error, no verdict
-    (("greater", float("nan"), 0.01), "inconclusive"),
-    (("near", 0.02, 0.01), "reproduced"),
-    (("near", 0.5, 0.1), "differs"),
-    (("near", 0.05, 0.04), "inconclusive"),  # consistent with zero, but the interval leaves the margin
+@pytest.mark.parametrize("args, kwargs, expected", [
+    (("greater", 0.10, 0.04), {}, "reproduced"),
+    (("greater", 0.07, 0.04), {}, "inconclusive"),  # 1.75 SE: the interval covers zero
+    (("greater", -0.10, 0.04), {}, "opposite"),
+    (("less", -0.10, 0.04), {}, "reproduced"),
+    (("greater", 0.2, None), {}, "inconclusive"),  # no error, no verdict
+    (("greater", float("nan"), 0.01), {}, "inconclusive"),
+    (("greater", 1.2, 0.03), {"paper": 0.75}, "differs in size"),  # the paper's side, but not the paper's size
+    (("greater", 0.8, 0.03), {"paper": 0.75}, "reproduced"),  # the interval [0.74, 0.86] covers 0.75
+    (("greater", 0.01, 0.02), {"paper": 0.75}, "inconclusive"),  # covers zero: never more than inconclusive
+    (("greater", 0.6, 0.04), {"null": 0.5}, "reproduced"),
+    (("near", 0.02, 0.01), {}, "reproduced"),
+    (("near", 0.5, 0.1), {}, "differs in size"),
+    (("near", 0.05, 0.04), {}, "inconclusive"),  # consistent with zero, but the interval leaves the margin
+    (("greater", 0.0, 0.0), {}, "no learning signal"),  # a run that learned nothing: every sample scored alike
+    (("near", 0.0, 0.0), {}, "no learning signal"),  # not "reproduced 0.000 +/- 0.000"
 ])
-def test_the_two_standard_error_rule(args, expected):
-    assert verdict(*args) == expected
+def test_the_two_standard_error_rule(args, kwargs, expected):
+    assert verdict(*args, **kwargs) == expected
 
 
-def test_not_reproduced_needs_the_papers_own_number_ruled_out():
-    assert verdict("greater", 0.01, 0.02, paper=0.75) == "not reproduced"
-    assert verdict("greater", 0.01, 0.2, paper=0.3) == "inconclusive"
-    assert verdict("greater", 0.5, 0.1, null=0.5) == "inconclusive"  # measured against its own null
+def test_construction_and_disagreeing_seeds_override_a_reproduction():
+    from steerlib.claims import settle
+
+    assert settle("reproduced", construction="the organism was built so") == "holds by construction"
+    assert settle("differs in size", construction="built so") == "holds by construction"
+    assert settle("inconclusive", construction="built so") == "inconclusive"  # construction is no free pass
+    assert settle("reproduced", units=["reproduced", "reproduced", "inconclusive"]) == "unstable"
+    assert settle("reproduced", units=["reproduced"] * 3) == "reproduced"
+
+
+def test_p_values_and_holms_adjustment_by_hand():
+    from steerlib.claims import holm, one_sided_p
+
+    # z = 2: one-sided p = 1 - Phi(2) = 0.02275; towards "less" the same estimate gives 0.97725
+    assert abs(one_sided_p("greater", 0.04, 0.02) - 0.022750131948179) < 1e-12
+    assert abs(one_sided_p("less", 0.04, 0.02) - 0.977249868051821) < 1e-12
+    assert one_sided_p("greater", 0.04, None) is None
+    # Holm on four p-values, one missing: sorted 0.01, 0.02, 0.04 -> 3 x 0.01, max(0.03, 2 x 0.02), max(0.04, 1 x 0.04)
+    assert holm([0.04, None, 0.01, 0.02]) == pytest.approx([0.04, None, 0.03, 0.04])
+
+
+def test_no_organism_row_that_holds_by_construction_says_reproduced():
+    rows = {r.key: r for r in claims_table(load_results(RESULTS))}
+    for key in ("single_layer_gain", "first_token", "prefix_share", "orthogonal"):
+        assert rows[key].verdict != "reproduced", key  # the organism was built so: it says so instead
+    assert all(r.verdict in VERDICTS and (r.real_lm_verdict is None or r.real_lm_verdict in VERDICTS)
+               for r in rows.values())
+    assert rows["prefix_share"].paper_value == 0.75 and rows["prefix_share"].paper_source == "Section 6"
 
 
 def test_claims_json_and_the_page_are_generated_from_the_results():
     rows = claims_table(load_results(RESULTS))
     written = json.loads((RESULTS / "claims.json").read_text())
     assert [r["key"] for r in written] == [c.key for c in CLAIMS]
-    assert all({"paper", "organism", "organism_se", "verdict", "real_lm", "real_lm_se"} <= set(r) for r in written)
+    assert all({"paper", "paper_value", "paper_source", "organism", "organism_se", "ci_low", "ci_high", "n_seeds",
+                "holm_p", "verdict", "real_lm", "real_lm_se", "real_lm_holm_p"} <= set(r) for r in written)
     assert written == json.loads(json.dumps([r.__dict__ for r in rows])), "stale: python -m steerlib.book html"
     page = (ROOT / "book" / "claims.md").read_text()
     assert claims_markdown(rows).split("\n", 1)[1] in page  # the rows, under a header naming the real model
     numbers = set(re.findall(r"-?\d+\.\d{3}", page))
-    derived = {f"{v:.3f}" for r in rows for v in (r.organism, r.organism_se, r.real_lm, r.real_lm_se) if v is not None}
+    derived = {f"{v:.3f}" for r in rows for v in (r.organism, r.ci_low, r.ci_high, r.real_lm, r.real_lm_ci_low,
+                                                      r.real_lm_ci_high) if v is not None}
     assert numbers == derived  # every number on the page is a row's estimate or error, nothing typed by hand
 
 

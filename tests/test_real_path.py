@@ -231,6 +231,10 @@ def test_load_model_reads_the_intended_dtype_and_shape(tmp_path):
     assert (preset.n_layers, preset.hidden_size) == (3, 32)  # read from the local config
     org = load_model(preset)
     assert next(org.model.parameters()).dtype == torch.bfloat16 and org.tokenizer.padding_side == "left"
+    seen = []
+    org.model.lm_head.register_forward_hook(lambda _m, args, _out: seen.append(args[0].is_contiguous()))
+    org.model(torch.ones(3, 5, dtype=torch.long), logits_to_keep=2)  # transformers slices hidden[:, -2:]
+    assert seen == [True]  # the unembedding gets one contiguous matrix, not a strided slice (a per-row copy on CPU)
 
 
 def test_hub_splits_hold_out_validation_and_test_on_the_benchmarks(monkeypatch):

@@ -73,8 +73,8 @@ def _code_lines(source: Path) -> int:
 def test_notebooks_stay_within_the_code_budget():
     # 545 code lines when the chapters moved their logic into the library (prose and captions are free);
     # + seeds, the noise floor, SAE stability and paired verdicts (01, 02, 05, 07, 08); + chapter 09 (70), then
-    # room for the Qwen chapter drafted in notebooks/drafts/ (+29 over the SmolLM2 chapter it replaces: tests a-e;
-    # its publish call is the largest part, a candidate to move into reallm)
+    # the Qwen chapter 09 (+29 over the SmolLM2 chapter it replaced: tests a-e; its publish call is the largest
+    # part, a candidate to move into reallm)
     assert sum(_code_lines(p) for p in chapter_sources()) <= 730
 
 
