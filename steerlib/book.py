@@ -47,6 +47,7 @@ __all__ = [
     "chapter_sources",
     "chapter_parameters",
     "check_parameters",
+    "claims_note_of",
     "value_has_type",
     "execute_chapter",
     "build_html",
@@ -146,7 +147,8 @@ def sync_install_cells(root: Path = ROOT) -> list[Path]:
 
 def refresh_prose(source: Path, page: Path) -> bool:
     """Copy the markdown cells and every cell's tags from ``source`` into its published ``page``, whose
-    code must be the source's (prose needs no re-execution; code does). Returns whether it changed.
+    code must be the source's (prose needs no re-execution; code does), and recompute its glued claims
+    note from its results file (:func:`claims_note_of`). Returns whether it changed.
 
     Raises:
         ChapterError: the page's code differs from the source's (run the chapter again).
@@ -170,11 +172,28 @@ def refresh_prose(source: Path, page: Path) -> bool:
                 cell.source = new.source
             cell.metadata["tags"] = tags
             changed = True
+    note = claims_note_of(page.stem)
+    for out in (o for c in cells if c.cell_type == "code" for o in c.get("outputs", [])):
+        if out.get("metadata", {}).get("scrapbook", {}).get("name") == "claims_note" and note is not None:
+            record = {"application/papermill.record/text/plain": repr(note)}
+            changed |= out["data"] != record
+            out["data"] = record
     if changed:
         from steerlib.atomic import atomic_write
 
         atomic_write(page, lambda tmp: nbformat.write(nb, tmp))
     return changed
+
+
+def claims_note_of(name: str) -> str | None:
+    """The claims note chapter ``name`` glues (:meth:`steerlib.chapter.Chapter.claims`), computed from its
+    published results file with the current verdict rules; ``None`` without a results file. The note is
+    a function of the results alone, so ``prose`` refreshes it in a page without re-executing it."""
+    from steerlib.claims import chapter_findings
+
+    if name not in CHAPTERS or not CHAPTERS[name].results.exists():
+        return None
+    return chapter_findings(name, json.loads(CHAPTERS[name].results.read_text()))
 
 
 def chapter_parameters(source: Path) -> dict[str, dict[str, Any]]:

@@ -202,3 +202,13 @@ def test_page_checks_catch_placeholders_nan_and_uncaptioned_figures():
     bad = '<article><p>layer {PEN} gives nan</p><img src="b.png"><figure><img src="c.png"></figure></article>'
     assert page_problems(bad) == ["placeholder {PEN} in the text", "'nan' in the text",
                                   "a figure without a caption: b.png", "a figure without a caption: c.png"]
+
+
+@pytest.mark.parametrize("source", chapter_sources(), ids=lambda p: p.stem)
+def test_each_pages_claims_note_follows_its_results_under_the_current_rules(source):
+    from steerlib.book import claims_note_of
+
+    page = nbformat.read(ROOT / "book" / "chapters" / f"{source.stem}.ipynb", as_version=4)
+    glued = [o["data"]["application/papermill.record/text/plain"] for c in page.cells if c.cell_type == "code"
+             for o in c.outputs if o.get("metadata", {}).get("scrapbook", {}).get("name") == "claims_note"]
+    assert glued in ([], [repr(claims_note_of(source.stem))]), "stale verdicts: python -m steerlib.book prose"
