@@ -498,8 +498,20 @@ def write_claims(results_dir: str | Path, page: str | Path) -> list[ClaimRow]:
     vocabulary = "\n".join(f"- {_badge(v)}: {why}." for v, why in VERDICTS.items())
     atomic_write_text(page, _PAGE.format(table=claims_markdown(rows, real_model=model), organism=ORGANISM,
                                          real_lm=REAL_LM, model=model, vocabulary=vocabulary, built=built or "- none",
-                                         multiplicity=_multiplicity(rows), n_claims=len(rows)))
+                                         multiplicity=_multiplicity(rows), n_claims=len(rows),
+                                         real_steps=_steps_text(real), real_preset=real.get("preset", "?")))
     return rows
+
+
+def _steps_text(results: Mapping[str, Any]) -> str:
+    """How many RLOO steps the real model's vectors trained for, read from its results.
+
+    Example:
+        >>> _steps_text({"training": {"23": {"steps": 2}, "12": {"steps": 2}}})
+        '2 RLOO steps'
+    """
+    steps = sorted({row.get("steps") for row in (results.get("training") or {}).values()} - {None})
+    return f"{'-'.join(map(str, steps))} RLOO steps" if steps else "an unknown number of RLOO steps"
 
 
 _PAGE = """# The paper's claims at a glance
@@ -520,7 +532,7 @@ verdict says so instead of "reproduced":
 
 The real-model columns put the claims it can test to a pretrained model of the paper's own family that
 nobody here designed, {model} on GSM-Symbolic word problems ({{doc}}`chapters/{real_lm}`), by the same
-rule. On the book's CPU budget its vectors train for two steps only, so read those columns with the
+rule. Its vectors trained for {real_steps} (preset `{real_preset}`), so read those columns with the
 chapter's own caveats.
 
 **Several claims at once.** A verdict at two standard errors is a test at about the 5% level, and the
