@@ -66,7 +66,7 @@ def chapter(org: Any, a: argparse.Namespace, out: Path) -> dict[str, Any]:
     from steerlib.data import split_prompts
     from steerlib.lens import PrefixTest, first_token_boost, lens_table, token_ranks
     from steerlib.preset_eval import evaluate_configs, evaluate_patched
-    from steerlib.presets import resolve_preset
+    from steerlib.presets import load_model, resolve_preset
     from steerlib.reallm import PROCESS_WORDS, first_token_kl_share, first_token_rise, gain_shares
     from steerlib.recipes import train_vectors
     from steerlib.stats import paired_gain
@@ -77,14 +77,16 @@ def chapter(org: Any, a: argparse.Namespace, out: Path) -> dict[str, Any]:
                        eval_problems=a.problems)
     LAST, PEN = P.n_layers - 1, P.n_layers - 2
     run_dir = Path(a.run_dir)
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(a.train_s)
     t = time.monotonic()
-    try:
-        train_vectors(org, P, [PEN, LAST], run_dir, mode="multiplexed", lr=0.1)
-        signal.alarm(0)
-    except TimeBox:
-        print(f"training stopped by the {a.train_s} s time box", flush=True)
+    if a.train_s > 0:  # 0: evaluate the run folder's last snapshot (trained in an earlier call)
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(a.train_s)
+        try:
+            train_vectors(org, P, [PEN, LAST], run_dir, mode="multiplexed", lr=0.1)
+            signal.alarm(0)
+        except TimeBox:  # the interrupted step leaves its routed hooks on the model: load it afresh
+            print(f"training stopped by the {a.train_s} s time box", flush=True)
+            org = load_model(resolve_preset("qwen2.5-coder-0.5b"))
     train_wall = time.monotonic() - t
     steps = sorted(int(p.stem.split("-")[1]) for p in run_dir.glob("snapshot-*.safetensors"))
     if not steps:
@@ -104,7 +106,8 @@ def chapter(org: Any, a: argparse.Namespace, out: Path) -> dict[str, Any]:
         "dtype": org.info.get("dtype"), "layers": [LAST, PEN], "mode": "multiplexed", "lr": 0.1,
         "prompts_per_step": P.prompts_per_step, "completions_per_prompt": P.completions_per_prompt,
         "max_new_tokens": P.max_new_tokens, "steps_trained": step, "train_time_box_s": a.train_s,
-        "train_wall_s": train_wall, "n_test_problems": a.problems,
+        "train_wall_s": train_wall,  # this call's (about 0 with --train-s 0: the steps ran in an earlier call)
+        "n_test_problems": a.problems,
         "training": metrics,  # every step's row of the run's metrics.jsonl
         "pass_at_1": {n: r.pass_at_1 for n, r in evals.items()}, "stderr": {n: r.stderr for n, r in evals.items()},
         "cut_rate": {n: r.cut_rate for n, r in evals.items()},
@@ -186,7 +189,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--parts", default=",".join(PARTS))
     ap.add_argument("--run-dir", default="runs/gpu-qwen2.5-coder-0.5b")
-    ap.add_argument("--train-s", type=int, default=180, help="training time box, seconds")
+    ap.add_argument("--train-s", type=int, default=180, help="training time box, seconds (0: evaluate the run "
+                    "folder's last snapshot)")
     ap.add_argument("--max-steps", type=int, default=40)
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--k", type=int, default=8)
