@@ -37,7 +37,7 @@ RESULTS = ROOT / "book" / "results"
 #: Chapter parameters that override preset fields of the same name (``None``: the preset's value): every
 #: parameter that changes what is trained reaches the recipes this one typed way, in the preset.
 PRESET_PARAMETERS = ("steps", "model", "eval_problems", "seed", "prompts_per_step", "completions_per_prompt",
-                     "max_new_tokens", "layer", "lr", "adaptive_lr")
+                     "max_new_tokens", "layer", "lr", "adaptive_lr", "extra_layers")
 #: Chapter 02's sweep seeds built as tasks of their own: its default ``seed`` and ``n_seeds`` (a test keeps them equal).
 SWEEP_SEEDS = (0, 1, 2)
 
@@ -125,12 +125,13 @@ def _analysis(extra_runs: Callable[[Any], float], evaluations: Callable[[Any], f
 
 
 def _real_lm(w: Any) -> dict[str, float]:
-    """The last layer (``n_seeds`` runs), the penultimate and a middle layer; ``n_seeds + 8`` evaluated
-    configurations (base, each vector, three moved penultimate vectors, the prefix, a value-head patch)."""
-    n = w.P.n_layers
-    return {"training": w.n_seeds * w.run(1, 1 / n) + w.run(1, 2 / n) + w.run(1, 0.5),
-            "selection": (w.n_seeds + 2) * w.generate(w.n_snap * w.val_problems) if w.n_snap > 1 else 0.0,
-            "evaluation": w.generate((w.n_seeds + 8) * w.test)}
+    """The last layer (``n_seeds`` runs), the penultimate, a middle layer and the preset's ``extra_layers``;
+    ``n_seeds + 8`` evaluated configurations (base, each vector, three moved penultimate vectors, the
+    prefix, a value-head patch) plus one per extra layer."""
+    n, extra = w.P.n_layers, len(w.P.extra_layers)
+    return {"training": w.n_seeds * w.run(1, 1 / n) + w.run(1, 2 / n) + (1 + extra) * w.run(1, 0.5),
+            "selection": (w.n_seeds + 2 + extra) * w.generate(w.n_snap * w.val_problems) if w.n_snap > 1 else 0.0,
+            "evaluation": w.generate((w.n_seeds + 8 + extra) * w.test)}
 
 
 _RUN_TASKS: dict[str, str | int] = {

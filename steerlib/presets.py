@@ -102,6 +102,9 @@ class Preset:
     sampling: str = "batch"  # "batch" (one RNG per step) or "per_prompt" (seeded per prompt: data-parallel runs)
     shared_prefix: bool = False  # the prompts' common leading tokens (system prompt) computed once per batch
     cut_is_wrong: bool = False  # a completion cut at the token budget scores 0 (training and evaluation)
+    # layers the real-model chapter (09) trains beside its last, penultimate and middle ones, each alone (a chapter
+    # parameter may give them as text, "6,18,21")
+    extra_layers: tuple[int, ...] = ()
 
     def lr_for(self, layer: int) -> float:
         """The single-layer learning rate of ``layer``."""
@@ -257,12 +260,14 @@ _QWEN_CODER = dict(
     shared_prefix=True,
     cut_is_wrong=True,
 )
+# On a GPU chapter 09 trains six layers: a quarter, half and three quarters of the way up, the third from
+# last, the penultimate and the last.
 PRESETS["qwen2.5-coder-0.5b"] = Preset(name="qwen2.5-coder-0.5b", model="Qwen/Qwen2.5-Coder-0.5B-Instruct",
                                        source=QWEN25_CODER_05B, n_layers=24, hidden_size=896,
-                                       layer_lr={22: 1e-1, 23: 1e-1}, **_QWEN_CODER)
+                                       layer_lr={22: 1e-1, 23: 1e-1}, extra_layers=(6, 18, 21), **_QWEN_CODER)
 PRESETS["qwen2.5-coder-1.5b"] = Preset(name="qwen2.5-coder-1.5b", model="Qwen/Qwen2.5-Coder-1.5B-Instruct",
                                        source=QWEN25_CODER_15B, n_layers=28, hidden_size=1536,
-                                       layer_lr={26: 1e-1, 27: 1e-1}, **_QWEN_CODER)
+                                       layer_lr={26: 1e-1, 27: 1e-1}, extra_layers=(7, 21, 25), **_QWEN_CODER)
 # The book's CPU tier of chapter 09 (two cores, bf16 where the CPU has it): every test end to end on a small
 # budget (chapter 09 says what it can and cannot show). One snapshot per run: no validation to pay for.
 PRESETS["qwen2.5-coder-0.5b-cpu"] = dataclasses.replace(
@@ -274,6 +279,7 @@ PRESETS["qwen2.5-coder-0.5b-cpu"] = dataclasses.replace(
     checkpoints=(2,),
     max_new_tokens=400,
     eval_problems=32,
+    extra_layers=(),  # the last (three seeds), penultimate and middle layers only
 )
 # Sized for one Colab A100 session: chapter 01 is planned at about half an hour (python -m steerlib.plan);
 # chapter 02 with -p layers 14,27 (a middle and the last layer) at about 2.5 h.
@@ -320,7 +326,13 @@ def resolve_preset(name: str, **overrides: Any) -> Preset:
         given.setdefault("hidden_size", cfg.hidden_size)
     if base.train_source != "organism" and "model" in given and Path(str(given["model"])).is_dir():
         given.update({k: v for k, v in _config_shape(given["model"]).items() if k not in given})
+    if isinstance(given.get("extra_layers"), str):  # a chapter parameter: "6,18,21", "4-8", or "none"
+        text = given["extra_layers"].strip()
+        shaped = dataclasses.replace(base, **{k: v for k, v in given.items() if k != "extra_layers"})
+        given["extra_layers"] = () if text in ("", "none") else tuple(shaped.parse_layers(text))
     preset = dataclasses.replace(base, **given)
+    for layer in preset.extra_layers:
+        preset.check_layer(layer)
     if preset.layer is not None:
         preset.check_layer(preset.layer)
     for key in ("steps", "prompts_per_step", "max_new_tokens"):

@@ -16,13 +16,14 @@ import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steerlib.chapters import LOGIT_LENS, TRAINING
+from steerlib.chapters import LOGIT_LENS, RESULTS, TRAINING
 
-__all__ = ["training_table", "organism_reference", "first_token_rise", "per_layer", "lens_extremes", "PROCESS_WORDS",
-           "seed_gains", "first_token_kl_share", "gain_shares"]
+__all__ = ["training_table", "DeviceRun", "organism_reference", "first_token_rise", "per_layer", "lens_extremes",
+           "PROCESS_WORDS", "seed_gains", "first_token_kl_share", "gain_shares"]
 
 #: The words whose lens ranks the real-model chapter reports, fixed before any vector was trained: the
 #: openers of step-by-step reasoning (the paper's Section 6 names "To"), as a completion would start them.
@@ -52,6 +53,101 @@ def training_table(runs: Mapping[int, Any]) -> Any:
             "update s/step": statistics.median(r["seconds_loss_backward"] for r in m),
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("layer")
+
+
+@dataclass(frozen=True)
+class DeviceRun:
+    """This chapter's tests run elsewhere and committed with their provenance (a GPU lease running
+    ``benchmarks/gpu_qwen.py``): read back, never recomputed, so the page shows them beside the build's own run.
+
+    Example:
+        >>> run = DeviceRun.read("09_real_lm_h200")                         # doctest: +SKIP
+        >>> run.gain("+ s23").estimate                                     # doctest: +SKIP
+        0.0195
+    """
+
+    name: str
+    results: dict[str, Any]
+
+    @classmethod
+    def read(cls, name: str, results_dir: str | Path | None = None) -> DeviceRun:
+        """The committed results file ``<results_dir>/<name>.json`` (default: ``book/results``)."""
+        path = Path(results_dir or RESULTS) / f"{name}.json"
+        return cls(name, json.loads(path.read_text()))
+
+    @property
+    def label(self) -> str:
+        """Where and when it ran, and at which commits: ``NVIDIA H200, 2026-12-04 (training at ..., ...)``."""
+        prov = self.results["provenance"]
+        train, ev = prov["training"], prov["evaluation"]
+        return (f"{ev['device']}, {ev['date'][:10]} (training at commit {train['commit']}, evaluation at "
+                f"{ev['commit']}; torch {ev['torch']}, transformers {ev['transformers']})")
+
+    def gain(self, config: str) -> Any:
+        """The paired gain of ``config`` over the unsteered model, as an :class:`~steerlib.stats.Estimate`."""
+        from steerlib.stats import Estimate
+
+        return Estimate(self.results["gain"][config], self.results["gain_se"][config])
+
+    def pass_table(self) -> Any:
+        """One row per evaluated configuration: pass@1 and its error, the paired gain over the base, cut
+        rate and mean completion length (tokens)."""
+        import pandas as pd
+
+        r = self.results
+        gain = {n: str(self.gain(n)) for n in r["gain"]}
+        return pd.DataFrame({"pass@1": r["pass_at_1"], "stderr": r["stderr"], "gain over base (paired)": gain,
+                             "cut rate": r["cut_rate"], "mean length": r["mean_length"]}).rename_axis("configuration")
+
+    def training_rows(self) -> Any:
+        """One row per RLOO step: mean reward, the share of prompt groups with any learning signal (pass
+        rate strictly between 0 and 1), mean completion length, each vector's norm, seconds of rollouts."""
+        import pandas as pd
+
+        rows = {}
+        for m in self.results["training"]:
+            rates = m["prompt_pass_rates"]
+            rows[m["step"] + 1] = {"reward": m["reward_mean"],
+                                   "groups with signal": sum(0 < x < 1 for x in rates) / len(rates),
+                                   "mean length": m["mean_completion_length"],
+                                   **{f"|s{k.split(':')[0]}|": v for k, v in m["vector_norms"].items()},
+                                   "rollout s": m["seconds_generation"]}
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("step")
+
+    def glue(self, prefix: str = "h200_") -> dict[str, Any]:
+        """The numbers the page's prose quotes, keyed ``<prefix><name>``."""
+        from steerlib.stats import Estimate, describe
+
+        r, last, pen = self.results, self.results["layers"][0], self.results["layers"][1]
+        before, after = r["first_tokens"]["base"], r["first_tokens"][f"+ s{last}"]
+        token = r["prefix_token"]
+        shares = r["penultimate_shares"]
+        values = {"label": self.label, "steps": r["steps_trained"], "prompts": r["prompts_per_step"],
+                  "k": r["completions_per_prompt"], "tokens": r["max_new_tokens"], "problems": r["n_test_problems"],
+                  "last": last, "pen": pen, "base": str(Estimate(r["pass_at_1"]["base"], r["stderr"]["base"])),
+                  "last_gain": describe(self.gain(f"+ s{last}")), "pen_gain": describe(self.gain(f"+ s{pen}")),
+                  "token": repr(token), "before": before.get(token, 0.0), "after": after.get(token, 0.0),
+                  "rise": describe(Estimate(r["prefix_share_rise"], r["prefix_share_rise_se"])),
+                  "to_rank_last": r["process_word_ranks"][f"s{last}"]["To"],
+                  "best_word_last": min(r["process_word_ranks"][f"s{last}"].values()),
+                  "kl_share": r["first_token_kl_share"], "kl_uniform": 1 / max(1.0, r["mean_length_steered"]),
+                  "prefix_pass": r["prefix_pass_at_1"],
+                  "prefix_share": f"{r['prefix_gain_share']:.2f} ± {r['prefix_gain_share_se']:.2f}",
+                  **{f"{k.lower().replace('-', '_').replace(' ', '_')}_share": v["text"] for k, v in shares.items()}}
+        values.update({f"{k}_holm_p": v for k, v in self.holm_p().items()})
+        return {prefix + k: v for k, v in values.items()}
+
+    def holm_p(self) -> dict[str, float | None]:
+        """One-sided p-values of the gains of the last and penultimate vectors and the three moved
+        penultimate vectors (the paper predicts each positive), Holm-adjusted for being read together:
+        ``{"last": ..., "pen": ..., "skip_attn": ..., "skip_layer": ..., "mlp_only": ...}``."""
+        from steerlib.claims import holm, one_sided_p
+
+        last, pen = self.results["layers"][:2]
+        names = {"last": f"+ s{last}", "pen": f"+ s{pen}", "skip_attn": "Skip-Attn", "skip_layer": "Skip-Layer",
+                 "mlp_only": "MLP-only"}
+        ps = holm([one_sided_p("greater", self.gain(c).estimate, self.gain(c).se) for c in names.values()])
+        return dict(zip(names, ps))
 
 
 def per_layer(evals: Mapping[str, Any], runs: Mapping[int, Any]) -> dict[str, dict[str, Any]]:
