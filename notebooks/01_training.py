@@ -47,6 +47,7 @@ eval_problems: Optional[int] = None  # held-out problems - None: the preset's
 val_problems: int = 200  # validation problems for choosing the best snapshot
 select_on: str = "validation"  # validation | test - test: the authors' protocol (best checkpoint by the test Average)
 prompts_per_step: Optional[int] = None  # prompts per RLOO step - None: the preset's
+completions_per_prompt: Optional[int] = None  # samples per prompt, RLOO's group - None: the preset's (paper: 8)
 max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
 max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/01_training.json"  # headline numbers - JSON
@@ -55,7 +56,7 @@ results_path: str = "book/results/01_training.json"  # headline numbers - JSON
 import pandas as pd
 from steerlib import plots
 from steerlib.chapter import setup
-from steerlib.evaluate import per_benchmark
+from steerlib.evaluate import benchmark_table, per_benchmark
 from steerlib.seeds import seed_list, seed_summary, seeded_vector_runs
 from steerlib.stats import paired_gain
 from steerlib.vectorfile import peft_parity
@@ -94,15 +95,20 @@ ch.figure("fig_training", plots.training_curves(run.metrics, f"RLOO on a layer-{
 # %% tags=["hide-input"]
 evals = ch.evaluate({"base": [], **{f"seed {s} (step {r.step})": r.vectors for s, r in runs.items()}})
 base, steered = evals["base"], dict(zip(SEEDS, list(evals.values())[1:]))
-opener = " Step" if ch.P.train_source == "organism" else " To"
+opener = steered[ch.P.seed].most_risen_first_token(base)  # the opener the first seed's vector boosts most
 gains = {s: paired_gain(r, base) for s, r in steered.items()}
 acc = seed_summary({s: {"acc": r.pass_at_1, "opener": r.first_token_share(opener), "gain": gains[s].estimate}
                     for s, r in steered.items()},
-                   {s: {"acc": r.stderr, "opener": 0.0, "gain": gains[s].se} for s, r in steered.items()})
+                   {s: {"acc": r.stderr, "opener": 0.0, "gain": r.stderr} for s, r in steered.items()},
+                   shared_se={"gain": base.stderr})  # every seed's gain subtracts the same base: its error once
 ch.table(pd.DataFrame({"pass@1": [r.pass_at_1 for r in evals.values()], "stderr": [r.stderr for r in evals.values()],
                        "gain (paired)": [None, *[str(g) for g in gains.values()]],
                        f"first token '{opener.strip()}'": [r.first_token_share(opener) for r in evals.values()],
                        "mean length": [r.mean_length for r in evals.values()]}, index=list(evals)))
+
+# %% tags=["hide-input"]
+bench = benchmark_table(evals)  # a hub preset's benchmarks (AVG@n where the paper uses it); none on the organism
+None if bench is None else ch.table(bench)
 
 # %% tags=["hide-input"]
 ch.figure("fig_before_after", plots.mode_shares(["base", *[f"+ s{LAYER}, seed {s}" for s in SEEDS]],
@@ -153,7 +159,8 @@ results = ch.publish({
     "select_on": select_on, "n_test_samples": len(base.completions), "peft_max_logit_diff": parity.max_logit_diff,
     "hook_pass_at_1": parity.hook_pass_at_1, "peft_pass_at_1": parity.peft_pass_at_1,
     "peft_identical_completions": parity.identical_completions, "per_benchmark": per_benchmark(evals),
-}, n_seeds=len(SEEDS), seed0_gain=gains[ch.P.seed].estimate, seed0_gain_se=gains[ch.P.seed].se)
+    "opener": opener,
+}, opener_repr=repr(opener), n_seeds=len(SEEDS), seed0_gain=gains[ch.P.seed].estimate, seed0_gain_se=gains[ch.P.seed].se)
 ch.claims(results)
 
 # %% [markdown]
@@ -167,7 +174,8 @@ ch.claims(results)
 # {glue:text}`steered_pass_at_1:.3f` ± {glue:text}`steered_stderr:.3f` on average over the seeds (standard
 # deviation over seeds {glue:text}`steered_sd_over_seeds:.3f`): a gain of {glue:text}`gain:+.3f` ±
 # {glue:text}`gain_se:.3f` (the first seed alone: {glue:text}`seed0_gain:+.3f` ± {glue:text}`seed0_gain_se:.3f`,
-# paired over problems). The share of samples opening with the worked-solution opener went from
+# paired over problems). The share of samples opening with the token the first seed's vector boosts
+# most, {glue:text}`opener_repr`, went from
 # {glue:text}`base_opener_share:.2f` to {glue:text}`steered_opener_share:.2f`, and the first seed's $|s|$
 # ended at {glue:text}`vector_norm:.1f` (snapshots chosen on the {glue:text}`select_on` split). Exported as a PEFT adapter, the vector gives the same logits as the
 # hook up to {glue:text}`peft_max_logit_diff:.1e` (float rounding of a bias added at a different point of
@@ -175,10 +183,10 @@ ch.claims(results)
 # the hook gives pass@1 {glue:text}`hook_pass_at_1:.3f` and the adapter {glue:text}`peft_pass_at_1:.3f`,
 # with {glue:text}`peft_identical_completions:.3f` of the completions identical.
 #
-# | | paper (Qwen2.5-Math-7B, DeepScaleR) | this run (organism) |
+# | | paper (Qwen2.5-Math-7B, DeepScaleR) | {glue:text}`this_run` |
 # | --- | --- | --- |
 # | a single-layer vector improves accuracy | yes, at all but two layers | gain {glue:text}`gain:+.3f` ± {glue:text}`gain_se:.3f` (mean of {glue:text}`n_seeds` seeds) |
-# | the last-layer vector switches the first token | boosts "To" / "Step" | opener share {glue:text}`base_opener_share:.2f` -> {glue:text}`steered_opener_share:.2f` |
+# | the last-layer vector switches the first token | boosts "To" / "Step" | {glue:text}`opener_repr` share {glue:text}`base_opener_share:.2f` -> {glue:text}`steered_opener_share:.2f` |
 #
 # On the organism the gain comes from switching the answer mode: the worked mode is nearly always
 # right and the direct mode nearly always wrong (chapter 00), so a vector that makes " Step" the first

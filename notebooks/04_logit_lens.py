@@ -48,6 +48,7 @@ model: Optional[str] = None  # organism name or HF id - None: the preset's
 eval_problems: Optional[int] = None  # held-out problems - None: the preset's
 val_problems: int = 200  # validation problems for choosing snapshots
 prompts_per_step: Optional[int] = None  # prompts per RLOO step - None: the preset's
+completions_per_prompt: Optional[int] = None  # samples per prompt, RLOO's group - None: the preset's (paper: 8)
 max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
 shift_prompts: int = 128  # prompts for the per-position shift
 lens_k: int = 6  # tokens listed per vector
@@ -190,7 +191,7 @@ ch.claims(results)
 # {glue:text}`prefix_retrained_pass_at_1:.3f`; against the prefix alone, paired over problems:
 # {glue:text}`retrained_note`.
 #
-# | | paper (Qwen2.5-Math-7B) | this run (organism) |
+# | | paper (Qwen2.5-Math-7B) | {glue:text}`this_run` |
 # | --- | --- | --- |
 # | top lens token of the last-layer vector | "To" (Qwen), "Step" (Llama) | {glue:text}`top_last` |
 # | effect concentrated on the first token | yes (token-substitution bias) | share {glue:text}`first_token_shift_share:.2f` |
