@@ -160,7 +160,8 @@ results = ch.publish({
     "hook_pass_at_1": parity.hook_pass_at_1, "peft_pass_at_1": parity.peft_pass_at_1,
     "peft_identical_completions": parity.identical_completions, "per_benchmark": per_benchmark(evals),
     "opener": opener,
-}, opener_repr=repr(opener), n_seeds=len(SEEDS), seed0_gain=gains[ch.P.seed].estimate, seed0_gain_se=gains[ch.P.seed].se)
+}, opener_repr=repr(opener), n_seeds=len(SEEDS), seed0_gain=gains[ch.P.seed].estimate,
+   seed0_gain_se=gains[ch.P.seed].se)
 ch.claims(results)
 
 # %% [markdown]

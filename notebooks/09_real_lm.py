@@ -101,8 +101,8 @@ from steerlib import plots
 from steerlib.ablation import head_patch_specs, mlp_only, skip_attn, skip_layer
 from steerlib.chapter import setup
 from steerlib.lens import PrefixTest, first_token_boost, lens_table, token_ranks
-from steerlib.reallm import (PROCESS_WORDS, DeviceRun, first_token_kl_share, first_token_rise, gain_shares, organism_reference,
-                             per_layer, seed_gains, training_table)
+from steerlib.reallm import (PROCESS_WORDS, DeviceRun, first_token_kl_share, first_token_rise, gain_shares,
+                             organism_reference, per_layer, seed_gains, training_table)
 from steerlib.seeds import seed_list, seeded_vector_runs
 from steerlib.selection import vector_run
 from steerlib.stats import describe, describe_share, paired_gain, share_estimate
