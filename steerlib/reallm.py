@@ -2,11 +2,11 @@
 that the real model's results are set beside.
 
 A vector that learns nothing is a result too; :func:`training_table` gives what explains it: the reward
-at the start and the end of training, the gradient and vector norms, and the seconds per step spent in
-rollouts and in the update.
+at the first and the last step, the share of prompt groups that carried any learning signal, the
+gradient and vector norms, and the seconds per step spent in rollouts and in the update.
 
 Example:
-    >>> training_table({29: run29, 15: run15}).loc[29, "reward, first 3 steps"]   # doctest: +SKIP
+    >>> training_table({29: run29, 15: run15}).loc[29, "reward, first step"]   # doctest: +SKIP
     0.21
 """
 
@@ -22,18 +22,31 @@ from typing import Any
 
 from steerlib.chapters import LOGIT_LENS, RESULTS, TRAINING
 
-__all__ = ["training_table", "DeviceRun", "organism_reference", "first_token_rise", "per_layer", "lens_extremes",
-           "PROCESS_WORDS", "seed_gains", "first_token_kl_share", "gain_shares"]
+__all__ = ["training_table", "signal_share", "DeviceRun", "organism_reference", "first_token_rise", "per_layer",
+           "lens_extremes", "PROCESS_WORDS", "seed_gains", "first_token_kl_share", "gain_shares"]
 
 #: The words whose lens ranks the real-model chapter reports, fixed before any vector was trained: the
 #: openers of step-by-step reasoning (the paper's Section 6 names "To"), as a completion would start them.
 PROCESS_WORDS = ("To", "First", "Let", "Step", "We", "##", "Given", "Solution")
 
 
+def signal_share(pass_rates: Sequence[float]) -> float:
+    """The share of prompt groups whose pass rate lies strictly between 0 and 1: the groups that give
+    RLOO a non-zero advantage (all right or all wrong teaches nothing).
+
+    Example:
+        >>> signal_share([0.0, 0.25, 1.0, 0.5])
+        0.5
+    """
+    return sum(0 < x < 1 for x in pass_rates) / len(pass_rates) if pass_rates else float("nan")
+
+
 def training_table(runs: Mapping[int, Any]) -> Any:
     """One row per trained layer (``layer -> RunResult``): steps, learning rate, the mean reward of the
-    first and last three steps, the largest and median gradient norm (before clipping), the final
-    vector norm, the snapshot kept, and median seconds per step for rollouts and for the update."""
+    first and the last step, the share of prompt groups with any learning signal (RLOO's advantage is
+    zero in a group whose samples all pass or all fail; averaged over steps), the largest and median
+    gradient norm (before clipping), the final vector norm, the snapshot kept, and median seconds per
+    step for rollouts and for the update."""
     import pandas as pd
 
     rows = {}
@@ -43,8 +56,9 @@ def training_table(runs: Mapping[int, Any]) -> Any:
         rows[layer] = {
             "steps": len(m),
             "lr": run.lr,
-            "reward, first 3 steps": statistics.fmean(r["reward_mean"] for r in m[:3]),
-            "reward, last 3 steps": statistics.fmean(r["reward_mean"] for r in m[-3:]),
+            "reward, first step": m[0]["reward_mean"],
+            "reward, last step": m[-1]["reward_mean"],
+            "groups with signal": statistics.fmean(signal_share(r["prompt_pass_rates"]) for r in m),
             "max grad norm": max(grads),
             "median grad norm": statistics.median(grads),
             "final |s|": next(iter(m[-1]["vector_norms"].values())),
@@ -107,8 +121,7 @@ class DeviceRun:
         rows = {}
         for m in self.results["training"]:
             rates = m["prompt_pass_rates"]
-            rows[m["step"] + 1] = {"reward": m["reward_mean"],
-                                   "groups with signal": sum(0 < x < 1 for x in rates) / len(rates),
+            rows[m["step"] + 1] = {"reward": m["reward_mean"], "groups with signal": signal_share(rates),
                                    "mean length": m["mean_completion_length"],
                                    **{f"|s{k.split(':')[0]}|": v for k, v in m["vector_norms"].items()},
                                    "rollout s": m["seconds_generation"]}

@@ -90,3 +90,18 @@ def test_extra_layers_parameter_is_parsed_checked_and_planned():
     three = chapter_plan("09_real_lm", {"preset": "qwen2.5-coder-0.5b", "n_seeds": 3, "extra_layers": "none"},
                          "a100-80gb")
     assert all(six.seconds[part] > three.seconds[part] for part in ("training", "evaluation"))
+
+
+def test_training_table_reads_first_and_last_step_and_the_groups_with_signal():
+    from types import SimpleNamespace
+
+    from steerlib.reallm import training_table
+
+    def row(reward: float, rates: list[float], norm: float) -> dict:
+        return {"reward_mean": reward, "prompt_pass_rates": rates, "grad_norms": [0.1], "seconds_generation": 2.0,
+                "vector_norms": {"23:resid_post": norm}, "seconds_loss_backward": 1.0}
+
+    run = SimpleNamespace(metrics=[row(0.1, [0.0, 0.5], 1.0), row(0.3, [0.5, 0.5], 2.0)], lr=0.1, step=2)
+    t = training_table({23: run})
+    assert (t.loc[23, "reward, first step"], t.loc[23, "reward, last step"]) == (0.1, 0.3)
+    assert t.loc[23, "groups with signal"] == 0.75 and t.loc[23, "final |s|"] == 2.0
