@@ -272,10 +272,15 @@ def execute_chapter(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from steerlib.chapter import PAGE_ENV
+
     source, output = Path(source), Path(output)
     parameters = dict(parameters or {})
     check_parameters(source, parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
+    page = output.resolve().parent == PAGES.resolve()
+    was = os.environ.get(PAGE_ENV)
+    os.environ[PAGE_ENV] = "1" if page else "0"  # the kernel inherits it: a page glues, an OUT notebook shows
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp) / output.name
         try:
@@ -291,6 +296,11 @@ def execute_chapter(
             )
         except PapermillExecutionError as err:
             raise ChapterError(f"{source.stem}: cell {err.exec_count} failed: {err.ename}: {err.evalue}") from err
+        finally:
+            if was is None:
+                os.environ.pop(PAGE_ENV, None)
+            else:
+                os.environ[PAGE_ENV] = was
         nb = _clean(nbformat.read(scratch, as_version=4), source.stem)
         nbformat.write(nb, scratch)
         shutil.move(str(scratch), output)
@@ -431,6 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ChapterError("a run with parameters must not overwrite the published page: pass OUT=path.ipynb")
             if args.out and "results_path" not in params:  # results beside the notebook, never book/results/
                 params["results_path"] = str(out.with_suffix(".json").resolve())
+            import logging  # papermill logs each cell's output (the plan, progress, headline numbers) at INFO
+
+            logging.basicConfig(level=logging.WARNING, format="%(message)s")
+            logging.getLogger("papermill").setLevel(logging.INFO)
             print(f"executed {execute_chapter(source, out, params, log_output=True)}")
             if args.out:
                 print(f"results in {params['results_path']}")
