@@ -66,8 +66,6 @@ INSTALL_TAG = "colab-install"
 #: ``repository.url`` until whoever publishes the book sets it (README, "Publish your copy"): while it is
 #: there, a Colab install cell stops with one line instead of failing inside pip.
 PLACEHOLDER_URL = "https://github.com/steerlib/small-vectors-book"
-#: Devices in the landing page's cost table.
-COST_DEVICES = ["a100-40gb", "h100", "l4", "cpu"]
 
 
 class ChapterError(RuntimeError):
@@ -307,16 +305,30 @@ def execute_chapter(
     return output
 
 
+def cost_page(root: Path = ROOT) -> str:
+    """``book/costs.md``: what each chapter took in this book's build (``book/build_times.json``, with
+    the preset each page ran, from its results file) and the plan's hours and peak memory for every
+    chapter on one A100 40 GB and 80 GB with the paper's presets (:func:`steerlib.plan.table`)."""
+    from steerlib.plan import build_table, table
+
+    times = json.loads((root / "book" / "build_times.json").read_text())
+    presets = {}
+    for name in CHAPTERS:
+        path = root / "book" / "results" / f"{name}.json"
+        if path.exists():
+            presets[name] = json.loads(path.read_text()).get("preset", "organism")
+    return (f"**This book's build** (measured, `book/build_times.json`):\n\n{build_table(times, presets)}\n\n"
+            f"**One GPU, the paper's presets** (planned, `python -m steerlib.plan --table`):\n\n{table()}\n")
+
+
 def write_generated(root: Path = ROOT) -> list[Path]:
     """The pages generated from code and results: ``book/claims.md`` (and ``book/results/claims.json``)
     from the chapters' results, ``book/costs.md`` from the cost plan. Committed, so the HTML builds
     without steerlib (the Pages workflow); a test checks they are current."""
     from steerlib.atomic import atomic_write_text
     from steerlib.claims import write_claims
-    from steerlib.plan import table
-
     write_claims(root / "book" / "results", root / "book" / "claims.md")
-    atomic_write_text(root / "book" / "costs.md", table(devices=COST_DEVICES) + "\n")
+    atomic_write_text(root / "book" / "costs.md", cost_page(root))
     return [root / "book" / "claims.md", root / "book" / "results" / "claims.json", root / "book" / "costs.md"]
 
 
