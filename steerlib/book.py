@@ -66,8 +66,6 @@ INSTALL_TAG = "colab-install"
 #: ``repository.url`` until whoever publishes the book sets it (README, "Publish your copy"): while it is
 #: there, a Colab install cell stops with one line instead of failing inside pip.
 PLACEHOLDER_URL = "https://github.com/steerlib/small-vectors-book"
-#: Devices in the landing page's cost table.
-COST_DEVICES = ["a100-40gb", "h100", "l4", "cpu"]
 
 
 class ChapterError(RuntimeError):
@@ -272,10 +270,15 @@ def execute_chapter(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from steerlib.chapter import PAGE_ENV
+
     source, output = Path(source), Path(output)
     parameters = dict(parameters or {})
     check_parameters(source, parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
+    page = output.resolve().parent == PAGES.resolve()
+    was = os.environ.get(PAGE_ENV)
+    os.environ[PAGE_ENV] = "1" if page else "0"  # the kernel inherits it: a page glues, an OUT notebook shows
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp) / output.name
         try:
@@ -291,10 +294,31 @@ def execute_chapter(
             )
         except PapermillExecutionError as err:
             raise ChapterError(f"{source.stem}: cell {err.exec_count} failed: {err.ename}: {err.evalue}") from err
+        finally:
+            if was is None:
+                os.environ.pop(PAGE_ENV, None)
+            else:
+                os.environ[PAGE_ENV] = was
         nb = _clean(nbformat.read(scratch, as_version=4), source.stem)
         nbformat.write(nb, scratch)
         shutil.move(str(scratch), output)
     return output
+
+
+def cost_page(root: Path = ROOT) -> str:
+    """``book/costs.md``: what each chapter took in this book's build (``book/build_times.json``, with
+    the preset each page ran, from its results file) and the plan's hours and peak memory for every
+    chapter on one A100 40 GB and 80 GB with the paper's presets (:func:`steerlib.plan.table`)."""
+    from steerlib.plan import build_table, table
+
+    times = json.loads((root / "book" / "build_times.json").read_text())
+    presets = {}
+    for name in CHAPTERS:
+        path = root / "book" / "results" / f"{name}.json"
+        if path.exists():
+            presets[name] = json.loads(path.read_text()).get("preset", "organism")
+    return (f"**This book's build** (measured, `book/build_times.json`):\n\n{build_table(times, presets)}\n\n"
+            f"**One GPU, the paper's presets** (planned, `python -m steerlib.plan --table`):\n\n{table()}\n")
 
 
 def write_generated(root: Path = ROOT) -> list[Path]:
@@ -303,10 +327,8 @@ def write_generated(root: Path = ROOT) -> list[Path]:
     without steerlib (the Pages workflow); a test checks they are current."""
     from steerlib.atomic import atomic_write_text
     from steerlib.claims import write_claims
-    from steerlib.plan import table
-
     write_claims(root / "book" / "results", root / "book" / "claims.md")
-    atomic_write_text(root / "book" / "costs.md", table(devices=COST_DEVICES) + "\n")
+    atomic_write_text(root / "book" / "costs.md", cost_page(root))
     return [root / "book" / "claims.md", root / "book" / "results" / "claims.json", root / "book" / "costs.md"]
 
 
@@ -431,6 +453,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ChapterError("a run with parameters must not overwrite the published page: pass OUT=path.ipynb")
             if args.out and "results_path" not in params:  # results beside the notebook, never book/results/
                 params["results_path"] = str(out.with_suffix(".json").resolve())
+            import logging  # papermill logs each cell's output (the plan, progress, headline numbers) at INFO
+
+            logging.basicConfig(level=logging.WARNING, format="%(message)s")
+            logging.getLogger("papermill").setLevel(logging.INFO)
             print(f"executed {execute_chapter(source, out, params, log_output=True)}")
             if args.out:
                 print(f"results in {params['results_path']}")

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ from steerlib.plan import resolve_preset_for
 from steerlib.presets import Preset, load_model
 from steerlib.runs import RunLayout
 
-__all__ = ["Chapter", "setup", "value_has_type", "PRESET_PARAMETERS", "RUN_DEFINING", "run_dir_for", "parse_names"]
+__all__ = ["Chapter", "setup", "value_has_type", "PRESET_PARAMETERS", "RUN_DEFINING", "run_dir_for", "parse_names",
+           "PAGE_ENV"]
 
 
 
@@ -60,6 +62,17 @@ def run_dir_for(preset: Preset, params: Mapping[str, Any]) -> Path:
             continue
         parts.append(f"{key}={str(value).replace('/', '_')}")
     return Path("runs") / (preset.name + ("-" + ",".join(parts) if parts else ""))
+
+
+#: ``"1"`` in the environment of a kernel that executes a book page (:func:`steerlib.book.execute_chapter`):
+#: figures are then only glued into the page's prose. Anywhere else (an ``OUT=`` notebook, Colab, a
+#: terminal run) they are also shown as ordinary outputs and the chapter prints its headline numbers, so
+#: the notebook reads on its own, outside the book.
+PAGE_ENV = "STEERLIB_PAGE"
+
+
+def _on_page() -> bool:
+    return os.environ.get(PAGE_ENV) == "1"
 
 
 def _glue(name: str, value: Any) -> bool:
@@ -144,8 +157,8 @@ class Chapter:
     def figure(self, name: str, fig: Any) -> None:
         """Glue ``fig`` (a matplotlib figure or anything with an HTML view) under ``name``; the page shows
         it, numbered and captioned, where its markdown says ``{glue:figure} name``. Outside the book
-        tooling (Colab) it is displayed here instead."""
-        if not _glue(name, fig):
+        tooling (Colab), or in a notebook that is not a book page, it is displayed here as well."""
+        if not _glue(name, fig) or not _on_page():
             from IPython.display import display
 
             display(fig)
@@ -168,6 +181,8 @@ class Chapter:
 
         text = chapter_findings(self.name, results)
         _glue("claims_note", text)
+        if not _on_page():
+            print(f"What this chapter found: {text}")
         return text
 
     def publish(self, results: dict[str, Any], **glue: Any) -> dict[str, Any]:
@@ -191,6 +206,11 @@ class Chapter:
                 value = value.item()
             if value is None or isinstance(value, (int, float, str)):
                 _glue(key, float("nan") if value is None else value)
+        if not _on_page():  # outside the book the prose's {glue:text} roles stay unrendered: print their values
+            print(f"Results written to {self.results_path}; the numbers the page's text quotes:")
+            for key, value in glue.items():
+                shown = f"{value:.4g}" if isinstance(value, float) else value
+                print(f"  {key} = {shown}")
         return results
 
 

@@ -10,7 +10,7 @@ as long as ``max_new_tokens``), so real runs, whose completions stop earlier, ar
 Command line::
 
     python -m steerlib.plan 01_training --preset qwen2.5-math-1.5b --device a100-80gb
-    python -m steerlib.plan --table            # hours per chapter x preset x device (the README's table)
+    python -m steerlib.plan --table            # GPU hours and memory per chapter x preset (the cost page's)
     python -m steerlib.plan 01_training --preset qwen2.5-math-7b --device h100 --gpus 8   # data-parallel
 
 With ``gpus > 1`` (data-parallel training, :mod:`steerlib.launch`) each GPU samples and scores its share
@@ -32,12 +32,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from steerlib.arch import MODELS, ModelShape, shape_of
 from steerlib.rloo import CHECKPOINT_MINUTES
-from steerlib.chapters import LAYER_CURVE, PRESET_PARAMETERS, TRAINING, default_parameters
+from steerlib.chapters import CHAPTERS, PRESET_PARAMETERS, REAL_LM, TRAINING, default_parameters
 from steerlib.chapters import chapter as chapter_spec
 
 # ModelShape, MODELS and shape_of live in steerlib.arch (re-exported here for the plan's readers)
@@ -287,22 +287,55 @@ def plan(chapter: str, preset: Any, device: str = "a100-80gb", *, layers: list[i
     return out
 
 
-def table(presets: list[str] | None = None, devices: list[str] | None = None,
-          chapters: tuple[str, ...] = (TRAINING, LAYER_CURVE), n_seeds: int = 3) -> str:
-    """A markdown table of planned hours per chapter x preset x device (with the chapters' default
-    ``n_seeds`` training seeds)."""
-    from steerlib.presets import PRESETS
+#: The presets the cost page projects onto GPUs: the paper's models and the real model of chapter 09.
+PAPER_PRESETS = ("qwen2.5-math-1.5b", "qwen2.5-math-7b", "llama3.1-8b-instruct", "qwen2.5-coder-0.5b",
+                 "qwen2.5-coder-1.5b")
 
-    presets = presets or list(PRESETS)
-    devices = devices or ["a100-40gb", "a100-80gb", "h100", "l4", "t4", "cpu"]
-    lines = ["| chapter | preset | " + " | ".join(devices) + " |", "|---|---|" + "---|" * len(devices)]
-    for ch in chapters:
+
+def table(presets: Sequence[str] = PAPER_PRESETS, devices: Sequence[str] = ("a100-40gb", "a100-80gb"),
+          n_seeds: int = 3) -> str:
+    """A markdown table of every chapter x preset on each of ``devices``: planned hours and peak memory
+    (GB), with the chapters' default ``n_seeds`` training seeds; "does not fit" where the peak exceeds the
+    device's memory. Chapter 09 is projected for the presets of its own task only; CPU-only chapters
+    are left out.
+
+    Example:
+        >>> table(["qwen2.5-coder-0.5b"], ["a100-80gb"]).splitlines()[0]
+        '| chapter | preset | A100 80GB: hours | A100 80GB: peak GB |'
+    """
+    from steerlib.presets import resolve_preset
+
+    names = {d: DEVICES[d].name.removeprefix("NVIDIA ") for d in devices}
+    head = "| chapter | preset | " + " | ".join(f"{names[d]}: hours | {names[d]}: peak GB" for d in devices) + " |"
+    lines = [head, "|---|---|" + "---:|---:|" * len(devices)]
+    for ch, spec in CHAPTERS.items():
+        if spec.cpu_only:
+            continue
         for name in presets:
+            if ch == REAL_LM and resolve_preset(name).train_source != "gsm_symbolic":
+                continue
             cells = []
             for dev in devices:
-                p = plan(ch, name, dev, n_seeds=n_seeds)
-                cells.append(f"{p.hours:.1f}" + ("" if p.fits else " (OOM)"))
+                p = plan(ch, name, dev, n_seeds=n_seeds, hint=False)
+                cells += [f"{p.hours:,.1f}", f"{p.peak_gb:,.0f}" + ("" if p.fits else " (does not fit)")]
             lines.append(f"| {ch} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_table(minutes: Mapping[str, float], presets: Mapping[str, str]) -> str:
+    """A markdown table of what each chapter took in the book's build (``minutes``: the build's
+    ``book/build_times.json``; ``presets``: chapter -> the preset its page ran), and the whole build.
+
+    Example:
+        >>> build_table({"01_training": 2.3, "book": 60.0}, {"01_training": "organism"}).splitlines()[2]
+        '| 01_training | organism | 2.3 |'
+    """
+    lines = ["| chapter | preset | minutes on 2 CPU cores |", "|---|---|---:|"]
+    lines += [f"| {ch} | {presets.get(ch, '–')} | {minutes[ch]:,.1f} |" for ch in CHAPTERS if ch in minutes]
+    shared = sum(v for k, v in minutes.items() if k.startswith(("organism-", "run-")))
+    lines.append(f"| organisms and shared training runs (tasks of their own) | organism | {shared:,.1f} |")
+    if "book" in minutes:
+        lines.append(f"| the whole build (two tasks at a time) | | {minutes['book']:,.1f} |")
     return "\n".join(lines)
 
 
@@ -402,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="any other parameter of the chapter, as papermill takes it")
     ap.add_argument("--gpus", type=int, default=1, help="GPUs sharing each training step (data-parallel)")
-    ap.add_argument("--table", action="store_true", help="print the README's table of planned hours")
+    ap.add_argument("--table", action="store_true", help="print the cost page's table of planned GPU hours")
     args = ap.parse_args(argv)
     if args.table:
         print(table())

@@ -418,6 +418,17 @@ class GatedModelError(OSError):
         )
 
 
+def gguf_model_id(model: str, sha256: str) -> str:
+    """What vector files record as the model of a GGUF file's dequantised weights: the hub id and the
+    file's hash (the same on every machine, unlike the cache path transformers reports).
+
+    Example:
+        >>> gguf_model_id("Qwen/Qwen2.5-Coder-0.5B-Instruct", "1d9614638d18024d0fbb")
+        'Qwen/Qwen2.5-Coder-0.5B-Instruct@gguf-1d9614638d18024d'
+    """
+    return f"{model}@gguf-{sha256[:16]}"
+
+
 def load_model(preset: Preset, *, device: str | None = None) -> LoadedModel:
     """The preset's model and tokenizer as a :class:`~steerlib.loaded.LoadedModel`.
 
@@ -458,6 +469,8 @@ def load_model(preset: Preset, *, device: str | None = None) -> LoadedModel:
     if "gguf_file" in extra:  # dequantised: a plain dense model (trainers and PEFT then treat it as one)
         model.hf_quantizer = None
         vars(model.config).pop("quantization_config", None)
+        # vector files name the model by this, not by the cache folder it was read from (another machine's path)
+        model.config.steerlib_model_id = gguf_model_id(preset.model, preset.source.offline.sha256)
     model.eval()
     model.requires_grad_(False)
     # transformers hands the unembedding a strided slice (hidden[:, -k:]) when logits_to_keep is set; torch's

@@ -35,6 +35,7 @@ __all__ = [
     "FORMAT",
     "VectorFile",
     "VectorFileError",
+    "same_model",
     "save_vectors",
     "load_vectors",
     "export_peft",
@@ -128,6 +129,23 @@ def _read_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch
     return meta, tensors
 
 
+def same_model(recorded: str, target: str) -> bool:
+    """Whether a vector file's recorded model id names ``target``. Files written before GGUF loads had
+    their own id recorded the cache folder (``.../pypi/<first 16 hex of the file's sha256>``): such a
+    file matches the id ``<model>@gguf-<those 16 hex>`` of the same file.
+
+    Example:
+        >>> same_model("/root/.cache/steerlib/pypi/1d9614638d18024d", "Qwen/X@gguf-1d9614638d18024d")
+        True
+        >>> same_model("/root/.cache/steerlib/pypi/ffff", "Qwen/X@gguf-1d9614638d18024d")
+        False
+    """
+    if recorded == target:
+        return True
+    _, sep, digest = target.rpartition("@gguf-")
+    return bool(sep) and Path(recorded).name == digest
+
+
 def load_vectors(
     path: str | os.PathLike,
     model: nn.Module | None = None,
@@ -157,7 +175,7 @@ def load_vectors(
                 f"{path}: vectors have hidden size {meta['hidden_size']}, the model has {parts.hidden_size}"
             )
         target = model_id(model)
-        if not allow_other_model and meta.get("model_id") and target and meta["model_id"] != target:
+        if not allow_other_model and meta.get("model_id") and target and not same_model(meta["model_id"], target):
             raise VectorFileError(
                 f"{path}: vectors were trained on {meta['model_id']!r}, not {target!r} "
                 "(pass allow_other_model=True to transfer them)"

@@ -80,11 +80,16 @@ def test_claims_json_and_the_page_are_generated_from_the_results():
     assert numbers == derived  # every number on the page is a row's estimate or error, nothing typed by hand
 
 
-def test_cost_table_is_current():
-    from steerlib.book import COST_DEVICES
-    from steerlib.plan import table
+def test_cost_page_is_current_and_covers_every_chapter_with_units():
+    from steerlib.book import cost_page
+    from steerlib.chapters import CHAPTERS
 
-    assert (ROOT / "book" / "costs.md").read_text() == table(devices=COST_DEVICES) + "\n"
+    text = (ROOT / "book" / "costs.md").read_text()
+    assert text == cost_page(ROOT)
+    assert "minutes on 2 CPU cores" in text and "A100 80GB: hours" in text and "A100 40GB: peak GB" in text
+    for name in CHAPTERS:  # every chapter: measured in the build, and planned on a GPU unless it is CPU-only
+        assert f"| {name} |" in text
+    assert any("," in cell for cell in text.split("|"))  # thousands separators (the 7B rows run to thousands)
 
 
 def test_the_mean_layer_gain_keeps_the_base_models_error():

@@ -94,3 +94,18 @@ def test_peft_export_reproduces_the_hook_exactly(tmp_path, model, batch):
 def test_peft_export_only_for_resid_post(tmp_path, model):
     with pytest.raises(ValueError, match="only resid_post"):
         export_peft(_vec(1, "post_attn"), model, tmp_path / "a")
+
+
+def test_a_gguf_model_is_named_by_hub_id_and_file_hash_and_old_cache_path_files_still_load(tmp_path, model):
+    from steerlib.presets import gguf_model_id
+
+    model.config.steerlib_model_id = "/some/machine/.cache/steerlib/pypi/1d9614638d18024d"  # an older file's id
+    old = save_vectors(tmp_path / "old.safetensors", [_vec(1)], model=model)
+    model.config.steerlib_model_id = gguf_model_id("Qwen/X", "1d9614638d18024d" + "0" * 48)
+    assert load_vectors(old, model).vectors[0].layer == 1  # the same file's weights on another machine
+    new = save_vectors(tmp_path / "new.safetensors", [_vec(1)], model=model)
+    other = tiny_model("qwen2")
+    other.config.steerlib_model_id = gguf_model_id("Qwen/X", "ffff" * 16)
+    for path in (old, new):
+        with pytest.raises(VectorFileError, match="trained on"):
+            load_vectors(path, other)
