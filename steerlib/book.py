@@ -455,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 params["results_path"] = str(out.with_suffix(".json").resolve())
             import logging  # papermill logs each cell's output (the plan, progress, headline numbers) at INFO
 
-            logging.basicConfig(level=logging.WARNING, format="%(message)s")
+            logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)  # stderr: errors only
             logging.getLogger("papermill").setLevel(logging.INFO)
             print(f"executed {execute_chapter(source, out, params, log_output=True)}")
             if args.out:

@@ -75,7 +75,8 @@ def test_notebooks_stay_within_the_code_budget():
     # + seeds, the noise floor, SAE stability and paired verdicts (01, 02, 05, 07, 08); + chapter 09 (70), then
     # the Qwen chapter 09 (+29 over the SmolLM2 chapter it replaced: tests a-e; its publish call is the largest
     # part, a candidate to move into reallm)
-    assert sum(_code_lines(p) for p in chapter_sources()) <= 736  # + the per-benchmark tables of 01 and 02
+    # + the per-benchmark tables of 01 and 02; + chapter 09's extra layers and its H200 section (10: reads and tables)
+    assert sum(_code_lines(p) for p in chapter_sources()) <= 746
 
 
 def test_library_cites_no_private_notes():
