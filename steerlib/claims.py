@@ -97,9 +97,13 @@ def settle(found: Verdict, *, construction: str | None = None, units: Sequence[V
         ('unstable', 'holds by construction')
         >>> settle("opposite", construction="built so")  # construction that failed is a finding, not a verdict by fiat
         'opposite'
+        >>> settle("inconclusive", units=["no learning signal"] * 3)  # every seed scored alike: the pooled error
+        'no learning signal'
     """
-    if found == "no learning signal":
-        return found
+    # every unit scored alike (a seed's paired error exactly 0): nothing was learned, even where the pooled
+    # error is undefined (a benchmark of one problem has no error of its own)
+    if found == "no learning signal" or (units and all(u == "no learning signal" for u in units)):
+        return "no learning signal"
     if len(set(units)) > 1:
         return "unstable"
     if construction and found in ("reproduced", "differs in size"):

@@ -129,7 +129,7 @@ class DeviceRun:
 
     def glue(self, prefix: str = "h200_") -> dict[str, Any]:
         """The numbers the page's prose quotes, keyed ``<prefix><name>``."""
-        from steerlib.stats import Estimate, describe
+        from steerlib.stats import Estimate, describe, describe_share
 
         r, last, pen = self.results, self.results["layers"][0], self.results["layers"][1]
         before, after = r["first_tokens"]["base"], r["first_tokens"][f"+ s{last}"]
@@ -145,7 +145,7 @@ class DeviceRun:
                   "best_word_last": min(r["process_word_ranks"][f"s{last}"].values()),
                   "kl_share": r["first_token_kl_share"], "kl_uniform": 1 / max(1.0, r["mean_length_steered"]),
                   "prefix_pass": r["prefix_pass_at_1"],
-                  "prefix_share": f"{r['prefix_gain_share']:.2f} ± {r['prefix_gain_share_se']:.2f}",
+                  "prefix_share": describe_share(Estimate(r["prefix_gain_share"], r["prefix_gain_share_se"])),
                   **{f"{k.lower().replace('-', '_').replace(' ', '_')}_share": v["text"] for k, v in shares.items()}}
         values.update({f"{k}_holm_p": v for k, v in self.holm_p().items()})
         return {prefix + k: v for k, v in values.items()}
