@@ -97,10 +97,13 @@ evals = ch.evaluate({"base": [], **{f"seed {s} (step {r.step})": r.vectors for s
 base, steered = evals["base"], dict(zip(SEEDS, list(evals.values())[1:]))
 opener = steered[ch.P.seed].most_risen_first_token(base)  # the opener the first seed's vector boosts most
 gains = {s: paired_gain(r, base) for s, r in steered.items()}
-acc = seed_summary({s: {"acc": r.pass_at_1, "opener": r.first_token_share(opener), "gain": gains[s].estimate}
+acc = seed_summary({s: {"acc": r.pass_at_1, "opener": r.first_token_share(opener), "gain": gains[s].estimate,
+                        "rise": r.first_token_share(opener) - base.first_token_share(opener)}
                     for s, r in steered.items()},
-                   {s: {"acc": r.stderr, "opener": 0.0, "gain": r.stderr} for s, r in steered.items()},
-                   shared_se={"gain": base.stderr})  # every seed's gain subtracts the same base: its error once
+                   {s: {"acc": r.stderr, "opener": r.first_token_share_se(opener), "gain": r.stderr,
+                        "rise": r.first_token_share_se(opener)} for s, r in steered.items()},
+                   # every seed's gain and rise subtract the same base: its error once (shares clustered by problem)
+                   shared_se={"gain": base.stderr, "rise": base.first_token_share_se(opener)})
 ch.table(pd.DataFrame({"pass@1": [r.pass_at_1 for r in evals.values()], "stderr": [r.stderr for r in evals.values()],
                        "gain (paired)": [None, *[str(g) for g in gains.values()]],
                        f"first token '{opener.strip()}'": [r.first_token_share(opener) for r in evals.values()],
@@ -154,6 +157,7 @@ results = ch.publish({
     "gain_paired_se_per_seed": {str(s): g.se for s, g in gains.items()}, "best_step": run.step,
     "validation_pass_at_1": run.validation_pass_at_1, "base_opener_share": base.first_token_share(opener),
     "steered_opener_share": acc.mean["opener"], "steered_opener_share_sd": acc.sd["opener"],
+    "opener_rise": acc.mean["rise"], "opener_rise_se": acc.se["rise"],
     "vector_norm": float(vec.vector.norm()),
     "train_seconds": run.train_seconds, "median_step_seconds": run.median_step_seconds, "steps": ch.P.steps,
     "select_on": select_on, "n_test_samples": len(base.completions), "peft_max_logit_diff": parity.max_logit_diff,
@@ -177,7 +181,9 @@ ch.claims(results)
 # {glue:text}`gain_se:.3f` (the first seed alone: {glue:text}`seed0_gain:+.3f` ± {glue:text}`seed0_gain_se:.3f`,
 # paired over problems). The share of samples opening with the token the first seed's vector boosts
 # most, {glue:text}`opener_repr`, went from
-# {glue:text}`base_opener_share:.2f` to {glue:text}`steered_opener_share:.2f`, and the first seed's $|s|$
+# {glue:text}`base_opener_share:.2f` to {glue:text}`steered_opener_share:.2f` (a rise of {glue:text}`opener_rise:+.3f` ±
+# {glue:text}`opener_rise_se:.3f`, the error clustered by problem, since samples of one prompt are not
+# independent draws), and the first seed's $|s|$
 # ended at {glue:text}`vector_norm:.1f` (snapshots chosen on the {glue:text}`select_on` split). Exported as a PEFT adapter, the vector gives the same logits as the
 # hook up to {glue:text}`peft_max_logit_diff:.1e` (float rounding of a bias added at a different point of
 # the same sum); sampled with the same seed,

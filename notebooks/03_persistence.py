@@ -48,6 +48,7 @@ model: Optional[str] = None  # organism name or HF id - None: the preset's
 eval_problems: Optional[int] = None  # held-out problems - None: the preset's
 val_problems: int = 200  # validation problems for choosing snapshots
 prompts_per_step: Optional[int] = None  # prompts per RLOO step - None: the preset's
+completions_per_prompt: Optional[int] = None  # samples per prompt, RLOO's group - None: the preset's (paper: 8)
 max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
 persistence_prompts: int = 64  # prompts for the propagated shifts
 orthogonal_layer: Optional[int] = None  # layer of the orthogonal-vector test - None: the last layer
@@ -232,7 +233,7 @@ ch.claims(results)
 # its correlations with distance ({glue:text}`corr_distance:.2f`), Diff-Diff ({glue:text}`corr_diff_diff:.2f`)
 # and Diff-Vector ({glue:text}`corr_diff_vector:.2f`), so we do not read much into them.
 #
-# | | paper (Qwen2.5-Math-7B / Llama-3.1-8B) | this run (organism) |
+# | | paper (Qwen2.5-Math-7B / Llama-3.1-8B) | {glue:text}`this_run` |
 # | --- | --- | --- |
 # | Diff-Diff CosSim downstream | clearly above zero | mean {glue:text}`mean_offdiag_diff_diff:.2f` |
 # | Diff-Vector CosSim downstream | falls quickly with distance, near orthogonal | mean {glue:text}`mean_offdiag_diff_vector:.2f` ± {glue:text}`mean_offdiag_diff_vector_se:.2f` |

@@ -48,6 +48,7 @@ model: Optional[str] = None  # organism name or HF id - None: the preset's
 eval_problems: Optional[int] = None  # held-out problems - None: the preset's
 val_problems: int = 200  # validation problems for choosing snapshots
 prompts_per_step: Optional[int] = None  # prompts per RLOO step - None: the preset's
+completions_per_prompt: Optional[int] = None  # samples per prompt, RLOO's group - None: the preset's (paper: 8)
 max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
 layer: Optional[int] = None  # the vector studied - None: the penultimate layer
 js_prompts: int = 64  # prompts for the attention-pattern change
@@ -222,7 +223,7 @@ ch.claims(results)
 # {glue:text}`in_place_weak:.3f`): {glue:text}`where_note`; mean residual norm {glue:text}`norm_post_attn:.1f`
 # after the attention, {glue:text}`norm_resid_post:.1f` after the block.
 #
-# | | paper (Qwen2.5-Math-7B / Llama-3.1-8B) | this run (organism) |
+# | | paper (Qwen2.5-Math-7B / Llama-3.1-8B) | {glue:text}`this_run` |
 # | --- | --- | --- |
 # | Skip-Attn keeps of the gain | more than half | {glue:text}`skip_attn_gain_share:.2f` ± {glue:text}`skip_attn_gain_share_se:.2f` |
 # | attention patterns | largely unchanged | JS {glue:text}`js_mean:.4f` vs random {glue:text}`js_rand_mean:.4f` |

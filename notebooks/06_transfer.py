@@ -48,6 +48,7 @@ model: Optional[str] = None  # the donor - organism name or HF id - None: the pr
 eval_problems: Optional[int] = None  # held-out problems - None: the preset's
 val_problems: int = 200  # validation problems for choosing snapshots
 prompts_per_step: Optional[int] = None  # prompts per RLOO step - None: the preset's
+completions_per_prompt: Optional[int] = None  # samples per prompt, RLOO's group - None: the preset's (paper: 8)
 max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
 max_hours: float = 2.0  # refuse to start when the cost plan exceeds this (hours on this device)
 results_path: str = "book/results/06_transfer.json"  # headline numbers - JSON
@@ -143,7 +144,7 @@ ch.claims(results)
 # ({glue:text}`worst_pair_gain:.2f`). These rest on one training seed, two layers and four small models
 # built here: they describe these organisms, not a rule about transfer.
 #
-# | | paper | this run (organism) |
+# | | paper | {glue:text}`this_run` |
 # | --- | --- | --- |
 # | within a family, donor = base model | works | parent -> tuned model {glue:text}`parent_to_child_mean_gain:.2f` ± {glue:text}`parent_to_child_mean_gain_se:.2f` |
 # | within a family, donor = tuned model | negative for Qwen2.5-7B-Instruct -> Qwen2.5-Math-7B | tuned model -> parent {glue:text}`child_to_parent_mean_gain:.2f` ± {glue:text}`child_to_parent_mean_gain_se:.2f` (verdict above) |

@@ -48,6 +48,7 @@ model: Optional[str] = None  # organism name or HF id - None: the preset's
 eval_problems: Optional[int] = None  # held-out problems - None: the preset's
 val_problems: int = 200  # validation problems for choosing snapshots
 prompts_per_step: Optional[int] = None  # prompts per RLOO step - None: the preset's
+completions_per_prompt: Optional[int] = None  # samples per prompt, RLOO's group - None: the preset's (paper: 8)
 max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
 adaptive_layers: str = "all"  # comma-separated layers for the rank-1 LoRA - all: every layer
 adaptive_lr: Optional[float] = None  # learning rate of the rank-1 LoRA - None: the preset's LoRA lr
@@ -201,7 +202,7 @@ results = ch.publish({
 # Rescaling: {glue:text}`mag_summary`. Factors near 1 differ by less than their standard errors
 # (about 0.015 at 1,000 problems), so no "best" factor is read off the curve.
 #
-# | | paper | this run (organism) |
+# | | paper | {glue:text}`this_run` |
 # | --- | --- | --- |
 # | adaptive (rank-1 LoRA) accuracy | not found | {glue:text}`best_adapt_acc:.3f` at layer {glue:text}`best_adapt` |
 # | magnitude concentrates on | meaningful prompt segments | "{glue:text}`top_segment`" |

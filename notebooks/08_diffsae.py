@@ -47,6 +47,7 @@ steps: Optional[int] = None  # RLOO steps per run - None: the preset's
 model: Optional[str] = None  # organism name or HF id - None: the preset's
 val_problems: int = 200  # validation problems for choosing snapshots
 prompts_per_step: Optional[int] = None  # prompts per RLOO step - None: the preset's
+completions_per_prompt: Optional[int] = None  # samples per prompt, RLOO's group - None: the preset's (paper: 8)
 max_new_tokens: Optional[int] = None  # completion budget - None: the preset's
 vector_layer: Optional[int] = None  # the steering vector studied - None: layer n_layers // 2 - 1
 read_layer: Optional[int] = None  # where differences are read - None: the last layer
@@ -200,7 +201,7 @@ ch.claims(results)
 # correct generations in {glue:text}`n_tracks_correct`: read the statement about one top feature above
 # only as far as these rows agree.
 #
-# | | paper | this run (organism) |
+# | | paper | {glue:text}`this_run` |
 # | --- | --- | --- |
 # | top feature by correct-vs-incorrect firing | one looked associated with incorrectness | {glue:text}`f0_dir` for the first SAE; correct in {glue:text}`n_tracks_correct` of {glue:text}`n_stability` SAEs |
 # | share of correct generations activating it | about half (layer 10) | {glue:text}`top_feature_correct_rate:.2f` |

@@ -96,6 +96,8 @@ max_hours: float = 1.0  # refuse to start when the cost plan exceeds this (hours
 results_path: str = "book/results/09_real_lm.json"  # headline numbers - JSON
 
 # %% tags=["hide-input"]
+import textwrap
+
 import pandas as pd
 from steerlib import plots
 from steerlib.ablation import head_patch_specs, mlp_only, skip_attn, skip_layer
@@ -250,7 +252,7 @@ ch.table(pd.DataFrame(shares).T.assign(**{"pass@1": [evals[n].pass_at_1 if n in 
 
 # %% tags=["hide-input"]
 H200 = DeviceRun.read("09_real_lm_h200")
-print(H200.label)
+print(textwrap.fill(H200.label, 100))
 ch.table(H200.training_rows())
 
 # %% tags=["hide-input"]
@@ -284,7 +286,7 @@ results = ch.publish({
    seed_high=seeds_last.get("high", float("nan")), prefix_repr=repr(PREFIX),
    prefix_before=evals["base"].first_token_share(PREFIX), prefix_after=evals[f"+ s{LAST}"].first_token_share(PREFIX),
    rise=describe(rise), kl_uniform=1 / max(1.0, evals[f"+ s{LAST}"].mean_length),
-   to_rank_last=ranks[f"s{LAST}"]["To"], best_word_last=min(ranks[f"s{LAST}"].values()),
+   to_rank_last=f'{ranks[f"s{LAST}"]["To"]:,}', best_word_last=f'{min(ranks[f"s{LAST}"].values()):,}',
    base_cut=evals["base"].cut_rate, skip_attn_text=shares["Skip-Attn"]["text"],
    prefix_text=describe_share(share_estimate(test.evals["prefix"], evals["base"], evals[f"+ s{LAST}"])),
    rollout_s=costs["rollout s/step"].median(),
@@ -331,7 +333,9 @@ ch.claims(results)
 # the three moved penultimate ones), and with Holm's correction for five its one-sided p-value is
 # {glue:text}`h200_pen_holm_p:.3f`: suggestive, not established. The token the last layer's vector boosts
 # most as the first token is {glue:text}`h200_token`, the paper's own opener; the share of answers opening
-# with it went from {glue:text}`h200_before:.2f` to {glue:text}`h200_after:.2f` ({glue:text}`h200_rise`).
+# with it went from {glue:text}`h200_before:.2f` to {glue:text}`h200_after:.2f` ({glue:text}`h200_rise`;
+# that run's error is the unpaired one of two binomial shares, as the code of its commit computed it; this
+# build's own rise in (d) is paired by problem, which the stored counts cannot redo).
 # The lens ranks "To" at {glue:text}`h200_to_rank_last` for that vector (best process word:
 # {glue:text}`h200_best_word_last`): if the vector does raise "To" as an opener, it does not do it through
 # its direct projection onto the unembedding. The first token holds {glue:text}`h200_kl_share:.4f` of the KL, against

@@ -264,14 +264,6 @@ def _sae_sets(d: Mapping[str, Any]) -> list[tuple[float | None, float | None]]:
     return [_sae({"top_feature_stability": [row for row in rows if row["rollouts"] == name]}) for name in sets]
 
 
-def _first_token(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    if "steered_opener_share" not in d:
-        return None, None
-    n = d["n_test_samples"]
-    return (d["steered_opener_share"] - d["base_opener_share"],
-            _diff_se(_share_se(d["steered_opener_share"], n), _share_se(d["base_opener_share"], n)))
-
-
 def _last_layer(key: str, se_key: str) -> Read:
     """Read a per-layer estimate and its error at the real model's last trained layer."""
     def read(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
@@ -344,7 +336,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("first_token", "The last layer's vector makes a process word the first token",
           '"To" (Qwen) / "Step" (Llama) boosted', "Section 6, Figure 3", "greater",
           "rise in the share of samples opening with the worked opener",
-          ("steered_opener_share", "base_opener_share", "n_test_samples"), _first_token,
+          ("opener_rise", "opener_rise_se"),
           construction=f"{_BUILT}: the first token is the only place a vector can change the answer",
           real_keys=("prefix_share_rise", "prefix_share_rise_se"),
           real_measure="rise in the share of samples opening with the token the last layer's vector boosts most"),

@@ -79,6 +79,42 @@ class EvalResult:
         total = sum(self.first_tokens.values())
         return self.first_tokens.get(token, 0) / total if total else 0.0
 
+    def first_token_per_problem(self, token: str) -> list[float]:
+        """Per problem, the share of its samples whose first generated token is ``token`` (an Average's
+        problems benchmark by benchmark, in order): the unit a share's error is clustered by, since the
+        samples of one prompt are not independent draws.
+
+        Example:
+            >>> r = summarise([Completion(0, "", " To", 1), Completion(0, "", " Let", 1),
+            ...                Completion(1, "", " To", 1), Completion(1, "", " To", 1)], 2, 2)
+            >>> r.first_token_per_problem(" To")
+            [0.5, 1.0]
+        """
+        parts = list(self.by_benchmark.values()) or [self]
+        out: list[float] = []
+        for part in parts:
+            hits: dict[int, list[bool]] = {}
+            for c in part.completions:
+                hits.setdefault(c.prompt_index, []).append(c.first_token == token)
+            out += [sum(h) / len(h) for _, h in sorted(hits.items())]
+        return out
+
+    def first_token_share_se(self, token: str) -> float:
+        """Standard error of :meth:`first_token_share`, clustered by problem (the spread of the
+        per-problem shares / sqrt(problems)); NaN with fewer than two problems.
+
+        Example:
+            >>> r = summarise([Completion(0, "", " To", 1), Completion(1, "", " Let", 1)], 2, 1)
+            >>> round(r.first_token_share_se(" To"), 3)  # sd of [1, 0] / sqrt(2)
+            0.5
+        """
+        shares = self.first_token_per_problem(token)
+        n = len(shares)
+        if n < 2:
+            return math.nan
+        mean = sum(shares) / n
+        return math.sqrt(sum((x - mean) ** 2 for x in shares) / (n - 1) / n)
+
     def top_first_tokens(self, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` most frequent first tokens with their shares."""
         total = sum(self.first_tokens.values()) or 1

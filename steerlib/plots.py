@@ -32,12 +32,16 @@ __all__ = [
     "curves",
     "token_highlights",
     "MAX_WIDTH",
+    "SMALL",
 ]
 
 #: Widest figure, inches (x 100 dpi = 900 px).
 MAX_WIDTH = 8.8
+#: The smallest text in any figure, points: legends, tick labels and heatmap numbers (9 pt at 100 dpi is
+#: 12.5 px, still above 9 px on a page column 650 px wide, where a 900 px figure is shown scaled down).
+SMALL = 9
 
-sns.set_theme(context="notebook", style="whitegrid")
+sns.set_theme(context="notebook", style="whitegrid", rc={"legend.fontsize": SMALL, "legend.title_fontsize": SMALL})
 
 
 def pretraining_curve(history: dict[str, list], title: str = "Pretraining the organism") -> Any:
@@ -66,7 +70,7 @@ def training_curves(metrics: Sequence[dict[str, Any]], title: str, opener: str =
         for key in metrics[0]["vector_norms"]:
             ax[1].plot(steps, [m["vector_norms"][key] for m in metrics], label=f"layer {key.split(':')[0]}")
         if len(metrics[0]["vector_norms"]) <= 8:
-            ax[1].legend(fontsize=7, ncols=2)
+            ax[1].legend(fontsize=SMALL, ncols=2)
     ax[1].set(xlabel="step", ylabel="|s|", title="vector norm")
     ax[2].plot(steps, [m["first_tokens_top5"].get(opener, 0.0) for m in metrics], color="C2")
     label = opener.strip() or repr(opener)  # a whitespace token is shown quoted
@@ -141,7 +145,7 @@ def layer_curve(
     for i, (name, value) in enumerate(baselines.items()):
         ax.axhline(value, ls=styles[i % len(styles)], color=f"C{i + 1}", label=name)
     ax.set(xlabel="layer", ylabel="pass@1 (τ = 1, held-out)", ylim=(0, 1.02), xticks=layers, title=title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=SMALL, loc="lower right")
     fig.tight_layout()
     plt.close(fig)  # shown once, by the cell that returns it
     return fig
@@ -158,7 +162,7 @@ def leverage(
     ax.axhline(forced, ls="--", color="C2", label='pass@1, " Step" forced')
     ax.axhline(base, ls=":", color="C3", label="pass@1, base")
     ax.set(xlabel="|s| / median last-layer residual norm", ylabel="probability / pass@1", ylim=(0, 1.02), title=title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=SMALL, loc="lower right")
     fig.tight_layout()
     plt.close(fig)  # shown once, by the cell that returns it
     return fig
@@ -186,6 +190,10 @@ def heatmaps(
     import numpy as np
 
     arrays = {name: np.asarray(m, dtype=float) for name, m in mats.items()}
+    every = np.concatenate([m[np.isfinite(m)] for m in arrays.values()])
+    if every.size:  # one scale for every panel: the one colour bar must read for all of them
+        vmin = float(every.min()) if vmin is None else vmin
+        vmax = float(every.max()) if vmax is None else vmax
     rows, cols = max(m.shape[0] for m in arrays.values()), max(m.shape[1] for m in arrays.values())
     ytick_chars = max((len(str(t)) for t in (yticks or [])), default=2)
     panel_w = max(2.6, 0.5 * cols + 0.9 + 0.07 * ytick_chars)
@@ -193,8 +201,10 @@ def heatmaps(
     n_rows = -(-len(arrays) // per_row)
     width = min(MAX_WIDTH, panel_w * per_row + 0.8)
     height = n_rows * min(9.0, max(2.6, 0.32 * rows + 1.5))
-    fig, axes = plt.subplots(n_rows, per_row, figsize=(width, height), squeeze=False)
-    annotate = (width / per_row) / cols >= 0.42 and (height / n_rows) / rows >= 0.22
+    # constrained layout places the one colour bar beside all panels (seaborn's per-panel bar, drawn on one
+    # panel of a grid, squeezed that panel and overlapped its neighbour under tight_layout)
+    fig, axes = plt.subplots(n_rows, per_row, figsize=(width, height), squeeze=False, layout="constrained")
+    annotate = (width / per_row) / cols >= 0.45 and (height / n_rows) / rows >= 0.22  # room for a 9 pt "-0.12"
     flat = list(axes.ravel())
     for ax, (name, m) in zip(flat, arrays.items()):
         xl = list(xticks) if xticks is not None else list(range(m.shape[1]))
@@ -216,17 +226,17 @@ def heatmaps(
             xticklabels=xl,
             yticklabels=yl,
             ax=ax,
-            cbar=ax is flat[min(len(arrays), per_row) - 1],
-            annot_kws={"size": 7},
+            cbar=False,
+            annot_kws={"size": SMALL},
         )
-        ax.tick_params(axis="y", rotation=0, labelsize=8)
-        ax.tick_params(axis="x", labelsize=8)
+        ax.tick_params(axis="y", rotation=0, labelsize=SMALL)
+        ax.tick_params(axis="x", labelsize=SMALL)
         ax.set(xlabel=xlabel, ylabel=ylabel)
         ax.set_title(name + ("\n(" + "; ".join(notes) + ")" if notes else ""), fontsize=9)
     for ax in flat[len(arrays):]:
         ax.set_visible(False)
+    fig.colorbar(flat[0].collections[0], ax=flat[: len(arrays)], shrink=0.9, aspect=30)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
     plt.close(fig)  # shown once, by the cell that returns it
     return fig
 
@@ -240,7 +250,7 @@ def scatter(
         ax.scatter([r[x] for r in rows], [r[col] for r in rows], label=label, color=f"C{i}", alpha=0.8)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=SMALL)
     fig.tight_layout()
     plt.close(fig)  # shown once, by the cell that returns it
     return fig
@@ -274,9 +284,9 @@ def bars(
         for i, (name, v) in enumerate((lines or {}).items()):
             ax.axvline(v, ls=styles[i % len(styles)], color=f"C{i + 1}", label=name)
         ax.set(xlabel=ylabel, title=title, xlim=ylim)
-        ax.tick_params(axis="y", labelsize=8)
+        ax.tick_params(axis="y", labelsize=SMALL)
         if lines:
-            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=min(4, len(lines)))
+            ax.legend(fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=min(4, len(lines)))
     else:
         fig, ax = plt.subplots(figsize=(min(MAX_WIDTH, max(5.5, 0.9 * len(names) + 2.5)), 3.6))
         ax.bar(names, [values[n] for n in names], yerr=errs, capsize=3, color="C0")
@@ -284,7 +294,7 @@ def bars(
             ax.axhline(v, ls=styles[i % len(styles)], color=f"C{i + 1}", label=name)
         ax.set(ylabel=ylabel, title=title, ylim=ylim)
         if lines:
-            ax.legend(fontsize=8, loc="best")
+            ax.legend(fontsize=SMALL, loc="best")
     fig.tight_layout()
     plt.close(fig)  # shown once, by the cell that returns it
     return fig
@@ -301,7 +311,7 @@ def position_curve(curves: dict[str, Sequence[float]], title: str, *, ylabel: st
         title=title,
         yscale="log" if log else "linear",
     )
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=SMALL)
     fig.tight_layout()
     plt.close(fig)  # shown once, by the cell that returns it
     return fig
@@ -327,7 +337,7 @@ def curves(
     if symlog:
         ax.set_xscale("symlog", linthresh=1.0)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=ylim)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=SMALL)
     fig.tight_layout()
     plt.close(fig)  # shown once, by the cell that returns it
     return fig

@@ -141,8 +141,8 @@ class DeviceRun:
                   "last_gain": describe(self.gain(f"+ s{last}")), "pen_gain": describe(self.gain(f"+ s{pen}")),
                   "token": repr(token), "before": before.get(token, 0.0), "after": after.get(token, 0.0),
                   "rise": describe(Estimate(r["prefix_share_rise"], r["prefix_share_rise_se"])),
-                  "to_rank_last": r["process_word_ranks"][f"s{last}"]["To"],
-                  "best_word_last": min(r["process_word_ranks"][f"s{last}"].values()),
+                  "to_rank_last": f'{r["process_word_ranks"][f"s{last}"]["To"]:,}',
+                  "best_word_last": f'{min(r["process_word_ranks"][f"s{last}"].values()):,}',
                   "kl_share": r["first_token_kl_share"], "kl_uniform": 1 / max(1.0, r["mean_length_steered"]),
                   "prefix_pass": r["prefix_pass_at_1"],
                   "prefix_share": describe_share(Estimate(r["prefix_gain_share"], r["prefix_gain_share_se"])),
@@ -192,21 +192,24 @@ def lens_extremes(model: Any, tokenizer: Any, vectors: Mapping[int, Any], k: int
 
 
 def first_token_rise(steered: Any, base: Any, token: str) -> Any:
-    """The rise in the share of samples whose first generated token is ``token`` (two evaluations, each
-    with ``first_tokens`` counts), with the standard error of a difference of two binomial shares (the
-    same reading as the claims page's first-token row).
+    """The rise in the share of samples whose first generated token is ``token`` (two evaluations of
+    the same problems), paired by problem: the mean over problems of (steered share - base share) with
+    the standard error of those differences, so samples of one prompt count as one unit and what the
+    two evaluations share (the prompt's own pull towards ``token``) cancels.
 
     Example:
-        >>> first_token_rise(steered_eval, base_eval, " ")                   # doctest: +SKIP
-        Estimate(estimate=0.05, se=0.013)
+        >>> from steerlib.evaluate import Completion, summarise
+        >>> base = summarise([Completion(0, "", " To", 1), Completion(1, "", " Let", 1),
+        ...                   Completion(2, "", " Let", 1)], 3, 1)
+        >>> steered = summarise([Completion(0, "", " To", 1), Completion(1, "", " To", 1),
+        ...                      Completion(2, "", " Let", 1)], 3, 1)
+        >>> rise = first_token_rise(steered, base, " To")  # differences 0, 1, 0: mean 1/3, se sqrt(1/3 / 3)
+        >>> round(rise.estimate, 3), round(rise.se, 3)
+        (0.333, 0.333)
     """
-    import math
+    from steerlib.stats import paired_difference
 
-    from steerlib.stats import Estimate
-
-    shares = [(r.first_token_share(token), sum(r.first_tokens.values())) for r in (steered, base)]
-    se = math.sqrt(sum(p * (1 - p) / n for p, n in shares if n))
-    return Estimate(shares[0][0] - shares[1][0], se)
+    return paired_difference(steered.first_token_per_problem(token), base.first_token_per_problem(token))
 
 
 def organism_reference(results_dir: str | Path | None = None) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def test_device_run_reads_its_file_and_computes_what_the_page_quotes(tmp_path):
     glue = run.glue()
     assert all(k.startswith("h200_") for k in glue)
     assert glue["h200_last_gain"].startswith("+0.100 ± 0.040, more than two")
-    assert glue["h200_before"] == 0.5 and glue["h200_after"] == 0.7 and glue["h200_best_word_last"] == 3
+    assert glue["h200_before"] == 0.5 and glue["h200_after"] == 0.7 and glue["h200_best_word_last"] == "3"
     assert math.isclose(glue["h200_kl_uniform"], 0.1)
 
 

@@ -333,6 +333,24 @@ def _page_outputs(notebook) -> str:
                      for k, v in o.get("data", {}).items() if "image" not in k)
 
 
+def test_chapter_02_on_a_hub_shaped_model_names_the_model_and_reads_no_verdict_from_nothing(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from steerlib.book import execute_chapter
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("STEERLIB_DATA", str(root / "tests" / "fixtures"))
+    params = {"preset": "qwen2.5-math-1.5b", "model": str(hub_shaped_model(tmp_path / "model")), "steps": 1,
+              "prompts_per_step": 1, "max_new_tokens": 4, "eval_problems": 1, "val_problems": 1, "n_seeds": 1,
+              "noise_seeds": 1, "baselines": False, "run_dir": str(tmp_path / "runs"),
+              "results_path": str(tmp_path / "02.json")}
+    execute_chapter(root / "notebooks" / "02_layer_curve.py", tmp_path / "02.ipynb", params)
+    page = _page_outputs(tmp_path / "02.ipynb")
+    assert "this run (model)" in page and "organism" not in page
+    assert all(b in page for b in ("aime24", "aime25", "amc23", "math500", "minerva", "olympiad", "AVG@32"))
+    assert "NO LEARNING SIGNAL" in page and "REPRODUCED" not in page
+
+
 # -- the cost plan ------------------------------------------------------------------------------
 def test_plan_cli_prints_hours_and_memory(capsys):
     from steerlib.plan import main
