@@ -51,6 +51,7 @@ __all__ = [
     "value_has_type",
     "execute_chapter",
     "build_html",
+    "network_mathjax",
     "repository_url",
     "install_cell",
     "sync_install_cells",
@@ -332,14 +333,35 @@ def write_generated(root: Path = ROOT) -> list[Path]:
     return [root / "book" / "claims.md", root / "book" / "results" / "claims.json", root / "book" / "costs.md"]
 
 
+#: What a page loading MathJax from the network contains (any CDN: the book serves its own copy).
+_CDN_MATHJAX = re.compile(r"""src=["'](?:https?:)?//[^"']*mathjax""", re.IGNORECASE)
+
+
+def network_mathjax(html_dir: Path) -> list[str]:
+    """The built pages (relative paths) that load MathJax from the network instead of the book's own
+    ``_static/mathjax`` (the ``sphinx-mathjax-offline`` extension in ``_config.yml``).
+
+    Example:
+        >>> network_mathjax(Path("_build/html"))                                   # doctest: +SKIP
+        []
+    """
+    return sorted(str(p.relative_to(html_dir)) for p in html_dir.rglob("*.html")
+                  if _CDN_MATHJAX.search(p.read_text(errors="replace")))
+
+
 def build_html(root: Path = ROOT) -> None:
-    """Write the generated pages, then ``jupyter-book build . -n -W --keep-going`` (warnings are errors)."""
+    """Write the generated pages, then ``jupyter-book build . -n -W --keep-going`` (warnings are errors);
+    refuse pages that load MathJax from a CDN (formulas must render offline)."""
     write_generated(root)
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "-n", "-W", "--keep-going"]
     exe = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
     if exe:
         cmd = [exe, "build", str(root), "-n", "-W", "--keep-going"]
     subprocess.run(cmd, check=True, cwd=root)
+    online = network_mathjax(root / "_build" / "html")
+    if online:
+        raise ChapterError(f"{len(online)} page(s) load MathJax from the network (first: {online[0]}); "
+                           "install the book extra (sphinx-mathjax-offline) and rebuild")
 
 
 def default_jobs() -> int:

@@ -78,3 +78,27 @@ def test_prose_is_refreshed_without_execution_but_code_changes_are_refused(sourc
     source.write_text(source.read_text().replace("steps * 10", "steps * 100"))
     with pytest.raises(ChapterError, match="execute the chapter again"):
         refresh_prose(source, page)
+
+
+def test_pages_that_load_mathjax_from_a_cdn_are_found(tmp_path):
+    from steerlib.book import network_mathjax
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "local.html").write_text('<script defer="defer" src="../_static/mathjax/tex-chtml.js"></script>')
+    (tmp_path / "sub" / "cdn.html").write_text(
+        '<script async src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"></script>')
+    (tmp_path / "protocol.html").write_text("<script src='//cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/MathJax.js'>")
+    assert network_mathjax(tmp_path) == ["protocol.html", "sub/cdn.html"]
+
+
+def test_the_book_serves_its_own_mathjax():
+    import importlib
+
+    import yaml
+
+    from steerlib.chapters import ROOT
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert "sphinx-mathjax-offline" in config["sphinx"]["extra_extensions"]
+    ext = importlib.import_module("sphinx-mathjax-offline")  # the book extra installs it (no network at build time)
+    assert (Path(ext.__file__).parent / "static" / "mathjax" / "tex-chtml.js").stat().st_size > 100_000
