@@ -317,6 +317,25 @@ def _sae(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
     return p0 - p1, _diff_se(_share_se(p1, n1), _share_se(p0, n0))
 
 
+def _pairs(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """Mean over layer pairs of pass@1 with both vectors added minus the better single vector's (the
+    diagonal of ``pair_accuracy``), with the standard error of that mean over pairs. Pairs share layers,
+    so they are not independent: the error is a lower bound.
+
+    Example:
+        >>> mean, se = _pairs({"pair_accuracy": [[0.5, 0.2, 0.4], [0.2, 0.6, 0.3], [0.4, 0.3, 0.7]]})
+        >>> round(mean, 4), round(se, 4)  # differences -0.4, -0.3, -0.4: sd 0.0577 / sqrt(3)
+        (-0.3667, 0.0333)
+    """
+    acc = d.get("pair_accuracy")
+    if not acc:
+        return None, None
+    diffs = [acc[i][j] - max(acc[i][i], acc[j][j]) for i in range(len(acc)) for j in range(i + 1, len(acc))]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1) / n) if n > 1 else None
+
+
 _BUILT = "the organism answers right in its worked mode and wrong in its direct one, and its first generated token " \
          "picks the mode (chapter 00)"
 
@@ -359,6 +378,14 @@ CLAIMS: tuple[Claim, ...] = (
           "over half", "Section 7", "greater", "share of the gain Skip-Attn keeps",
           ("skip_attn_gain_share", "skip_attn_gain_share_se"), null=0.5,
           real_keys=("skip_attn_gain_share", "skip_attn_gain_share_se")),
+    Claim("skip_layer", "The last block's MLP carries the penultimate vector: moved past the whole block, it "
+          "keeps less than half of its gain", "the MLP is the main contributor (Skip-Layer drawn, value not given)",
+          "Section 7, Figure 5", "less", "share of the gain Skip-Layer keeps",
+          ("skip_layer_gain_share", "skip_layer_gain_share_se"), null=0.5),
+    Claim("pairs", "Vectors trained alone at two layers combine constructively",
+          "constructive in Qwen, often harmful in Llama (no numbers)", "Figure 13, Appendix D", "greater",
+          "mean over layer pairs of pass@1 with both vectors minus the better single vector's (pairs share "
+          "layers: the error is a lower bound)", ("pair_accuracy",), _pairs),
     Claim("transfer_down", "A base model's vectors work on its fine-tuned descendant", "works", "Section 9, Table 1",
           "greater", "normalised gain, parent to tuned model",
           ("parent_to_child_mean_gain", "parent_to_child_mean_gain_se")),
