@@ -317,6 +317,20 @@ def _sae(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
     return p0 - p1, _diff_se(_share_se(p1, n1), _share_se(p0, n0))
 
 
+def _real_layer_gain(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """The real-model chapter's mean gain over the layers it trained (:func:`_mean_layer_gain` on its keys)."""
+    return _mean_layer_gain({"per_layer": d.get("steered_pass_at_1"), "per_layer_stderr": d.get("steered_stderr"),
+                             "base_pass_at_1": d.get("base_pass_at_1"), "base_stderr": d.get("base_stderr")})
+
+
+def _penultimate(name: str) -> Read:
+    """Read one patch's share of the penultimate vector's gain (``penultimate_shares``) on the real model."""
+    def read(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
+        row = (d.get("penultimate_shares") or {}).get(name) or {}
+        return row.get("share"), row.get("se")
+    return read
+
+
 def _pairs(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """Mean over layer pairs of pass@1 with both vectors added minus the better single vector's (the
     diagonal of ``pair_accuracy``), with the standard error of that mean over pairs. Pairs share layers,
@@ -347,7 +361,9 @@ CLAIMS: tuple[Claim, ...] = (
           real_units=_seed_gains_real),
     Claim("most_layers_help", "Vectors at almost every layer help", "all but 2 of 28 layers (Qwen2.5-Math-7B)",
           "Figure 1", "greater", "mean pass@1 gain over the layers",
-          ("per_layer", "per_layer_stderr", "base_pass_at_1", "base_stderr"), _mean_layer_gain),
+          ("per_layer", "per_layer_stderr", "base_pass_at_1", "base_stderr"), _mean_layer_gain,
+          real_keys=("steered_pass_at_1", "steered_stderr", "base_pass_at_1", "base_stderr"), real=_real_layer_gain,
+          real_measure="mean pass@1 gain over the layers trained (last, penultimate, middle and any extra)"),
     Claim("all_layer_vs_full", "All-layer steering comes close to full fine-tuning",
           'close ("explains a large portion")', "precursor paper, Table 1", "near",
           "all-layer minus full fine-tune pass@1 (paired)", ("all_layer_minus_full_ft", "all_layer_minus_full_ft_se"),
@@ -381,7 +397,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("skip_layer", "The last block's MLP carries the penultimate vector: moved past the whole block, it "
           "keeps less than half of its gain", "the MLP is the main contributor (Skip-Layer drawn, value not given)",
           "Section 7, Figure 5", "less", "share of the gain Skip-Layer keeps",
-          ("skip_layer_gain_share", "skip_layer_gain_share_se"), null=0.5),
+          ("skip_layer_gain_share", "skip_layer_gain_share_se"), null=0.5,
+          real_keys=("penultimate_shares",), real=_penultimate("Skip-Layer")),
     Claim("pairs", "Vectors trained alone at two layers combine constructively",
           "constructive in Qwen, often harmful in Llama (no numbers)", "Figure 13, Appendix D", "greater",
           "mean over layer pairs of pass@1 with both vectors minus the better single vector's (pairs share "
