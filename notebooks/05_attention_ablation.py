@@ -223,9 +223,15 @@ ch.claims(results)
 # {glue:text}`in_place_weak:.3f`): {glue:text}`where_note`; mean residual norm {glue:text}`norm_post_attn:.1f`
 # after the attention, {glue:text}`norm_resid_post:.1f` after the block.
 #
+# How to read the two shares together, fixed before the run: Skip-Attn lets the last block's MLP and the
+# unembedding see the vector, Skip-Layer only the unembedding (through the final norm). If the MLP carries
+# the effect, as the paper reads it, Skip-Layer keeps clearly less than Skip-Attn; if Skip-Layer keeps as
+# much, the vector acts through the direct path to the unembedding and the last block adds nothing.
+#
 # | | paper (Qwen2.5-Math-7B / Llama-3.1-8B) | {glue:text}`this_run` |
 # | --- | --- | --- |
 # | Skip-Attn keeps of the gain | more than half | {glue:text}`skip_attn_gain_share:.2f` ± {glue:text}`skip_attn_gain_share_se:.2f` |
+# | Skip-Layer keeps of the gain | drawn, not given; under half if the last MLP is "the main contributor" | {glue:text}`skip_layer_gain_share:.2f` ± {glue:text}`skip_layer_gain_share_se:.2f` |
 # | attention patterns | largely unchanged | JS {glue:text}`js_mean:.4f` vs random {glue:text}`js_rand_mean:.4f` |
 # | one value group recovers the gain | yes in Qwen ("V1"); no single head in Llama | attention path alone {glue:text}`attn_only_share:.2f`, best single {glue:text}`best_single_head_gain_share:.2f` |
 # | failing layers | 23, 24: the next norm shrinks the vector | attenuation ratios {glue:text}`ratio_min:.2f`-{glue:text}`ratio_max:.2f` |
