@@ -168,8 +168,8 @@ CHAPTERS: dict[str, ChapterSpec] = {s.name: s for s in (
     ChapterSpec("08_diffsae", "DiffSAE: features of the steering-induced change", _SWEEP,
                 _analysis(lambda w: 0, lambda w: 2), claims=("sae_incorrect",)),
     ChapterSpec("09_real_lm", "The paper's tests on a real Qwen2.5 model", ("01_training", "04_logit_lens"), _real_lm,
-                extra="gguf", real_claims=("single_layer_gain", "most_layers_help", "first_token", "prefix_share", "skip_attn",
-                             "skip_layer"), threads=2),
+                extra="gguf", real_claims=("single_layer_gain", "most_layers_help", "first_token", "prefix_share",
+                                           "skip_attn", "skip_layer"), threads=2),
 )}
 
 #: The names other modules refer to (the chapters a module reads results or runs from).
