@@ -440,7 +440,9 @@ def claims_table(results: Results) -> list[ClaimRow]:
             except (TypeError, KeyError):
                 real_est, real_se = None, None
             real_verdict = c.judge(real_est, real_se, real_units, organism=False)
-        found.append((c, data, est, se, c.judge(est, se, units), real_data, real_est, real_se, real_verdict))
+        built = data.get("preset", "organism") == "organism"  # construction holds for the organism only
+        found.append((c, data, est, se, c.judge(est, se, units, organism=built), real_data, real_est, real_se,
+                      real_verdict))
     holm_org = holm([one_sided_p(c.direction, e, u, c.null) for c, _, e, u, *_ in found])
     holm_real = holm([one_sided_p(c.direction, e, u, c.null) if d is not None else None
                       for c, *_, d, e, u, _v in found])
