@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from steerlib.chapters import CHAPTERS, ORGANISM, REAL_LM, claim_chapters
 from steerlib.chapters import chapter as chapter_spec
+from steerlib.stats import mean_estimate
 
 __all__ = ["verdict", "settle", "one_sided_p", "holm", "VERDICTS", "Claim", "ClaimRow", "CLAIMS", "claims_table",
            "claims_markdown", "load_results", "write_claims", "chapter_findings"]
@@ -345,9 +346,8 @@ def _pairs(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
     if not acc:
         return None, None
     diffs = [acc[i][j] - max(acc[i][i], acc[j][j]) for i in range(len(acc)) for j in range(i + 1, len(acc))]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    return mean, math.sqrt(sum((x - mean) ** 2 for x in diffs) / (n - 1) / n) if n > 1 else None
+    est = mean_estimate(diffs)
+    return est.estimate, est.se if len(diffs) > 1 else None
 
 
 _BUILT = "the organism answers right in its worked mode and wrong in its direct one, and its first generated token " \

@@ -108,12 +108,9 @@ class EvalResult:
             >>> round(r.first_token_share_se(" To"), 3)  # sd of [1, 0] / sqrt(2)
             0.5
         """
-        shares = self.first_token_per_problem(token)
-        n = len(shares)
-        if n < 2:
-            return math.nan
-        mean = sum(shares) / n
-        return math.sqrt(sum((x - mean) ** 2 for x in shares) / (n - 1) / n)
+        from steerlib.stats import mean_estimate
+
+        return mean_estimate(self.first_token_per_problem(token)).se
 
     def top_first_tokens(self, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` most frequent first tokens with their shares."""

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Estimate", "paired_difference", "bootstrap", "gain_share", "paired_gain", "share_estimate", "describe",
-           "describe_share", "t_975"]
+__all__ = ["Estimate", "mean_estimate", "paired_difference", "bootstrap", "gain_share", "paired_gain",
+           "share_estimate", "describe", "describe_share", "t_975"]
 
 #: The 0.975 quantile of Student's t by degrees of freedom (1-30); beyond 30 the normal's 1.96 is used.
 _T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -51,6 +51,19 @@ class Estimate:
 
     def __str__(self) -> str:
         return f"{self.estimate:.3f} ± {self.se:.3f}"
+
+
+def mean_estimate(xs: Sequence[float]) -> Estimate:
+    """The mean of ``xs`` and its standard error (sd / sqrt(n)); the error is NaN below two values.
+
+    Example:
+        >>> e = mean_estimate([1.0, 0.0])
+        >>> e.estimate, round(e.se, 3)
+        (0.5, 0.5)
+    """
+    n = len(xs)
+    mean = sum(xs) / n if n else math.nan
+    return Estimate(mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1) / n) if n > 1 else math.nan)
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> Estimate:
