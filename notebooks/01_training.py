@@ -57,6 +57,7 @@ import pandas as pd
 from steerlib import plots
 from steerlib.chapter import setup
 from steerlib.evaluate import benchmark_table, per_benchmark
+from steerlib.lens import first_token_boost
 from steerlib.seeds import seed_list, seed_summary, seeded_vector_runs
 from steerlib.stats import paired_gain
 from steerlib.vectorfile import peft_parity
@@ -95,7 +96,9 @@ ch.figure("fig_training", plots.training_curves(run.metrics, f"RLOO on a layer-{
 # %% tags=["hide-input"]
 evals = ch.evaluate({"base": [], **{f"seed {s} (step {r.step})": r.vectors for s, r in runs.items()}})
 base, steered = evals["base"], dict(zip(SEEDS, list(evals.values())[1:]))
-opener = steered[ch.P.seed].most_risen_first_token(base)  # the opener the first seed's vector boosts most
+# the opener: the token whose probability as the first token the first seed's vector raises most, read from
+# the logits (not picked from the samples whose shares it is then compared on); full-vocabulary logits: batch 8
+opener = first_token_boost(ch.model, ch.tok, ch.prompts()[0], runs[ch.P.seed].vectors, k=1, batch_size=8)[0][0]
 gains = {s: paired_gain(r, base) for s, r in steered.items()}
 acc = seed_summary({s: {"acc": r.pass_at_1, "opener": r.first_token_share(opener), "gain": gains[s].estimate,
                         "rise": r.first_token_share(opener) - base.first_token_share(opener)}
@@ -163,7 +166,7 @@ results = ch.publish({
     "select_on": select_on, "n_test_samples": len(base.completions), "peft_max_logit_diff": parity.max_logit_diff,
     "hook_pass_at_1": parity.hook_pass_at_1, "peft_pass_at_1": parity.peft_pass_at_1,
     "peft_identical_completions": parity.identical_completions, "per_benchmark": per_benchmark(evals),
-    "opener": opener,
+    "opener": opener, "signal_share_per_seed": {str(s): r.signal_share for s, r in runs.items()},
 }, opener_repr=repr(opener), n_seeds=len(SEEDS), seed0_gain=gains[ch.P.seed].estimate,
    seed0_gain_se=gains[ch.P.seed].se)
 ch.claims(results)
@@ -180,7 +183,8 @@ ch.claims(results)
 # deviation over seeds {glue:text}`steered_sd_over_seeds:.3f`): a gain of {glue:text}`gain:+.3f` ±
 # {glue:text}`gain_se:.3f` (the first seed alone: {glue:text}`seed0_gain:+.3f` ± {glue:text}`seed0_gain_se:.3f`,
 # paired over problems). The share of samples opening with the token the first seed's vector boosts
-# most, {glue:text}`opener_repr`, went from
+# most as the first token (read from the logits, so the samples do not choose the token they are scored on),
+# {glue:text}`opener_repr`, went from
 # {glue:text}`base_opener_share:.2f` to {glue:text}`steered_opener_share:.2f` (a rise of {glue:text}`opener_rise:+.3f` ±
 # {glue:text}`opener_rise_se:.3f`, the error clustered by problem, since samples of one prompt are not
 # independent draws), and the first seed's $|s|$

@@ -189,6 +189,8 @@ results = ch.publish({
     "single_layer_seconds": single.train_seconds, "sweep_median_step_seconds": sweep.median_step_seconds,
     "single_layer_median_step_seconds": single.median_step_seconds, "sweep_vs_n_single": sweep_ratio,
     "best_steps": steps_of, "steps": ch.P.steps, "select_on": select_on,
+    "signal_share": {**{f"seed {s} sweep": sw.signal_share for s, sw in sweeps.items()},
+                     **{k: r.signal_share for k, r in runs.items()}},
 }, best_layer=best, worst_layer=min(per_layer, key=per_layer.get), tied_with_best=", ".join(map(str, tied)),
    best_layer_acc=max(per_layer.values()), worst_layer_acc=min(per_layer.values()),
    best_layer_se=errors[max(per_layer, key=per_layer.get)], base_se=base.stderr,

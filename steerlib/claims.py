@@ -48,8 +48,9 @@ VERDICTS: dict[str, str] = {
     "opposite": "the interval lies wholly on the other side of no effect",
     "inconclusive": "the interval covers no effect, or the estimate carries no error",
     "unstable": "the verdict changes between training seeds, SAE seeds or rollout sets",
-    "no learning signal": "a standard error of exactly zero: every sample scored alike (a run that learned "
-                          "nothing), so no verdict can be read",
+    "no learning signal": "every training run the row rests on had no prompt group with mixed rewards (RLOO's "
+                          "gradient was zero), or a standard error of exactly zero (every sample scored alike): "
+                          "a run that learned nothing, so no verdict can be read",
 }
 Z = 2.0  # the book's interval: estimate ± Z standard errors
 
@@ -88,10 +89,13 @@ def verdict(direction: Direction, estimate: float | None, se: float | None, *, n
     return "reproduced"
 
 
-def settle(found: Verdict, *, construction: str | None = None, units: Sequence[Verdict] = ()) -> Verdict:
-    """The row's verdict from :func:`verdict`'s ``found``: ``unstable`` when the per-unit verdicts
-    (``units``: one per training seed, SAE or rollout set) disagree; ``holds by construction`` when the
-    organism was built so (``construction``: why) and the estimate went the paper's way.
+def settle(found: Verdict, *, construction: str | None = None, units: Sequence[Verdict] = (),
+           signal: Sequence[float] = ()) -> Verdict:
+    """The row's verdict from :func:`verdict`'s ``found``: ``no learning signal`` when every training run
+    the estimate rests on had none (``signal``: each run's share of prompt groups with a non-zero RLOO
+    advantage, :attr:`steerlib.recipes.TrainResult.signal_share`); ``unstable`` when the per-unit
+    verdicts (``units``: one per training seed, SAE or rollout set) disagree; ``holds by construction``
+    when the organism was built so (``construction``: why) and the estimate went the paper's way.
 
     Example:
         >>> settle("reproduced", units=["reproduced", "inconclusive"]), settle("reproduced", construction="built so")
@@ -100,7 +104,11 @@ def settle(found: Verdict, *, construction: str | None = None, units: Sequence[V
         'opposite'
         >>> settle("inconclusive", units=["no learning signal"] * 3)  # every seed scored alike: the pooled error
         'no learning signal'
+        >>> settle("reproduced", signal=[0.0, 0.0])  # no run had a gradient: whatever moved, training did not move it
+        'no learning signal'
     """
+    if signal and all(share == 0 for share in signal):
+        return "no learning signal"
     # every unit scored alike (a seed's paired error exactly 0): nothing was learned, even where the pooled
     # error is undefined (a benchmark of one problem has no error of its own)
     if found == "no learning signal" or (units and all(u == "no learning signal" for u in units)):
@@ -163,6 +171,21 @@ def _pair(key: str, se_key: str) -> Read:
 
 
 Units = Callable[[Mapping[str, Any]], "list[tuple[float | None, float | None]]"]
+Signal = Callable[[Mapping[str, Any]], "list[float]"]
+
+
+def _signal(key: str, *runs: str, prefix: str = "") -> Signal:
+    """Read the training runs' signal shares a chapter publishes under ``key`` (``run -> share``): the
+    runs named, or those whose name starts with ``prefix`` (every run when neither is given).
+
+    Example:
+        >>> _signal("signal_share", prefix="seed")({"signal_share": {"seed 0 sweep": 0.4, "LoRA": 0.0}})
+        [0.4]
+    """
+    def read(d: Mapping[str, Any]) -> list[float]:
+        shares = d.get(key) or {}
+        return [v for k, v in shares.items() if (k in runs if runs else k.startswith(prefix))]
+    return read
 
 
 @dataclass(frozen=True)
@@ -187,6 +210,7 @@ class Claim:
     real: Read | None = None  # reads them (None: the first two ``real_keys``)
     real_units: Units | None = None  # per training seed on the real model
     real_measure: str | None = None  # what ``real`` reads, when it is worded differently on the real LM
+    signal: Signal | None = None  # the training runs the estimate rests on: each one's share of groups with signal
 
     def estimate(self, results: Mapping[str, Any]) -> tuple[float | None, float | None]:
         """``(estimate, se)`` from the results of the chapter that measures it on the organism."""
@@ -197,12 +221,12 @@ class Claim:
         return (self.real or _pair(*self.real_keys[:2]))(results)
 
     def judge(self, est: float | None, se: float | None, units: Sequence[tuple[float | None, float | None]] = (),
-              *, organism: bool = True) -> Verdict:
+              *, organism: bool = True, signal: Sequence[float] = ()) -> Verdict:
         """The row's verdict for one model (``organism``: whether :attr:`construction` applies)."""
         found = verdict(self.direction, est, se, null=self.null, paper=self.paper_value, margin=self.margin)
         per_unit = [verdict(self.direction, e, u, null=self.null, paper=self.paper_value, margin=self.margin)
                     for e, u in units]
-        return settle(found, construction=self.construction if organism else None, units=per_unit)
+        return settle(found, construction=self.construction if organism else None, units=per_unit, signal=signal)
 
 
 @dataclass(frozen=True)
@@ -358,20 +382,21 @@ CLAIMS: tuple[Claim, ...] = (
           "greater", "pass@1 gain of the last-layer vector", ("gain", "gain_se"),
           construction=f"{_BUILT}: a vector that raises that token's logit cannot fail to raise accuracy",
           units=_seed_gains_01, real_keys=("gain", "gain_se", "layers"), real=_last_layer("gain", "gain_se"),
-          real_units=_seed_gains_real),
+          real_units=_seed_gains_real, signal=_signal("signal_share_per_seed")),
     Claim("most_layers_help", "Vectors at almost every layer help", "all but 2 of 28 layers (Qwen2.5-Math-7B)",
           "Figure 1", "greater", "mean pass@1 gain over the layers",
           ("per_layer", "per_layer_stderr", "base_pass_at_1", "base_stderr"), _mean_layer_gain,
           real_keys=("steered_pass_at_1", "steered_stderr", "base_pass_at_1", "base_stderr"), real=_real_layer_gain,
-          real_measure="mean pass@1 gain over the layers trained (last, penultimate, middle and any extra)"),
+          real_measure="mean pass@1 gain over the layers trained (last, penultimate, middle and any extra)",
+          signal=_signal("signal_share", prefix="seed")),
     Claim("all_layer_vs_full", "All-layer steering comes close to full fine-tuning",
           'close ("explains a large portion")', "precursor paper, Table 1", "near",
           "all-layer minus full fine-tune pass@1 (paired)", ("all_layer_minus_full_ft", "all_layer_minus_full_ft_se"),
-          margin=0.05),
+          margin=0.05, signal=_signal("signal_share", "all layers", "full fine-tune")),
     Claim("first_token", "The last layer's vector makes a process word the first token",
           '"To" (Qwen) / "Step" (Llama) boosted', "Section 6, Figure 3", "greater",
           "rise in the share of samples opening with the worked opener",
-          ("opener_rise", "opener_rise_se"),
+          ("opener_rise", "opener_rise_se"), signal=_signal("signal_share_per_seed"),
           construction=f"{_BUILT}: the first token is the only place a vector can change the answer",
           real_keys=("prefix_share_rise", "prefix_share_rise_se"),
           real_measure="rise in the share of samples opening with the token the last layer's vector boosts most"),
@@ -441,8 +466,9 @@ def claims_table(results: Results) -> list[ClaimRow]:
                 real_est, real_se = None, None
             real_verdict = c.judge(real_est, real_se, real_units, organism=False)
         built = data.get("preset", "organism") == "organism"  # construction holds for the organism only
-        found.append((c, data, est, se, c.judge(est, se, units, organism=built), real_data, real_est, real_se,
-                      real_verdict))
+        signal = c.signal(data) if c.signal else []
+        found.append((c, data, est, se, c.judge(est, se, units, organism=built, signal=signal), real_data, real_est,
+                      real_se, real_verdict))
     holm_org = holm([one_sided_p(c.direction, e, u, c.null) for c, _, e, u, *_ in found])
     holm_real = holm([one_sided_p(c.direction, e, u, c.null) if d is not None else None
                       for c, *_, d, e, u, _v in found])

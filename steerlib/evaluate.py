@@ -117,20 +117,6 @@ class EvalResult:
         total = sum(self.first_tokens.values()) or 1
         return [(t, c / total) for t, c in Counter(self.first_tokens).most_common(k)]
 
-    def most_risen_first_token(self, base: EvalResult) -> str:
-        """The first token whose share rises most from ``base`` to this result (the opener a vector
-        boosts, read from the samples rather than assumed; ties go to the more frequent one here).
-
-        Example:
-            >>> base = EvalResult(0.5, 0.1, 2, 1, [0.5, 0.5], {" To": 1, " Let": 1}, 9.0)
-            >>> EvalResult(0.9, 0.1, 2, 1, [1.0, 0.8], {" To": 2}, 9.0).most_risen_first_token(base)
-            ' To'
-        """
-        ranked = Counter(self.first_tokens).most_common()
-        if not ranked:
-            raise ValueError("no completions: no first token to read")
-        return max((t for t, _ in ranked), key=lambda t: self.first_token_share(t) - base.first_token_share(t))
-
     def conditional_accuracy(self, token: str) -> float:
         """Accuracy among completions whose first token is ``token`` (NaN if none)."""
         hits = [c.reward for c in self.completions if c.first_token == token]

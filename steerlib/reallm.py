@@ -21,24 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from steerlib.chapters import LOGIT_LENS, RESULTS, TRAINING
+from steerlib.rloo import signal_share
 
-__all__ = ["training_table", "signal_share", "DeviceRun", "organism_reference", "first_token_rise", "per_layer",
+__all__ = ["training_table", "DeviceRun", "organism_reference", "first_token_rise", "per_layer",
            "lens_extremes", "PROCESS_WORDS", "seed_gains", "first_token_kl_share", "gain_shares"]
 
 #: The words whose lens ranks the real-model chapter reports, fixed before any vector was trained: the
 #: openers of step-by-step reasoning (the paper's Section 6 names "To"), as a completion would start them.
 PROCESS_WORDS = ("To", "First", "Let", "Step", "We", "##", "Given", "Solution")
-
-
-def signal_share(pass_rates: Sequence[float]) -> float:
-    """The share of prompt groups whose pass rate lies strictly between 0 and 1: the groups that give
-    RLOO a non-zero advantage (all right or all wrong teaches nothing).
-
-    Example:
-        >>> signal_share([0.0, 0.25, 1.0, 0.5])
-        0.5
-    """
-    return sum(0 < x < 1 for x in pass_rates) / len(pass_rates) if pass_rates else float("nan")
 
 
 def training_table(runs: Mapping[int, Any]) -> Any:

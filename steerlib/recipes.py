@@ -29,7 +29,7 @@ from steerlib.data import split_prompts, stop_token_ids
 from steerlib.presets import Preset
 from steerlib.distributed import DataParallel
 from steerlib.rloo import (CHECKPOINT_MINUTES, Engine, FullTrainable, LoraTrainable, RLOOConfig, Trainable,
-                           VectorTrainable, manifest_params, train)
+                           VectorTrainable, manifest_params, signal_share, train)
 from steerlib.runs import RunDir
 from steerlib.steering import Site, zero_vectors
 from steerlib.vectorfile import save_vectors
@@ -64,6 +64,23 @@ class TrainResult:
         """Median seconds per step: robust to a transient load on the machine."""
         steps = sorted(self.step_seconds)
         return float(steps[len(steps) // 2]) if steps else float("nan")
+
+    @property
+    def signal_share(self) -> float:
+        """The share of prompt groups, over every step, that carried a learning signal
+        (:func:`~steerlib.rloo.signal_share`): 0 means every group all passed or all failed at every step,
+        so RLOO had no gradient and the run learned nothing, whatever its evaluation says (NaN: no steps).
+
+        Example:
+            >>> TrainResult(Path("r"), 0.0, [{"prompt_pass_rates": [0.0, 0.5]}, {"prompt_pass_rates": [1.0, 1.0]}]).signal_share
+            0.25
+        """
+        return signal_share(self.pass_rates)
+
+    @property
+    def pass_rates(self) -> list[float]:
+        """Every prompt group's pass rate, step after step (the groups RLOO trained on)."""
+        return [r for m in self.metrics for r in m.get("prompt_pass_rates", ())]
 
 
 def rloo_config(preset: Preset, lr: float) -> RLOOConfig:

@@ -51,6 +51,7 @@ __all__ = [
     "LoraTrainable",
     "FullTrainable",
     "rloo_advantages",
+    "signal_share",
     "policy_loss",
     "RLOOTrainer",
     "manifest_params",
@@ -128,6 +129,18 @@ def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
     r = rewards.reshape(-1, k)
     baseline = (r.sum(-1, keepdim=True) - r) / (k - 1)
     return (r - baseline).reshape(-1)
+
+
+def signal_share(pass_rates: Sequence[float]) -> float:
+    """The share of prompt groups whose pass rate lies strictly between 0 and 1: the groups that give
+    RLOO a non-zero advantage (:func:`rloo_advantages` is zero in a group that all passed or all failed,
+    so such a group teaches nothing).
+
+    Example:
+        >>> signal_share([0.0, 0.25, 1.0, 0.5])
+        0.5
+    """
+    return sum(0 < x < 1 for x in pass_rates) / len(pass_rates) if pass_rates else float("nan")
 
 
 def _gather_logprobs(lm_head: Any, hidden: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -35,6 +35,7 @@ from steerlib.evaluate import EvalResult
 from steerlib.preset_eval import evaluate_configs, evaluate_runs, evaluate_weights  # re-exported for chapters
 from steerlib.presets import Preset
 from steerlib.recipes import TrainResult, train_vectors, train_weights
+from steerlib.rloo import signal_share
 from steerlib.runs import RunLayout
 from steerlib.steering import Site, SteeringVector
 from steerlib.vectorfile import load_vectors, save_vectors
@@ -93,6 +94,11 @@ class RunResult:
     @property
     def metrics(self) -> list[dict[str, Any]]:
         return self.train.metrics
+
+    @property
+    def signal_share(self) -> float:
+        """The share of the run's prompt groups that carried a learning signal (:class:`TrainResult`)."""
+        return self.train.signal_share
 
     @property
     def lr(self) -> float:
@@ -159,6 +165,11 @@ class Sweep:
     def metrics(self) -> list[dict[str, Any]]:
         """The multiplexed run's metrics, or the last layer's run when sequential."""
         return self.runs[-1].metrics if self.runs else []
+
+    @property
+    def signal_share(self) -> float:
+        """The share of the sweep's prompt groups (every run, every step) that carried a learning signal."""
+        return signal_share([r for run in self.runs for r in run.pass_rates])
 
 
 def _sha(path: Path) -> str:

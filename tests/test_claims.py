@@ -45,6 +45,19 @@ def test_construction_and_disagreeing_seeds_override_a_reproduction():
     assert settle("reproduced", units=["reproduced"] * 3) == "reproduced"
 
 
+def test_a_row_resting_on_runs_without_signal_reads_no_learning_signal():
+    """A gain that reads REPRODUCED from its error alone is overruled when no training run it rests on had a
+    prompt group with mixed rewards (RLOO's gradient was zero: sampling, not training, moved the number);
+    one run with signal is enough to let the interval speak."""
+    results = {"gain": 0.1, "gain_se": 0.02, "preset": "qwen2.5-math-1.5b",
+               "signal_share_per_seed": {"0": 0.0, "1": 0.0}}
+    row = {r.key: r for r in claims_table({"01_training": results})}["single_layer_gain"]
+    assert row.verdict == "no learning signal"
+    results["signal_share_per_seed"]["1"] = 0.25
+    row = {r.key: r for r in claims_table({"01_training": results})}["single_layer_gain"]
+    assert row.verdict == "reproduced"
+
+
 def test_p_values_and_holms_adjustment_by_hand():
     from steerlib.claims import holm, one_sided_p
 

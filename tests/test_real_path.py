@@ -283,10 +283,6 @@ def test_benchmark_average_counts_samples_per_problem(monkeypatch, tmp_path):
     assert res.pass_at_1 == pytest.approx(sum(r.pass_at_1 for r in res.by_benchmark.values()) / 6)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect (2026-12-04): with the first-token rise now paired by problem its error is small, "
-    "so on the stand-in that learned nothing the first-token row reads REPRODUCED (rise 0.030 +/- 0."
-    "007) while the gain row reads NO LEARNING SIGNAL; the row must follow the training's signal"))
 def test_chapter_01_runs_end_to_end_on_a_hub_shaped_model(tmp_path, monkeypatch):
     """papermill executes chapter 01 with the qwen2.5-math-1.5b preset pointed at a hub-shaped model
     and the fixture data: two RLOO steps, selection on validation, evaluation per benchmark."""
@@ -337,10 +333,6 @@ def _page_outputs(notebook) -> str:
                      for k, v in o.get("data", {}).items() if "image" not in k)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect (2026-12-04): chapter 02's rows (mean layer gain, all-layer vs full) have no per-s"
-    "eed units, so a stand-in run that learned nothing reads INCONCLUSIVE instead of NO LEARNING SIG"
-    "NAL"))
 def test_chapter_02_on_a_hub_shaped_model_names_the_model_and_reads_no_verdict_from_nothing(tmp_path, monkeypatch):
     from pathlib import Path
 
