@@ -1,5 +1,5 @@
 # %% [markdown]
-# # The model organism
+# # 00 · The model organism
 #
 # The paper's effects live in 7-8B models trained on DeepScaleR {cite:p}`sinii2025small`. None can be
 # downloaded here, and a CPU could not train them, so the book's default runs on a *model organism*: a
@@ -74,6 +74,7 @@ print(p.prompt + p.direct())
 # that a build pretrains them side by side: the table below checks that they still meet the same
 # figures as the main organism (forced " Step" far above the base, the opener in about a third of
 # samples, a small last-layer vector that flips it).
+# {numref}`fig-00-pretraining` follows the main organism's pretraining.
 
 # %% tags=["hide-input"]
 orgs = {n: load_organism(n) for n in names}
@@ -94,6 +95,7 @@ ch.figure("fig_pretraining", plots.pretraining_curve(orgs[names[0]].info["histor
 # opener forced as the first token, and the *leverage* check: last-layer vectors of at most half the
 # median last-layer residual norm whose direction maximises log P(" Step") at the first generated
 # token, applied at every position; the headline is the smallest norm that makes P(" Step") >= 0.9.
+# {numref}`fig-00-modes` shows the two modes and {numref}`fig-00-leverage` the leverage check.
 
 # %% tags=["hide-input"]
 figures = {n: measure_organism(o, n_problems=n_problems, seed=seed) for n, o in orgs.items()}

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Training one steering vector with RLOO
+# # 01 · Training one steering vector with RLOO
 #
 # The paper trains a single zero-initialised vector $s_l$, added to the residual stream after decoder
 # layer $l$ of a frozen model, with RLOO policy gradient {cite:p}`ahmadian2024back,kool2019buy` on
@@ -9,10 +9,15 @@
 # $|s|$, the first generated token and completion length over the steps, and compares held-out pass@1
 # before and after: the headline is the mean over seeds, and every difference carries a paired error.
 #
-# :::{admonition} What this chapter found
+# ::::{admonition} What this chapter found
 # :class: tip
-# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+#
+# :::{glue:md} claims_note
+# :format: myst
 # :::
+#
+# Verdicts as defined on {doc}`../claims`.
+# ::::
 #
 # The recipe is the authors' ({doc}`notes on their code <../appendix_authors_code>`): $K$ samples per
 # prompt at $\tau = 1$, reward 1/0, advantage $A_i = r_i - \frac{1}{K-1}\sum_{j \neq i} r_j$, loss
@@ -71,6 +76,7 @@ LAYER, SEEDS = ch.P.default_layer, seed_list(ch.P.seed, n_seeds)
 # snapshots of the vector are kept at the preset's checkpoint steps, and the best of them on the split
 # named by `select_on` (validation by default; `test` reproduces the authors' protocol) is the one used
 # below. The curves are the first seed's.
+# {numref}`fig-01-training` follows the first seed's run step by step.
 
 # %% tags=["hide-input"]
 runs = seeded_vector_runs(ch.org, ch.P, LAYER, ch.layout, SEEDS,
@@ -92,6 +98,8 @@ ch.figure("fig_training", plots.training_curves(run.metrics, f"RLOO on a layer-{
 # Every seed's chosen snapshot is evaluated on the test split together with the base model (one routed
 # batch: each row carries no vector or one seed's vector), so every gain is paired: same problems,
 # and its standard error comes from the per-problem differences.
+# {numref}`fig-01-before-after` shows every seed's pass@1 beside the base model's, and
+# {numref}`fig-01-first-tokens` what the first generated token becomes.
 
 # %% tags=["hide-input"]
 evals = ch.evaluate({"base": [], **{f"seed {s} (step {r.step})": r.vectors for s, r in runs.items()}})

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # A vector per layer: the layer curve
+# # 02 · A vector per layer: the layer curve
 #
 # The paper's Figure 1 trains one vector at each layer alone and plots mean accuracy against the
 # layer, next to the base model and full RL fine-tuning {cite:p}`sinii2025small`; "all but two layers"
@@ -8,10 +8,15 @@
 # trained a vector at every layer at once (all-layer steering) and compared it with LoRA and full
 # fine-tuning. This chapter does all of that on one preset.
 #
-# :::{admonition} What this chapter found
+# ::::{admonition} What this chapter found
 # :class: tip
-# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+#
+# :::{glue:md} claims_note
+# :format: myst
 # :::
+#
+# Verdicts as defined on {doc}`../claims`.
+# ::::
 #
 # The sweep is *multiplexed*: in each RLOO step every layer's vector sees the same prompts (a paired
 # comparison across layers), each prompt group is routed to one layer's vector, and advantages, token
@@ -78,6 +83,7 @@ LAYERS, LAST, SEEDS = ch.P.parse_layers(layers), ch.P.n_layers - 1, seed_list(ch
 # ## The sweep
 # One sweep per training seed, trained (or resumed) in the run directory; each layer's best snapshot is
 # chosen on validation. The curves are the first seed's.
+# {numref}`fig-02-sweep` follows the first seed's sweep.
 
 # %% tags=["hide-input"]
 sweeps = seeded_sweeps(ch.org, ch.P, ch.layout, SEEDS, mode=sweep_mode, layers=LAYERS, **KW)
@@ -116,6 +122,7 @@ ch.table(pd.Series({"sweep, total s": sweep.train_seconds, "single-layer run, to
 # evaluated on the test split in one routed batch, and the two weight baselines on the same problems.
 # Per layer: each seed's pass@1, their mean, the standard deviation over seeds and the standard error
 # of the mean (which adds each seed's sampling error to the spread, on the wide side with three seeds).
+# {numref}`fig-02-layer-curve` draws the curve against the three baselines.
 
 # %% tags=["hide-input"]
 runs = train_baselines(ch.org, ch.P, ch.layout, **KW) if baselines else {}

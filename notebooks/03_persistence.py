@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Persistence: does a vector become the later layers' vectors?
+# # 03 · Persistence: does a vector become the later layers' vectors?
 #
 # A vector added after layer $i$ travels up the residual stream. Does it turn into the vector that RL
 # would have trained at a later layer $j$, so that all layers implement one direction carried
@@ -9,10 +9,15 @@
 # It also reports that vectors retrained orthogonal to the original never match it, and that vectors
 # trained in isolation can be combined, constructively in Qwen, often harmfully in Llama.
 #
-# :::{admonition} What this chapter found
+# ::::{admonition} What this chapter found
 # :class: tip
-# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+#
+# :::{glue:md} claims_note
+# :format: myst
 # :::
+#
+# Verdicts as defined on {doc}`../claims`.
+# ::::
 #
 # Definitions are the authors' (the paper, Section 5 and Figures 2 and 13; {doc}`notes on their code <../appendix_authors_code>`). For a prompt, one completion is sampled with
 # only $s_i$ active; prompt + completion is teacher-forced with and without $s_i$, and every decoder
@@ -76,6 +81,8 @@ LAYERS, vecs = list(range(ch.P.n_layers)), ch.vectors  # chapter 02's sweep (tra
 # Rows: the layer $i$ where the vector is injected; columns: the layer $j$ whose output is read.
 # Below the diagonal the shift is exactly zero (left blank); on the diagonal $\Delta_i = s_i$, so both
 # cosines are 1 by construction.
+# {numref}`fig-03-persistence` gives both cosines for every pair of layers, and {numref}`fig-03-distance`
+# sets them against the distance between the two layers.
 
 # %% tags=["hide-input"]
 pers = persistence(ch.model, ch.tok, ch.prompts("test", persistence_prompts)[0], vecs,
@@ -126,6 +133,7 @@ ch.table(pd.DataFrame(lens_table(ch.model, ch.tok, pers.final_shift, columns=("t
 # original (its component along the original is removed in every forward pass); a second one is then
 # trained orthogonal to both. Each run's best snapshot is chosen on the validation split; all are
 # evaluated with the original on the same held-out problems.
+# {numref}`fig-03-orthogonal` compares them.
 
 # %% tags=["hide-input"]
 orth = {"original": vecs[ORTH],
@@ -156,6 +164,8 @@ ch.figure("fig_orthogonal", plots.bars({k: r.pass_at_1 for k, r in orth_eval.ite
 # problems in one routed batch. As a diagnostic of our own (not in the paper), every pair is also
 # applied at half strength, $(s_i + s_j)/2$: if two vectors push along much the same direction, their
 # sum overshoots and their mean should not.
+# {numref}`fig-03-pairs` maps every pair and {numref}`fig-03-pair-scatter` sets each pair against its better
+# single vector.
 
 # %% tags=["hide-input"]
 all_layer = vector_run(ch.org, ch.P, LAYERS, ch.layout.all_layer(), mode="all_layer", val_problems=val_problems)

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # The last layer's vector as a first-token substitution bias
+# # 04 · The last layer's vector as a first-token substitution bias
 #
 # The paper's headline for the last layer {cite:p}`sinii2025small`: read through the final norm and the
 # unembedding (the logit lens {cite:p}`nostalgebraist2020logitlens`), the last-layer vector boosts
@@ -9,10 +9,15 @@
 # earlier layers read through the same lens mostly push tokens *down* (non-English tokens in the
 # paper's models).
 #
-# :::{admonition} What this chapter found
+# ::::{admonition} What this chapter found
 # :class: tip
-# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+#
+# :::{glue:md} claims_note
+# :format: myst
 # :::
+#
+# Verdicts as defined on {doc}`../claims`.
+# ::::
 #
 # This chapter reads every layer's vector through the lens (ranked by probability and by cosine with
 # the unembedding rows, the authors' two rankings), measures where along a completion the last-layer
@@ -76,6 +81,7 @@ LAYERS, LAST, vecs = list(range(ch.P.n_layers)), ch.P.n_layers - 1, ch.vectors  
 # ## Every layer's vector through the lens
 # Top tokens by probability ($\mathrm{softmax}(W_U \cdot \mathrm{norm}(s_l))$) and by cosine with the
 # unembedding rows, and the most pushed-down tokens (lowest cosine).
+# {numref}`fig-04-lens` shows the lens of every layer's vector at once.
 
 # %% tags=["hide-input"]
 ch.table(pd.DataFrame(lens_table(ch.model, ch.tok, {l: v.vector for l, v in vecs.items()}, k=lens_k)
@@ -110,6 +116,7 @@ ch.table(pd.DataFrame(boost, columns=["token", "P(first) base", "P(first) steere
 # KL(steered ‖ base) of the next-token distribution at each completion position, teacher-forced on
 # completions sampled with each layer's vector. Position 0 is the prediction of the first generated
 # token. The share is the first position's part of the summed KL over all positions and prompts.
+# {numref}`fig-04-positions` draws the KL by position.
 
 # %% tags=["hide-input"]
 shifts = position_shifts(ch.model, ch.tok, prompts[:shift_prompts], vecs, max_new_tokens=ch.P.max_new_tokens, seed=seed)
@@ -134,6 +141,7 @@ ch.table(pd.DataFrame({l: s.summary() for l, s in shifts.items()}).T.rename_axis
 # vector is retrained from zero with the prefix already in every training prompt (same recipe; best
 # snapshot on validation problems with the prefix): what is left for it to learn once the first token
 # is given?
+# {numref}`fig-04-prefix` shows the outcome.
 
 # %% tags=["hide-input"]
 retrained = vector_run(ch.org, ch.P, [LAST], ch.layout.prefix(LAST), prefix=PREFIX,

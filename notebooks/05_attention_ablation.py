@@ -1,5 +1,5 @@
 # %% [markdown]
-# # The penultimate layer's vector: attention or MLP?
+# # 05 · The penultimate layer's vector: attention or MLP?
 #
 # For the vector of the penultimate layer, $s_{L-1}$, the paper finds that attention patterns barely
 # change and that the effect runs through the last block's MLP and the unembedding
@@ -10,10 +10,15 @@
 # after attention); in Llama no single head suffices. Two Qwen layers whose vectors fail are blamed on
 # the next block's input norm shrinking the vector ("norm attenuation").
 #
-# :::{admonition} What this chapter found
+# ::::{admonition} What this chapter found
 # :class: tip
-# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+#
+# :::{glue:md} claims_note
+# :format: myst
 # :::
+#
+# Verdicts as defined on {doc}`../claims`.
+# ::::
 #
 # Head patching follows the authors' patched last layer (the paper, Section 7 and Figure 5; {doc}`notes on their code <../appendix_authors_code>`): the vector never enters the
 # residual stream; inside the last block a vanilla attention pass reads $\mathrm{norm}(h)$, a steered
@@ -92,6 +97,7 @@ ch.table(summary_table(ev, gain_from=(base_acc, full_acc)))
 # JS divergence (nats; at most ln 2 ≈ 0.69) between each head's attention distribution with and
 # without the vector, averaged over the query tokens of completions sampled with the vector. As a
 # yardstick, a random direction of the same norm.
+# {numref}`fig-05-js` shows the divergence per head.
 
 # %% tags=["hide-input"]
 forced = sample_forced(ch.model, ch.tok, prompts[:js_prompts], [s], max_new_tokens=ch.P.max_new_tokens, seed=seed)
@@ -116,6 +122,7 @@ ch.figure("fig_js", plots.heatmaps(grids, f"Attention-pattern change per head ({
 # ## Head and projection patching in the next block
 # Each row is one patched configuration, evaluated on the same held-out problems; the reference lines
 # are the vector in place, Skip-Attn and Skip-Layer.
+# {numref}`fig-05-heads` shows every configuration.
 
 # %% tags=["hide-input"]
 head_ev = ablation.evaluate_patches(ch.model, ch.tok, prompts, answers, s.vector, NEXT,

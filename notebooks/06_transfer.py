@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Moving vectors between models
+# # 06 · Moving vectors between models
 #
 # Vectors trained on one model can be applied to another of the same width. The paper reports
 # {cite:p}`sinii2025small` that this works within a family when the donor is the base model (e.g. a
@@ -9,10 +9,15 @@
 # $(acc_{\text{target + donor's vector}} - acc_{\text{target}}) / (acc_{\text{target + own vector}} - acc_{\text{target}})$,
 # the share of the target's own steering gain that the donor's vector recovers at the same layer.
 #
-# :::{admonition} What this chapter found
+# ::::{admonition} What this chapter found
 # :class: tip
-# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+#
+# :::{glue:md} claims_note
+# :format: myst
 # :::
+#
+# Verdicts as defined on {doc}`../claims`.
+# ::::
 #
 # On the organism the models are: `main`; `tuned`, a relative of `main` (its weights trained further
 # on an answer mix shifted towards direct answers, so it shares `main`'s residual basis, like a base
@@ -77,6 +82,7 @@ names = list(own)
 # ## How similar are the models' own vectors?
 # Cosine between two models' own vectors at the same layer. Only models that share a residual basis
 # (one descends from the other) can have aligned vectors.
+# {numref}`fig-06-cosines` shows them layer by layer.
 
 # %% tags=["hide-input"]
 cos = own_vector_cosines(own, LAYERS)
@@ -94,6 +100,7 @@ ch.figure("fig_cosines", plots.heatmaps(cos, f"Cosine between models' own vector
 # ## Every model's vectors on every other model
 # For each target: base, its own vector per layer and every other model's vector per layer, on the
 # same held-out problems in one routed batch.
+# {numref}`fig-06-transfer` gives the normalised gain of every donor on every target.
 
 # %% tags=["hide-input"]
 study = transfer_study({DONOR: ch.org, **{t: c.org for t, c in targets_.items()}},

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Adaptive steering and the vector's magnitude
+# # 07 · Adaptive steering and the vector's magnitude
 #
 # A steering vector adds the same thing at every token. The paper's adaptive variant
 # {cite:p}`sinii2025small` lets the size vary per token: a rank-1 LoRA on one layer's `down_proj`
@@ -78,6 +78,7 @@ vecs = ch.vectors  # chapter 02's sweep (trained if missing)
 # Each run starts from PEFT's initialisation ($B = 0$, so the adapter starts as the identity), its best
 # snapshot is chosen on the validation split, and it is evaluated on the held-out problems. Full
 # fine-tuning (chapter 02's run) is evaluated the same way.
+# {numref}`fig-07-adaptive` sets each layer's adapter against the plain vector.
 
 # %% tags=["hide-input"]
 runs = adaptive_runs(ch.org, ch.P, ADAPT, ch.layout, val_problems=val_problems)
@@ -112,6 +113,7 @@ ch.table(per_layer)
 # ## Where the adapter puts its magnitude
 # Mean normalised magnitude per segment and layer, on completions sampled with each layer's adapter;
 # below, one example sequence of the best layer's adapter.
+# {numref}`fig-07-segments` gives the segment means and {numref}`fig-07-tokens` the example.
 
 # %% tags=["hide-input"]
 mag_prompts = ch.prompts("test", magnitude_prompts)[0]
@@ -152,6 +154,7 @@ ch.figure("fig_tokens", plots.token_highlights(ex.example_tokens, ex.example_mag
 # ## Rescaling a trained vector
 # Each chosen layer's vector multiplied by every factor, all evaluated on the same held-out problems in
 # one routed batch (factor 0 is the base model, 1 the trained vector).
+# {numref}`fig-07-magnitude` draws pass@1 against the factor.
 
 # %% tags=["hide-input"]
 curve = adaptive.scale_curve(ch.evaluate(adaptive.rescaled({l: vecs[l] for l in MAG}, FACTORS)), MAG, FACTORS)

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # DiffSAE: features of the steering-induced change
+# # 08 · DiffSAE: features of the steering-induced change
 #
 # The paper trains a sparse autoencoder on the *difference* between steered and unsteered activations
 # and ranks its features by how much more often they fire on correct than on incorrect generations
@@ -12,10 +12,15 @@
 # generated token). At the injection layer itself $\Delta_i(t) = s_i$ at every token, so the read-out
 # layer must lie above it.
 #
-# :::{admonition} What this chapter found
+# ::::{admonition} What this chapter found
 # :class: tip
-# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+#
+# :::{glue:md} claims_note
+# :format: myst
 # :::
+#
+# Verdicts as defined on {doc}`../claims`.
+# ::::
 #
 # A feature *fires on a generation* when it is active at any of its tokens. "Share of the vector's
 # effect explained" is measured on next-token predictions along the completions: the read-out
@@ -80,6 +85,7 @@ v = ch.vectors[VL]  # chapter 02's sweep (trained if missing)
 
 # %% [markdown]
 # ## Collecting differences and training the SAE
+# {numref}`fig-08-fvu` follows the SAE's training.
 
 # %% tags=["hide-input"]
 diffs = diffsae.collect_diffs(ch.model, ch.tok, *ch.prompts("validation", sae_prompts), v, RL,
@@ -105,6 +111,7 @@ ch.figure("fig_fvu", plots.curves(hist["step"], {"fraction of variance unexplain
 # Every feature's firing rate on correct against incorrect generations; features off the diagonal
 # separate them. The first table lists the features with the largest absolute difference, the second
 # what their decoder directions say through the logit lens (exact for the last layer's residual stream).
+# {numref}`fig-08-rates` plots every feature.
 
 # %% tags=["hide-input"]
 stats = diffsae.feature_stats(sae, diffs)
@@ -141,6 +148,7 @@ ch.table(pd.DataFrame(diffsae.top_activations(sae, diffs, top[0]["feature"], ch.
 # The read-out layer's difference replaced by its reconstruction from the top features, from the most
 # frequent ones, from random sets of the same size (mean of five draws) and from every feature (the
 # SAE's own quality).
+# {numref}`fig-08-shares` compares the shares.
 
 # %% tags=["hide-input"]
 shares = diffsae.explained_shares(ch.model, sae, diffs, v, RL, stats, top_n=top_n, seed=seed)

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # The paper's tests on a real Qwen2.5 model
+# # 09 · The paper's tests on a real Qwen2.5 model
 #
 # Every other chapter runs on the model organism, built so that its first generated token decides the
 # answer mode: there, several of the paper's findings hold by construction (chapter 00). This chapter
@@ -10,10 +10,15 @@
 # download). The 1.5B sibling, of exactly the shape of Qwen2.5-Math-1.5B, is the preset
 # `qwen2.5-coder-1.5b`.
 #
-# :::{admonition} What this chapter found
+# ::::{admonition} What this chapter found
 # :class: tip
-# {glue:text}`claims_note` (verdicts as defined on {doc}`../claims`).
+#
+# :::{glue:md} claims_note
+# :format: myst
 # :::
+#
+# Verdicts as defined on {doc}`../claims`.
+# ::::
 #
 # **The task** is GSM8K-derived: the 100 English GSM-Symbolic templates {cite:p}`mirzadeh2024gsm`,
 # each a GSM8K problem whose names and numbers are redrawn under constraints with an exact answer. The
@@ -124,6 +129,7 @@ print(f"model weights sha256 {ch.org.info.get('weights_sha256')}, computed in {c
 # authors' learning rates: 0.1 at the last two layers, 0.01 elsewhere). The system prompt every prompt
 # starts with is computed once per batch (its KV cache shared by every row), and the loss pass starts
 # at the steered block.
+# {numref}`fig-real-training` follows the last layer's first seed.
 
 # %% tags=["hide-input"]
 last_runs = seeded_vector_runs(ch.org, ch.P, LAST, ch.layout, SEEDS, val_problems=val_problems)
@@ -150,6 +156,7 @@ ch.table(costs)
 # each), so the gains are paired over problems. The penultimate vector also appears moved (e): past the
 # last attention (Skip-Attn), past the whole last block (Skip-Layer), and into the last MLP's input
 # alone (MLP-only).
+# {numref}`fig-real-pass` shows every configuration.
 
 # %% tags=["hide-input"]
 pen = runs[PEN].vectors[0]
@@ -194,6 +201,7 @@ ch.table(pd.DataFrame(ranks).rename_axis("word"))
 # vector's own held-out completions (teacher-forced), the first tokens before and after, the token
 # whose probability as the first token rises most, and that token forced after every prompt of the
 # unsteered model.
+# {numref}`fig-real-first` shows the first tokens and {numref}`fig-real-prefix` the prefix test.
 
 # %% tags=["hide-input"]
 prompts, answers = ch.prompts()

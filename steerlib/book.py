@@ -174,7 +174,8 @@ def refresh_prose(source: Path, page: Path) -> bool:
     note = claims_note_of(page.stem)
     for out in (o for c in cells if c.cell_type == "code" for o in c.get("outputs", [])):
         if out.get("metadata", {}).get("scrapbook", {}).get("name") == "claims_note" and note is not None:
-            record = {"application/papermill.record/text/plain": repr(note)}
+            record = {"application/papermill.record/text/markdown": note,  # what Chapter.claims glues
+                      "application/papermill.record/text/plain": "<IPython.core.display.Markdown object>"}
             changed |= out["data"] != record
             out["data"] = record
     if changed:

@@ -175,14 +175,17 @@ class Chapter:
         return tidy(table, digits)
 
     def claims(self, results: dict[str, Any]) -> str:
-        """Glue ``claims_note``: the verdicts (:func:`steerlib.claims.verdict`) of the paper's claims this
-        chapter measures, read from its published ``results``."""
+        """Glue ``claims_note`` (Markdown: the page's result box shows it with ``{glue:md}``): the verdicts
+        (:func:`steerlib.claims.verdict`) of the paper's claims this chapter measures, read from its
+        published ``results``."""
+        from IPython.display import Markdown
+
         from steerlib.claims import chapter_findings
 
         text = chapter_findings(self.name, results)
-        _glue("claims_note", text)
+        _glue("claims_note", Markdown(text))
         if not _on_page():
-            print(f"What this chapter found: {text}")
+            print(f"What this chapter found:\n{text}")
         return text
 
     def publish(self, results: dict[str, Any], **glue: Any) -> dict[str, Any]:

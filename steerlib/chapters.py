@@ -81,6 +81,16 @@ class ChapterSpec:
     threads: int = 0
 
     @property
+    def heading(self) -> str:
+        """The page's title as the book shows it, numbered as the prose names chapters ("chapter 01").
+
+        Example:
+            >>> CHAPTERS["01_training"].heading
+            '01 · Training one steering vector with RLOO'
+        """
+        return f"{self.name[:2]} · {self.title}"
+
+    @property
     def source(self) -> Path:
         """``notebooks/<name>.py``."""
         return NOTEBOOKS / f"{self.name}.py"

@@ -484,22 +484,26 @@ def claims_table(results: Results) -> list[ClaimRow]:
 
 
 def chapter_findings(chapter: str, results: Mapping[str, Any]) -> str:
-    """The verdicts of the claims chapter ``chapter`` measures, as one sentence for its findings.
+    """The verdicts of the claims chapter ``chapter`` measures, as the Markdown list its result box shows:
+    one item per claim, its verdict as a coloured badge first, then the claim, the measure with its
+    error, the paper's statement and, on the organism, why a row holds by construction.
 
     Example:
-        >>> chapter_findings("01_training", {"gain": 0.5, "gain_se": 0.02})[:73]
-        'A vector trained at one layer raises accuracy (paper: yes, Section 4, Fig'
+        >>> note = chapter_findings("01_training", {"gain": 0.5, "gain_se": 0.02, "preset": "qwen2.5-math-1.5b"})
+        >>> print(note.splitlines()[0][:110])
+        - <span class="verdict verdict-reproduced">reproduced</span> **A vector trained at one layer raises accuracy**
     """
     spec = chapter_spec(chapter)
     if spec.real_claims:
         rows = [r for r in claims_table({chapter: results}) if r.real_lm_verdict is not None]
         measures = {c.key: c.real_measure for c in CLAIMS if c.real_measure}
-        return "; ".join(f"{r.claim} (paper: {r.paper}, {r.paper_source}): {r.real_lm_verdict.upper()}, "
-                         f"{measures.get(r.key, r.measure)} {_num(r.real_lm, r.real_lm_se)}" for r in rows)
-    rows = [r for r in claims_table({chapter: results}) if r.chapter == chapter]
-    return "; ".join(f"{r.claim} (paper: {r.paper}, {r.paper_source}): {r.verdict.upper()}, {r.measure} "
-                     f"{_num(r.organism, r.organism_se)}" + (f" ({r.construction})" if r.construction else "")
-                     for r in rows) or "this chapter measures none of the claims listed on the claims page"
+        items = [(r.real_lm_verdict, r, measures.get(r.key, r.measure), r.real_lm, r.real_lm_se, None) for r in rows]
+    else:
+        items = [(r.verdict, r, r.measure, r.organism, r.organism_se, r.construction)
+                 for r in claims_table({chapter: results}) if r.chapter == chapter]
+    return "\n".join(f"- {_badge(v)} **{r.claim}**: {measure} {_num(est, se)} (paper: {r.paper}; {r.paper_source})"
+                     + (f". Why: {why}." if why else "") for v, r, measure, est, se, why in items) \
+        or "This chapter measures none of the claims listed on the claims page."
 
 
 def _num(value: float | None, se: float | None) -> str:

@@ -321,7 +321,7 @@ def test_chapter_01_runs_end_to_end_on_a_hub_shaped_model(tmp_path, monkeypatch)
     page = _page_outputs(tmp_path / "01.ipynb")  # what the rendered page shows: the model, six benchmarks, no verdict
     assert "this run (model)" in page and "organism" not in page
     assert all(b in page for b in ("aime24", "aime25", "amc23", "math500", "minerva", "olympiad", "AVG@32"))
-    assert "NO LEARNING SIGNAL" in page and "REPRODUCED" not in page  # a random stand-in learns nothing
+    assert "verdict-no-learning-signal" in page and "verdict-reproduced" not in page  # a stand-in learns nothing
 
 
 def _page_outputs(notebook) -> str:
@@ -348,7 +348,7 @@ def test_chapter_02_on_a_hub_shaped_model_names_the_model_and_reads_no_verdict_f
     page = _page_outputs(tmp_path / "02.ipynb")
     assert "this run (model)" in page and "organism" not in page
     assert all(b in page for b in ("aime24", "aime25", "amc23", "math500", "minerva", "olympiad", "AVG@32"))
-    assert "NO LEARNING SIGNAL" in page and "REPRODUCED" not in page
+    assert "verdict-no-learning-signal" in page and "verdict-reproduced" not in page
 
 
 # -- the cost plan ------------------------------------------------------------------------------

@@ -438,3 +438,19 @@ def test_every_claim_reads_keys_its_chapters_results_have():
         missing += [(spec.name, c, k) for c in spec.claims for k in claims[c].keys if k not in results]
         missing += [(spec.name, c, k) for c in spec.real_claims for k in claims[c].real_keys if k not in results]
     assert missing == []
+
+
+def test_every_chapter_is_numbered_in_its_title_and_cites_each_of_its_figures_by_number():
+    """The TOC shows each chapter's number as the prose says it ("chapter 04"), and every figure a chapter
+    names is referred to by its number ({numref}) in that chapter's prose."""
+    import re
+
+    from steerlib.chapters import CHAPTERS
+
+    for spec in CHAPTERS.values():
+        text = spec.source.read_text()
+        assert text.splitlines()[1] == f"# # {spec.heading}", spec.name
+        names = re.findall(r":name: (\S+)", text)
+        assert names, spec.name
+        missing = [n for n in names if f"{{numref}}`{n}`" not in text]
+        assert missing == [], (spec.name, missing)
