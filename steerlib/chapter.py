@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -184,8 +185,8 @@ class Chapter:
 
         text = chapter_findings(self.name, results)
         _glue("claims_note", Markdown(text))
-        if not _on_page():
-            print(f"What this chapter found:\n{text}")
+        if not _on_page():  # a terminal or an OUT notebook: the badges as plain words
+            print("What this chapter found:\n" + re.sub(r'<span class="[^"]*">([^<]*)</span>', r"[\1]", text))
         return text
 
     def publish(self, results: dict[str, Any], **glue: Any) -> dict[str, Any]:

@@ -64,3 +64,12 @@ def test_execute_chapter_tells_the_kernel_whether_it_builds_a_page(monkeypatch, 
     book.execute_chapter(source, out, {})
     assert seen["env"] == ("1" if page else "0")
     assert PAGE_ENV not in os.environ  # restored afterwards
+
+
+def test_the_claims_note_prints_its_verdicts_as_plain_words_outside_a_page(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(chapter_mod, "_glue", lambda name, value: True)
+    ch = setup("01_training", {"preset": "organism", "run_dir": str(tmp_path / "r")}, load=False)
+    monkeypatch.setenv(PAGE_ENV, "0")
+    note = ch.claims({"gain": 0.5, "gain_se": 0.02, "opener_rise": 0.3, "opener_rise_se": 0.01})
+    out = capsys.readouterr().out
+    assert "<span" in note and "<span" not in out and "- [holds by construction] **A vector trained" in out
