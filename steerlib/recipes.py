@@ -72,7 +72,8 @@ class TrainResult:
         so RLOO had no gradient and the run learned nothing, whatever its evaluation says (NaN: no steps).
 
         Example:
-            >>> TrainResult(Path("r"), 0.0, [{"prompt_pass_rates": [0.0, 0.5]}, {"prompt_pass_rates": [1.0, 1.0]}]).signal_share
+            >>> steps = [{"prompt_pass_rates": [0.0, 0.5]}, {"prompt_pass_rates": [1.0, 1.0]}]
+            >>> TrainResult(Path("r"), 0.0, steps).signal_share
             0.25
         """
         return signal_share(self.pass_rates)
