@@ -115,7 +115,10 @@ ch.table(pd.DataFrame(boost, columns=["token", "P(first) base", "P(first) steere
 # ## Where along the completion the vector acts
 # KL(steered ‖ base) of the next-token distribution at each completion position, teacher-forced on
 # completions sampled with each layer's vector. Position 0 is the prediction of the first generated
-# token. The share is the first position's part of the summed KL over all positions and prompts.
+# token. The share is the first position's part of the summed KL over all positions and prompts; divided
+# by the even share (one over the mean completion length) it says how concentrated the change is. Fixed
+# before the run, as in chapter 09: the paper's token-substitution reading needs the last layer's ratio
+# above 10 (interval wholly above); at or below 10 the change is spread along the answer.
 # {numref}`fig-04-positions` draws the KL by position.
 
 # %% tags=["hide-input"]
@@ -124,6 +127,7 @@ ch.figure("fig_positions", plots.position_curve(
     {f"layer {l}": shifts[l].mean_by_position(min(32, ch.P.max_new_tokens)) for l in sorted({0, LAST - 1, LAST})},
     f"Where the vector changes predictions ({ch.P.name})", ylabel="mean KL(steered ‖ base), nats"))
 ch.table(pd.DataFrame({l: s.summary() for l, s in shifts.items()}).T.rename_axis("layer"))
+conc = shifts[LAST].concentration()  # the first position's share over its even share, bootstrap over sequences
 
 # %% [markdown]
 # ```{glue:figure} fig_positions
@@ -170,6 +174,7 @@ bottom_common, n_bottom_common = Counter(b[0][0] for b in bottoms.values()).most
 results = ch.publish({
     "layer": LAST, "first_token_boost": [{"token": t, "p_base": a, "p_steered": b} for t, a, b in boost],
     "first_token_shift_share": shifts[LAST].first_token_share(),
+    "first_token_kl_concentration": conc.estimate, "first_token_kl_concentration_se": conc.se,
     "first_token_shift_share_per_layer": {str(l): s.first_token_share() for l, s in shifts.items()},
     **test.summary(), "retrained_cos_original": None if retrained is None else
     float(torch.cosine_similarity(retrained.vector, vecs[LAST].vector, dim=0)),
@@ -190,7 +195,9 @@ ch.claims(results)
 # down (lowest cosine) is {glue:text}`bottom_common` for {glue:text}`n_bottom_common` of the
 # {glue:text}`n_layers` vectors: {glue:text}`bottom_note`. The token whose probability as the first
 # generated token rises most is {glue:text}`prefix_repr`. A share {glue:text}`first_token_shift_share:.2f`
-# of the KL the last-layer vector causes along its completions falls on the first generated token.
+# of the KL the last-layer vector causes along its completions falls on the first generated token,
+# {glue:text}`first_token_kl_concentration:.1f` ± {glue:text}`first_token_kl_concentration_se:.1f` times
+# its even share (bootstrap over sequences).
 #
 # Prefix test: base {glue:text}`base_pass_at_1:.3f`, vector {glue:text}`steered_pass_at_1:.3f`, prefix
 # alone {glue:text}`prefix_pass_at_1:.3f`, so the prefix recovers {glue:text}`prefix_gain_share:.2f` ±
@@ -202,7 +209,7 @@ ch.claims(results)
 # | | paper (Qwen2.5-Math-7B) | {glue:text}`this_run` |
 # | --- | --- | --- |
 # | top lens token of the last-layer vector | "To" (Qwen), "Step" (Llama) | {glue:text}`top_last` |
-# | effect concentrated on the first token | yes (token-substitution bias) | share {glue:text}`first_token_shift_share:.2f` |
+# | effect concentrated on the first token | yes (token-substitution bias) | share {glue:text}`first_token_shift_share:.2f`, {glue:text}`first_token_kl_concentration:.1f` ± {glue:text}`first_token_kl_concentration_se:.1f` x the even share |
 # | prefix recovers of the gain | about three quarters | {glue:text}`prefix_gain_share:.2f` ± {glue:text}`prefix_gain_share_se:.2f` |
 # | vector retrained with the prefix adds | not published | {glue:text}`retrained_adds:+.3f` ± {glue:text}`retrained_adds_se:.3f` |
 # | earlier layers' vectors | push non-English tokens down | {glue:text}`bottom_common` most pushed down |

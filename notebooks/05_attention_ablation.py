@@ -80,15 +80,17 @@ NEXT, LAST, LAYERS, vecs = PEN + 1, ch.P.n_layers - 1, list(range(ch.P.n_layers)
 s = vecs[PEN]
 
 # %% [markdown]
-# ## Skip-Attn and Skip-Layer
-# The same trained vector, added after the next block's attention (Skip-Attn) or after the whole next
-# block (Skip-Layer) instead of after its own block. Gain share = (acc − base) / (acc of the vector in
+# ## Skip-Attn, Skip-Layer and MLP-only
+# The same trained vector, added after the next block's attention (Skip-Attn), after the whole next
+# block (Skip-Layer) or to the next block's MLP input alone (MLP-only: the MLP sees it, the residual
+# stream does not) instead of after its own block. Gain share = (acc − base) / (acc of the vector in
 # place − base).
 
 # %% tags=["hide-input"]
 prompts, answers = ch.prompts()
 ev = ch.evaluate({"base": [], "in place": [s], "Skip-Attn": [ablation.skip_attn(s)],
-                  "Skip-Layer": [ablation.skip_layer(s)], f"s_{LAST} (last layer's own)": [vecs[LAST]]})
+                  "Skip-Layer": [ablation.skip_layer(s)], "MLP-only": [ablation.mlp_only(s)],
+                  f"s_{LAST} (last layer's own)": [vecs[LAST]]})
 base_acc, full_acc = ev["base"].pass_at_1, ev["in place"].pass_at_1
 ch.table(summary_table(ev, gain_from=(base_acc, full_acc)))
 
@@ -196,6 +198,10 @@ results = ch.publish({
     "skip_attn_gain_share": share["Skip-Attn"], "skip_layer_gain_share": share["Skip-Layer"],
     "skip_attn_gain_share_se": share_estimate(ev["Skip-Attn"], ev["base"], ev["in place"]).se,
     "skip_layer_gain_share_se": share_estimate(ev["Skip-Layer"], ev["base"], ev["in place"]).se,
+    "mlp_only_gain_share": share["MLP-only"],
+    "mlp_only_gain_share_se": share_estimate(ev["MLP-only"], ev["base"], ev["in place"]).se,
+    "v_only_gain_share": share["v-only, all groups"],
+    "v_only_gain_share_se": share_estimate(head_ev["v-only, all groups"], ev["base"], ev["in place"]).se,
     "head_patching": {k: {"pass_at_1": r.pass_at_1, "stderr": r.stderr, "gain_share": share[k]}
                       for k, r in head_ev.items()},
     "best_single_head": best_single, "best_single_head_gain_share": share[best_single],
@@ -234,11 +240,18 @@ ch.claims(results)
 # unembedding see the vector, Skip-Layer only the unembedding (through the final norm). If the MLP carries
 # the effect, as the paper reads it, Skip-Layer keeps clearly less than Skip-Attn; if Skip-Layer keeps as
 # much, the vector acts through the direct path to the unembedding and the last block adds nothing.
+# MLP-only (written before its run): if the MLP is the route, feeding the vector to the MLP's input alone
+# keeps more than half of the gain (interval above 0.5); if it keeps about nothing while Skip-Layer keeps
+# everything, the MLP is not the route on this model. The value projections of every KV group at once
+# (a constant on every value vector, which passes any attention pattern unchanged) recover the gain if
+# the attention output's route carries it: the paper says one group suffices in Qwen.
 #
 # | | paper (Qwen2.5-Math-7B / Llama-3.1-8B) | {glue:text}`this_run` |
 # | --- | --- | --- |
 # | Skip-Attn keeps of the gain | more than half | {glue:text}`skip_attn_gain_share:.2f` ± {glue:text}`skip_attn_gain_share_se:.2f` |
 # | Skip-Layer keeps of the gain | drawn, not given; under half if the last MLP is "the main contributor" | {glue:text}`skip_layer_gain_share:.2f` ± {glue:text}`skip_layer_gain_share_se:.2f` |
+# | MLP-only keeps of the gain | not run; more than half if the effect "runs through the MLP" | {glue:text}`mlp_only_gain_share:.2f` ± {glue:text}`mlp_only_gain_share_se:.2f` |
+# | the value projections of every KV group (v-only, all groups) | one group ("V1") recovers the whole gain | {glue:text}`v_only_gain_share:.2f` ± {glue:text}`v_only_gain_share_se:.2f` |
 # | attention patterns | largely unchanged | JS {glue:text}`js_mean:.4f` vs random {glue:text}`js_rand_mean:.4f` |
 # | one value group recovers the gain | yes in Qwen ("V1"); no single head in Llama | attention path alone {glue:text}`attn_only_share:.2f`, best single {glue:text}`best_single_head_gain_share:.2f` |
 # | failing layers | 23, 24: the next norm shrinks the vector | attenuation ratios {glue:text}`ratio_min:.2f`-{glue:text}`ratio_max:.2f` |

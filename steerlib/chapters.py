@@ -165,10 +165,10 @@ CHAPTERS: dict[str, ChapterSpec] = {s.name: s for s in (
                 (*_SWEEP, "run-all-layer"), _analysis(lambda w: 2, lambda w: w.P.n_layers ** 2 + 4),
                 claims=("diff_vector", "orthogonal", "pairs")),
     ChapterSpec("04_logit_lens", "The last layer's vector as a first-token substitution bias", _SWEEP,
-                _analysis(lambda w: 1, lambda w: 6 + w.P.n_layers / 8), claims=("prefix_share",)),
+                _analysis(lambda w: 1, lambda w: 6 + w.P.n_layers / 8), claims=("prefix_share", "kl_first_token")),
     ChapterSpec("05_attention_ablation", "The penultimate layer's vector: attention or MLP?", _SWEEP,
                 _analysis(lambda w: 2, lambda w: 5 * (w.shape.heads + w.shape.kv_heads) // 2),
-                claims=("skip_attn", "skip_layer")),
+                claims=("skip_attn", "skip_layer", "mlp_only", "v_head")),
     ChapterSpec("06_transfer", "Moving vectors between models",
                 (*_SWEEP, "organism-llama", "organism-sibling", "organism-tuned"),
                 _analysis(lambda w: 6, lambda w: 16), claims=("transfer_down", "transfer_up")),
@@ -178,8 +178,9 @@ CHAPTERS: dict[str, ChapterSpec] = {s.name: s for s in (
     ChapterSpec("08_diffsae", "DiffSAE: features of the steering-induced change", _SWEEP,
                 _analysis(lambda w: 0, lambda w: 2), claims=("sae_incorrect",)),
     ChapterSpec("09_real_lm", "The paper's tests on a real Qwen2.5 model", ("01_training", "04_logit_lens"), _real_lm,
-                extra="gguf", real_claims=("single_layer_gain", "most_layers_help", "first_token", "prefix_share",
-                                           "skip_attn", "skip_layer"), threads=2),
+                extra="gguf", real_claims=("single_layer_gain", "most_layers_help", "first_token", "kl_first_token",
+                                           "prefix_share", "skip_attn", "skip_layer", "mlp_only", "v_head"),
+                threads=2),
 )}
 
 #: The names other modules refer to (the chapters a module reads results or runs from).

@@ -356,6 +356,18 @@ def _penultimate(name: str) -> Read:
     return read
 
 
+def _kl_concentration(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """The real-model chapter's first-token KL share times the mean length of the same completions (its
+    concentration over the even share); that chapter keeps no per-sequence KL, so there is no error.
+
+    Example:
+        >>> _kl_concentration({"first_token_kl_share": 0.01, "mean_length_steered": 300.0})
+        (3.0, None)
+    """
+    share, length = d.get("first_token_kl_share"), d.get("mean_length_steered")
+    return (share * length if share is not None and length is not None else None), None
+
+
 def _pairs(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """Mean over layer pairs of pass@1 with both vectors added minus the better single vector's (the
     diagonal of ``pair_accuracy``), with the standard error of that mean over pairs. Pairs share layers,
@@ -400,6 +412,16 @@ CLAIMS: tuple[Claim, ...] = (
           construction=f"{_BUILT}: the first token is the only place a vector can change the answer",
           real_keys=("prefix_share_rise", "prefix_share_rise_se"),
           real_measure="rise in the share of samples opening with the token the last layer's vector boosts most"),
+    Claim("kl_first_token", "The last layer's vector changes predictions mostly at the first generated token",
+          "concentrated there: a token-substitution bias (no number)", "Section 6", "greater",
+          "the first position's share of the KL along the steered completions over its even share (1 / mean "
+          "length); above 10 reads as concentrated (chapter 09's rule, fixed before its run)",
+          ("first_token_kl_concentration", "first_token_kl_concentration_se"), null=10.0,
+          construction=f"{_BUILT}: once the opener is given, steered and unsteered model continue the same mode, so "
+                       "little is left to change after the first token",
+          real_keys=("first_token_kl_share", "mean_length_steered"), real=_kl_concentration,
+          real_measure="the first position's share of the KL times the completions' mean length (the chapter kept "
+                       "no per-sequence KL: no error)"),
     Claim("prefix_share", "Appending the boosted token recovers most of the last layer's gain",
           "about three quarters", "Section 6", "greater", "share of the gain the prefix recovers",
           ("prefix_gain_share", "prefix_gain_share_se"), paper_value=0.75,
@@ -424,6 +446,16 @@ CLAIMS: tuple[Claim, ...] = (
           "Section 7, Figure 5", "less", "share of the gain Skip-Layer keeps",
           ("skip_layer_gain_share", "skip_layer_gain_share_se"), null=0.5,
           real_keys=("penultimate_shares",), real=_penultimate("Skip-Layer")),
+    Claim("mlp_only", "The penultimate vector works through the last block's MLP: fed to that MLP's input alone, "
+          "it keeps more than half of its gain", "the effect runs through the last MLP (MLP-only not run)",
+          "Section 7", "greater", "share of the gain kept with the vector added to the next block's MLP input only",
+          ("mlp_only_gain_share", "mlp_only_gain_share_se"), null=0.5,
+          real_keys=("penultimate_shares",), real=_penultimate("MLP-only")),
+    Claim("v_head", "The penultimate vector added to the next block's value projections recovers its gain",
+          'one KV group ("V1") closes the gap in Qwen; no single head does in Llama', "Section 7, Appendix I",
+          "greater", "share of the gain kept with the vector fed to the value projections of every KV group only",
+          ("v_only_gain_share", "v_only_gain_share_se"), null=0.5, paper_value=1.0,
+          real_keys=("penultimate_shares",), real=_penultimate("V-head patch")),
     Claim("pairs", "Vectors trained alone at two layers combine constructively",
           "constructive in Qwen, often harmful in Llama (no numbers)", "Figure 13, Appendix D", "greater",
           "mean over layer pairs of pass@1 with both vectors minus the better single vector's (pairs share "
