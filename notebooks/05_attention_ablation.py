@@ -27,8 +27,9 @@
 # projection of one KV group. The attention-pattern change is measured as the Jensen-Shannon divergence
 # per head between steered and unsteered attention (our choice: the paper reports no number).
 #
-# The vectors studied here are chapter 02's sweep of its first training seed; the spread over seeds
-# (chapter 02) is not propagated into this chapter's numbers.
+# The vectors studied here are chapter 02's sweep of its first training seed; Skip-Attn, Skip-Layer,
+# MLP-only and the value-projection patch are measured again on every training seed's vector ("Every
+# training seed" below), and a verdict on the claims page stands only where all seeds agree.
 
 # %% tags=["remove-cell", "colab-install"]
 # Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.
@@ -47,6 +48,7 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
 seed: int = 0  # seeds sampling and prompt order
+n_seeds: int = 3  # training seeds whose penultimate vectors are moved too (chapter 02's sweeps of seed, seed + 1, ...)
 run_dir: Optional[str] = None  # shared with chapters 01-04 (sweep vectors reused) - None: runs/<preset>
 steps: Optional[int] = None  # RLOO steps per run - None: the preset's
 model: Optional[str] = None  # organism name or HF id - None: the preset's
@@ -68,11 +70,13 @@ from steerlib import ablation, plots
 from steerlib.chapter import setup
 from steerlib.evaluate import summary_table
 from steerlib.lens import lens_table
+from steerlib.preset_eval import route_shares
+from steerlib.seeds import seed_list
 from steerlib.selection import post_attn_runs
 from steerlib.traces import sample_forced
 from steerlib.stats import describe, gain_share, paired_gain, share_estimate
 
-ch = setup("05_attention_ablation", globals(), positive=("js_prompts",))
+ch = setup("05_attention_ablation", globals(), positive=("js_prompts", "n_seeds"))
 PEN = ch.P.n_layers - 2 if layer is None else layer
 if not 0 <= PEN < ch.P.n_layers - 1:
     raise ValueError(f"layer must lie in 0..{ch.P.n_layers - 2}: the analysis moves the vector past layer + 1")
@@ -93,6 +97,19 @@ ev = ch.evaluate({"base": [], "in place": [s], "Skip-Attn": [ablation.skip_attn(
                   f"s_{LAST} (last layer's own)": [vecs[LAST]]})
 base_acc, full_acc = ev["base"].pass_at_1, ev["in place"].pass_at_1
 ch.table(summary_table(ev, gain_from=(base_acc, full_acc)))
+
+# %% [markdown]
+# ## Every training seed
+# The same routes for the penultimate vector of each training seed's sweep (chapter 02), each seed in a
+# routed batch of its own, with the value projections of every KV group as a fifth route. The claims page
+# reads the first seed's shares above; a verdict stands only where every seed's share gives the same
+# verdict (else it reads "unstable").
+
+# %% tags=["hide-input"]
+SEEDS = seed_list(ch.P.seed, n_seeds)
+per_seed = {s: route_shares(ch.org, ch.P, v[PEN], NEXT) for s, v in ch.seed_vectors(SEEDS).items()}
+ch.table(pd.DataFrame({f"seed {s}": {k: str(e) for k, e in r.items()} for s, r in per_seed.items()}).rename_axis(
+    "share of the gain kept"))
 
 # %% [markdown]
 # ## Does the vector change attention patterns?
@@ -193,7 +210,7 @@ best_single = max(singles, key=singles.get)
 share = {k: gain_share(r.pass_at_1, base_acc, full_acc) for k, r in {**ev, **head_ev}.items()}
 ratios = [a["ratio"] for a in att.values()]
 results = ch.publish({
-    "layer": PEN, "patched_block": NEXT, "base_pass_at_1": base_acc, "in_place_pass_at_1": full_acc,
+    "layer": PEN, "seeds": SEEDS, "patched_block": NEXT, "base_pass_at_1": base_acc, "in_place_pass_at_1": full_acc,
     "skip_attn_pass_at_1": ev["Skip-Attn"].pass_at_1, "skip_layer_pass_at_1": ev["Skip-Layer"].pass_at_1,
     "skip_attn_gain_share": share["Skip-Attn"], "skip_layer_gain_share": share["Skip-Layer"],
     "skip_attn_gain_share_se": share_estimate(ev["Skip-Attn"], ev["base"], ev["in place"]).se,
@@ -209,7 +226,7 @@ results = ch.publish({
     "best_single_head_minus_base_se": paired_gain(head_ev[best_single], ev["base"]).se,
     "attention_js": {str(l): js[l] for l in later}, "attention_js_random": {str(l): js_rand[l] for l in later},
     "norm_attenuation": att, "where_to_add": {k: v.pass_at_1 for k, v in where.items()},
-    "where_to_add_runs": where_runs, "site_norms": norms, "weakest_layer": weak,
+    "where_to_add_runs": where_runs, "site_norms": norms, "weakest_layer": weak, "route_shares_per_seed": per_seed,
 }, attn_only_share=share["all heads (attention path only)"], js_mean=float(np.mean(list(js.values()))),
    best_head_note=describe(paired_gain(head_ev[best_single], ev["base"])),
    js_rand_mean=float(np.mean(list(js_rand.values()))), weak_ratio=att[weak]["ratio"], ratio_min=min(ratios),
@@ -226,7 +243,9 @@ ch.claims(results)
 # The vector of layer {glue:text}`layer` lifts pass@1 from {glue:text}`base_pass_at_1:.3f` to
 # {glue:text}`in_place_pass_at_1:.3f`. Skip-Attn keeps {glue:text}`skip_attn_gain_share:.2f` ±
 # {glue:text}`skip_attn_gain_share_se:.2f` of that gain (bootstrap over problems), Skip-Layer
-# {glue:text}`skip_layer_gain_share:.2f` ± {glue:text}`skip_layer_gain_share_se:.2f`; the attention path alone (block
+# {glue:text}`skip_layer_gain_share:.2f` ± {glue:text}`skip_layer_gain_share_se:.2f`, MLP-only
+# {glue:text}`mlp_only_gain_share:.2f` ± {glue:text}`mlp_only_gain_share_se:.2f` and the value projections of
+# every KV group {glue:text}`v_only_gain_share:.2f` ± {glue:text}`v_only_gain_share_se:.2f`; the attention path alone (block
 # {glue:text}`patched_block`'s heads steered, the stream not) {glue:text}`attn_only_share:.2f`. The largest
 # share of one head, group or projection is {glue:text}`best_single_head_gain_share:.2f`
 # ({glue:text}`best_single_head`, the largest of many: against the base model, paired over problems,

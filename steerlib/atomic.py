@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -49,7 +50,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def json_clean(value: Any) -> Any:
-    """``value`` with NaN/inf floats replaced by ``None``, tuples by lists, numpy scalars by Python ones."""
+    """``value`` with NaN/inf floats replaced by ``None``, tuples by lists, numpy scalars by Python ones and
+    dataclass instances (e.g. :class:`steerlib.stats.Estimate`) by dicts of their fields."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return json_clean(dataclasses.asdict(value))
     if isinstance(value, dict):
         return {str(k): json_clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

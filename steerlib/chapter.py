@@ -136,6 +136,15 @@ class Chapter:
         """The sweep's best vector per layer."""
         return self.sweep.vectors
 
+    def seed_vectors(self, seeds: Sequence[int]) -> dict[int, dict[int, Any]]:
+        """Chapter 02's sweep of each training seed in ``seeds`` (read back; trained if missing): seed ->
+        layer -> best vector. The preset's own seed is :attr:`vectors`."""
+        from steerlib.seeds import seeded_sweeps
+
+        sweeps = seeded_sweeps(self.org, self.P, self.layout, seeds, val_problems=self.val_problems,
+                               select_on=self.select_on)
+        return {s: sweep.vectors for s, sweep in sweeps.items()}
+
     def prompts(self, split: str = "test", n: int | None = None, append: str = "") -> tuple[list[str], list[str]]:
         """``(prompts, answers)`` of a split (``n`` defaults to the preset's ``eval_problems``)."""
         from steerlib.data import split_prompts

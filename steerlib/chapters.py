@@ -151,6 +151,7 @@ _RUN_TASKS: dict[str, str | int] = {
     "run-full-ft": "full fine-tune",
 }
 _SWEEP = ("run-sweep-seed0",)
+_SWEEPS = tuple(f"run-sweep-seed{s}" for s in SWEEP_SEEDS)  # every training seed's sweep (chapter 02's)
 
 #: Every chapter, in the book's order.
 CHAPTERS: dict[str, ChapterSpec] = {s.name: s for s in (
@@ -166,8 +167,8 @@ CHAPTERS: dict[str, ChapterSpec] = {s.name: s for s in (
                 claims=("diff_vector", "orthogonal", "pairs")),
     ChapterSpec("04_logit_lens", "The last layer's vector as a first-token substitution bias", _SWEEP,
                 _analysis(lambda w: 1, lambda w: 6 + w.P.n_layers / 8), claims=("prefix_share", "kl_first_token")),
-    ChapterSpec("05_attention_ablation", "The penultimate layer's vector: attention or MLP?", _SWEEP,
-                _analysis(lambda w: 2, lambda w: 5 * (w.shape.heads + w.shape.kv_heads) // 2),
+    ChapterSpec("05_attention_ablation", "The penultimate layer's vector: attention or MLP?", _SWEEPS,
+                _analysis(lambda w: 2, lambda w: 5 * (w.shape.heads + w.shape.kv_heads) // 2 + 6 * w.n_seeds),
                 claims=("skip_attn", "skip_layer", "mlp_only", "v_head")),
     ChapterSpec("06_transfer", "Moving vectors between models",
                 (*_SWEEP, "organism-llama", "organism-sibling", "organism-tuned"),

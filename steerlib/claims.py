@@ -356,6 +356,20 @@ def _penultimate(name: str) -> Read:
     return read
 
 
+def _route_units(name: str) -> Units:
+    """Chapter 05's share of the penultimate vector's gain kept by one route, per training seed
+    (``route_shares_per_seed``: seed -> route -> estimate and error).
+
+    Example:
+        >>> _route_units("Skip-Attn")({"route_shares_per_seed": {"0": {"Skip-Attn": {"estimate": 0.9, "se": 0.1}}}})
+        [(0.9, 0.1)]
+    """
+    def read(d: Mapping[str, Any]) -> list[tuple[float | None, float | None]]:
+        seeds = d.get("route_shares_per_seed") or {}
+        return [((r.get(name) or {}).get("estimate"), (r.get(name) or {}).get("se")) for r in seeds.values()]
+    return read
+
+
 def _kl_concentration(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """The real-model chapter's first-token KL share times the mean length of the same completions (its
     concentration over the even share); that chapter keeps no per-sequence KL, so there is no error.
@@ -439,22 +453,23 @@ CLAIMS: tuple[Claim, ...] = (
                        "to the original reaches less well"),
     Claim("skip_attn", "Skip-Attn keeps more than half of the penultimate vector's gain",
           "over half", "Section 7", "greater", "share of the gain Skip-Attn keeps",
-          ("skip_attn_gain_share", "skip_attn_gain_share_se"), null=0.5,
+          ("skip_attn_gain_share", "skip_attn_gain_share_se"), null=0.5, units=_route_units("Skip-Attn"),
           real_keys=("skip_attn_gain_share", "skip_attn_gain_share_se")),
     Claim("skip_layer", "The last block's MLP carries the penultimate vector: moved past the whole block, it "
           "keeps less than half of its gain", "the MLP is the main contributor (Skip-Layer drawn, value not given)",
           "Section 7, Figure 5", "less", "share of the gain Skip-Layer keeps",
-          ("skip_layer_gain_share", "skip_layer_gain_share_se"), null=0.5,
+          ("skip_layer_gain_share", "skip_layer_gain_share_se"), null=0.5, units=_route_units("Skip-Layer"),
           real_keys=("penultimate_shares",), real=_penultimate("Skip-Layer")),
     Claim("mlp_only", "The penultimate vector works through the last block's MLP: fed to that MLP's input alone, "
           "it keeps more than half of its gain", "the effect runs through the last MLP (MLP-only not run)",
           "Section 7", "greater", "share of the gain kept with the vector added to the next block's MLP input only",
-          ("mlp_only_gain_share", "mlp_only_gain_share_se"), null=0.5,
+          ("mlp_only_gain_share", "mlp_only_gain_share_se"), null=0.5, units=_route_units("MLP-only"),
           real_keys=("penultimate_shares",), real=_penultimate("MLP-only")),
     Claim("v_head", "The penultimate vector added to the next block's value projections recovers its gain",
           'one KV group ("V1") closes the gap in Qwen; no single head does in Llama', "Section 7, Appendix I",
           "greater", "share of the gain kept with the vector fed to the value projections of every KV group only",
           ("v_only_gain_share", "v_only_gain_share_se"), null=0.5, paper_value=1.0,
+          units=_route_units("v-only, all groups"),
           real_keys=("penultimate_shares",), real=_penultimate("V-head patch")),
     Claim("pairs", "Vectors trained alone at two layers combine constructively",
           "constructive in Qwen, often harmful in Llama (no numbers)", "Figure 13, Appendix D", "greater",
@@ -578,8 +593,9 @@ def _multiplicity(rows: list[ClaimRow]) -> str:
     """One sentence per model: claims tested, how many pass p < 0.05 before and after Holm's adjustment."""
     def line(who: str, ps: list[float | None], adjusted: list[float | None]) -> str:
         tested = [p for p in ps if p is not None]
-        return (f"on {who}, {len(tested)} claims carry a p-value, of which {sum(p < 0.05 for p in tested)} fall below "
-                f"0.05 alone and {sum(p is not None and p < 0.05 for p in adjusted)} after Holm's adjustment")
+        alone = sum(p < 0.05 for p in tested)
+        return (f"on {who}, {len(tested)} claims carry a p-value, of which {alone} {'falls' if alone == 1 else 'fall'} "
+                f"below 0.05 alone and {sum(p is not None and p < 0.05 for p in adjusted)} after Holm's adjustment")
     return "; ".join([line("the organism", [r.p_value for r in rows], [r.holm_p for r in rows]),
                       line("the real model", [r.real_lm_p for r in rows], [r.real_lm_holm_p for r in rows])])
 

@@ -111,3 +111,29 @@ def evaluate_patched(org: LoadedModel, preset: Preset, vector: Any, layer: int, 
         with patch_attention(org.model, vector, layer, **spec):
             out[name] = evaluate_configs(org, preset, {name: []}, **kwargs)[name]
     return out
+
+
+#: The routes :func:`route_shares` measures, in its order.
+ROUTES = ("Skip-Attn", "Skip-Layer", "MLP-only", "v-only, all groups")
+
+
+def route_shares(org: LoadedModel, preset: Preset, vector: SteeringVector, block: int) -> dict[str, Any]:
+    """Which route through the next block (``block``) carries a vector's gain: the share of its gain
+    (in place against the base model, on the test split) kept by each of :data:`ROUTES` (Skip-Attn,
+    Skip-Layer and MLP-only from :mod:`steerlib.ablation`, and the vector fed to the value projections of
+    every KV group), each a :class:`~steerlib.stats.Estimate` with its bootstrap error over problems.
+    One routed batch for the moved vectors, one patched pass for the value projections.
+
+    Example:
+        >>> shares = route_shares(org, preset, vecs[4], 5)                  # doctest: +SKIP
+        >>> round(shares["Skip-Attn"].estimate, 2)                           # doctest: +SKIP
+        1.05
+    """
+    from steerlib.ablation import head_patch_specs, mlp_only, skip_attn, skip_layer
+    from steerlib.stats import share_estimate
+
+    ev = evaluate_configs(org, preset, {"base": [], "in place": [vector], "Skip-Attn": [skip_attn(vector)],
+                                        "Skip-Layer": [skip_layer(vector)], "MLP-only": [mlp_only(vector)]})
+    ev.update(evaluate_patched(org, preset, vector.vector, block,
+                               {ROUTES[3]: head_patch_specs(org.model)[ROUTES[3]]}))
+    return {name: share_estimate(ev[name], ev["base"], ev["in place"]) for name in ROUTES}

@@ -62,6 +62,7 @@ SMOKE = {
         "prompts_per_step": 4,
         "max_new_tokens": 12,
         "js_prompts": 4,
+        "n_seeds": 2,  # chapter 02's smoke sweeps (seeds 0 and 1), read back
     },
     "06_transfer": {
         "model": "tiny",
