@@ -163,7 +163,7 @@ CHAPTERS: dict[str, ChapterSpec] = {s.name: s for s in (
     ChapterSpec("02_layer_curve", "A vector per layer: the layer curve", ("01_training", *_RUN_TASKS), _layer_curve,
                 trains_weights=True, claims=("most_layers_help", "all_layer_vs_full"), run_tasks=_RUN_TASKS),
     ChapterSpec("03_persistence", "Persistence: does a vector become the later layers' vectors?",
-                (*_SWEEP, "run-all-layer"), _analysis(lambda w: 2, lambda w: w.P.n_layers ** 2 + 4),
+                (*_SWEEPS, "run-all-layer"), _analysis(lambda w: 2, lambda w: w.P.n_layers ** 2 + 4),
                 claims=("diff_vector", "orthogonal", "pairs")),
     ChapterSpec("04_logit_lens", "The last layer's vector as a first-token substitution bias", _SWEEP,
                 _analysis(lambda w: 1, lambda w: 6 + w.P.n_layers / 8), claims=("prefix_share", "kl_first_token")),

@@ -211,6 +211,7 @@ class Claim:
     real_units: Units | None = None  # per training seed on the real model
     real_measure: str | None = None  # what ``real`` reads, when it is worded differently on the real LM
     signal: Signal | None = None  # the training runs the estimate rests on: each one's share of groups with signal
+    seed_units: bool = True  # ``units`` are training seeds (they count as the row's seeds), not SAEs or rollout sets
 
     def estimate(self, results: Mapping[str, Any]) -> tuple[float | None, float | None]:
         """``(estimate, se)`` from the results of the chapter that measures it on the organism."""
@@ -356,17 +357,17 @@ def _penultimate(name: str) -> Read:
     return read
 
 
-def _route_units(name: str) -> Units:
-    """Chapter 05's share of the penultimate vector's gain kept by one route, per training seed
-    (``route_shares_per_seed``: seed -> route -> estimate and error).
+def _seed_estimates(key: str, name: str | None = None) -> Units:
+    """Per training seed, an estimate a chapter publishes under ``key`` as ``seed -> {estimate, se}``, or
+    ``seed -> name -> {estimate, se}`` with ``name`` (chapter 05's routes, chapter 03's Diff-Vector cosine).
 
     Example:
-        >>> _route_units("Skip-Attn")({"route_shares_per_seed": {"0": {"Skip-Attn": {"estimate": 0.9, "se": 0.1}}}})
+        >>> _seed_estimates("shares", "Skip-Attn")({"shares": {"0": {"Skip-Attn": {"estimate": 0.9, "se": 0.1}}}})
         [(0.9, 0.1)]
     """
     def read(d: Mapping[str, Any]) -> list[tuple[float | None, float | None]]:
-        seeds = d.get("route_shares_per_seed") or {}
-        return [((r.get(name) or {}).get("estimate"), (r.get(name) or {}).get("se")) for r in seeds.values()]
+        rows = [r if name is None else (r.get(name) or {}) for r in (d.get(key) or {}).values()]
+        return [(r.get("estimate"), r.get("se")) for r in rows]
     return read
 
 
@@ -444,7 +445,8 @@ CLAIMS: tuple[Claim, ...] = (
           real_keys=("prefix_gain_share", "prefix_gain_share_se")),
     Claim("diff_vector", "A propagated shift is nearly orthogonal to later layers' own vectors",
           "Diff-Vector cosine falls quickly", "Section 5, Figure 2", "near",
-          "mean Diff-Vector cosine above the diagonal", ("mean_offdiag_diff_vector", "mean_offdiag_diff_vector_se")),
+          "mean Diff-Vector cosine above the diagonal", ("mean_offdiag_diff_vector", "mean_offdiag_diff_vector_se"),
+          units=_seed_estimates("diff_vector_per_seed")),
     Claim("orthogonal", "Vectors retrained orthogonal to the original do not match it",
           "none matched", "early version, Appendix F", "greater",
           "original minus the best orthogonal vector, pass@1",
@@ -453,23 +455,26 @@ CLAIMS: tuple[Claim, ...] = (
                        "to the original reaches less well"),
     Claim("skip_attn", "Skip-Attn keeps more than half of the penultimate vector's gain",
           "over half", "Section 7", "greater", "share of the gain Skip-Attn keeps",
-          ("skip_attn_gain_share", "skip_attn_gain_share_se"), null=0.5, units=_route_units("Skip-Attn"),
+          ("skip_attn_gain_share", "skip_attn_gain_share_se"), null=0.5,
+          units=_seed_estimates("route_shares_per_seed", "Skip-Attn"),
           real_keys=("skip_attn_gain_share", "skip_attn_gain_share_se")),
     Claim("skip_layer", "The last block's MLP carries the penultimate vector: moved past the whole block, it "
           "keeps less than half of its gain", "the MLP is the main contributor (Skip-Layer drawn, value not given)",
           "Section 7, Figure 5", "less", "share of the gain Skip-Layer keeps",
-          ("skip_layer_gain_share", "skip_layer_gain_share_se"), null=0.5, units=_route_units("Skip-Layer"),
+          ("skip_layer_gain_share", "skip_layer_gain_share_se"), null=0.5,
+          units=_seed_estimates("route_shares_per_seed", "Skip-Layer"),
           real_keys=("penultimate_shares",), real=_penultimate("Skip-Layer")),
     Claim("mlp_only", "The penultimate vector works through the last block's MLP: fed to that MLP's input alone, "
           "it keeps more than half of its gain", "the effect runs through the last MLP (MLP-only not run)",
           "Section 7", "greater", "share of the gain kept with the vector added to the next block's MLP input only",
-          ("mlp_only_gain_share", "mlp_only_gain_share_se"), null=0.5, units=_route_units("MLP-only"),
+          ("mlp_only_gain_share", "mlp_only_gain_share_se"), null=0.5,
+          units=_seed_estimates("route_shares_per_seed", "MLP-only"),
           real_keys=("penultimate_shares",), real=_penultimate("MLP-only")),
     Claim("v_head", "The penultimate vector added to the next block's value projections recovers its gain",
           'one KV group ("V1") closes the gap in Qwen; no single head does in Llama', "Section 7, Appendix I",
           "greater", "share of the gain kept with the vector fed to the value projections of every KV group only",
           ("v_only_gain_share", "v_only_gain_share_se"), null=0.5, paper_value=1.0,
-          units=_route_units("v-only, all groups"),
+          units=_seed_estimates("route_shares_per_seed", "v-only, all groups"),
           real_keys=("penultimate_shares",), real=_penultimate("V-head patch")),
     Claim("pairs", "Vectors trained alone at two layers combine constructively",
           "constructive in Qwen, often harmful in Llama (no numbers)", "Figure 13, Appendix D", "greater",
@@ -483,7 +488,7 @@ CLAIMS: tuple[Claim, ...] = (
           "normalised gain, tuned model to parent", ("child_to_parent_mean_gain", "child_to_parent_mean_gain_se")),
     Claim("sae_incorrect", "The top DiffSAE feature marks incorrect generations", "one feature looked so",
           "Section 8", "greater", "share of SAEs (seeds x rollout sets) whose top feature fires more on incorrect "
-          "generations", ("top_feature_stability",), _sae, null=0.5, units=_sae_sets),
+          "generations", ("top_feature_stability",), _sae, null=0.5, units=_sae_sets, seed_units=False),
 )
 
 
@@ -514,16 +519,17 @@ def claims_table(results: Results) -> list[ClaimRow]:
             real_verdict = c.judge(real_est, real_se, real_units, organism=False)
         built = data.get("preset", "organism") == "organism"  # construction holds for the organism only
         signal = c.signal(data) if c.signal else []
-        found.append((c, data, est, se, c.judge(est, se, units, organism=built, signal=signal), real_data, real_est,
+        n_seeds = (len(units) if units and c.seed_units else _n_seeds(data)) if data else None
+        found.append((c, n_seeds, est, se, c.judge(est, se, units, organism=built, signal=signal), real_data, real_est,
                       real_se, real_verdict))
     holm_org = holm([one_sided_p(c.direction, e, u, c.null) for c, _, e, u, *_ in found])
     holm_real = holm([one_sided_p(c.direction, e, u, c.null) if d is not None else None
                       for c, *_, d, e, u, _v in found])
     rows = []
-    for (c, data, est, se, v, real_data, r_est, r_se, r_v), h, hr in zip(found, holm_org, holm_real):
+    for (c, n_seeds, est, se, v, real_data, r_est, r_se, r_v), h, hr in zip(found, holm_org, holm_real):
         rows.append(ClaimRow(
             c.key, c.claim, where[c.key], c.paper, c.paper_source, c.paper_value, c.measure, est, se,
-            *_interval(est, se), _n_seeds(data) if data else None, one_sided_p(c.direction, est, se, c.null), h, v,
+            *_interval(est, se), n_seeds, one_sided_p(c.direction, est, se, c.null), h, v,
             c.construction if v == "holds by construction" else None,
             r_est, r_se, *_interval(r_est, r_se), _n_seeds(real_data) if real_data else None,
             one_sided_p(c.direction, r_est, r_se, c.null) if real_data is not None else None, hr, r_v))

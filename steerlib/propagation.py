@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from steerlib.arch import model_parts
 from steerlib.evaluate import EvalResult, evaluate_routed
+from steerlib.stats import Estimate
 from steerlib.steering import SteeringVector
 from steerlib.traces import paired, sample_forced
 
@@ -71,15 +72,22 @@ class Persistence:
         draws = np.mean([self.per_sequence_dv[p][:n][idx].mean(axis=1) for p in pairs], axis=0)
         return float(draws.std(ddof=1))
 
+    def offdiag_diff_vector(self) -> Estimate:
+        """The mean Diff-Vector cosine above the diagonal, with its bootstrap error
+        (:meth:`offdiag_diff_vector_se`)."""
+        upper = np.triu(np.ones(self.diff_vector.shape, dtype=bool), 1)
+        return Estimate(float(np.nanmean(self.diff_vector[upper])), self.offdiag_diff_vector_se())
+
     def summary(self) -> dict[str, Any]:
         """The matrices and their means (minimum for Diff-Diff) above the diagonal."""
         upper = np.triu(np.ones(self.diff_vector.shape, dtype=bool), 1)
+        dv = self.offdiag_diff_vector()
         return {
             "diff_vector": self.diff_vector,
             "diff_diff": self.diff_diff,
             "layer_cos": self.layer_cos,
-            "mean_offdiag_diff_vector": float(np.nanmean(self.diff_vector[upper])),
-            "mean_offdiag_diff_vector_se": self.offdiag_diff_vector_se(),
+            "mean_offdiag_diff_vector": dv.estimate,
+            "mean_offdiag_diff_vector_se": dv.se,
             "mean_offdiag_diff_diff": float(np.nanmean(self.diff_diff[upper])),
             "min_offdiag_diff_diff": float(np.nanmin(self.diff_diff[upper])),
         }

@@ -44,6 +44,7 @@ SMOKE = {
         "max_new_tokens": 12,
         "persistence_prompts": 4,
         "n_orthogonal": 1,
+        "n_seeds": 2,  # chapter 02's smoke sweeps (seeds 0 and 1), read back
     },
     "04_logit_lens": {
         "model": "tiny",
