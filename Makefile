@@ -32,10 +32,12 @@ models: install
 test: install models
 	$(BIN)/ruff check steerlib tests notebooks benchmarks
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --doctest-modules steerlib  # every docstring example runs (seconds)
 
 test-all: install models
 	$(BIN)/ruff check steerlib tests notebooks benchmarks
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --doctest-modules steerlib
 
 book: install
 	$(BIN)/python -m steerlib.book build $(if $(JOBS),--jobs $(JOBS),)

@@ -197,7 +197,7 @@ def normalized_pair_accuracy(acc_ij: float, acc_i: float, acc_j: float, acc_all:
     """(acc_ij − max(acc_i, acc_j)) / (acc_all − max(acc_i, acc_j)); NaN when the denominator is 0.
 
     Example:
-        >>> normalized_pair_accuracy(0.8, 0.6, 0.7, 0.9)
+        >>> round(normalized_pair_accuracy(0.8, 0.6, 0.7, 0.9), 6)
         0.5
     """
     best = max(acc_i, acc_j)
