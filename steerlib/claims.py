@@ -517,21 +517,23 @@ def claims_table(results: Results) -> list[ClaimRow]:
             except (TypeError, KeyError):
                 real_est, real_se = None, None
             real_verdict = c.judge(real_est, real_se, real_units, organism=False)
+        # the real-model chapter trains its other vectors once: a row without per-seed units rests on one seed
+        r_n_seeds = (len(real_units) if real_units else 1) if real_data is not None else None
         built = data.get("preset", "organism") == "organism"  # construction holds for the organism only
         signal = c.signal(data) if c.signal else []
         n_seeds = (len(units) if units and c.seed_units else _n_seeds(data)) if data else None
         found.append((c, n_seeds, est, se, c.judge(est, se, units, organism=built, signal=signal), real_data, real_est,
-                      real_se, real_verdict))
+                      real_se, real_verdict, r_n_seeds))
     holm_org = holm([one_sided_p(c.direction, e, u, c.null) for c, _, e, u, *_ in found])
     holm_real = holm([one_sided_p(c.direction, e, u, c.null) if d is not None else None
-                      for c, *_, d, e, u, _v in found])
+                      for c, *_, d, e, u, _v, _n in found])
     rows = []
-    for (c, n_seeds, est, se, v, real_data, r_est, r_se, r_v), h, hr in zip(found, holm_org, holm_real):
+    for (c, n_seeds, est, se, v, real_data, r_est, r_se, r_v, r_n_seeds), h, hr in zip(found, holm_org, holm_real):
         rows.append(ClaimRow(
             c.key, c.claim, where[c.key], c.paper, c.paper_source, c.paper_value, c.measure, est, se,
             *_interval(est, se), n_seeds, one_sided_p(c.direction, est, se, c.null), h, v,
             c.construction if v == "holds by construction" else None,
-            r_est, r_se, *_interval(r_est, r_se), _n_seeds(real_data) if real_data else None,
+            r_est, r_se, *_interval(r_est, r_se), r_n_seeds,
             one_sided_p(c.direction, r_est, r_se, c.null) if real_data is not None else None, hr, r_v))
     return rows
 
