@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -190,12 +189,12 @@ class Chapter:
         published ``results``."""
         from IPython.display import Markdown
 
-        from steerlib.claims import chapter_findings
+        from steerlib.claims import chapter_findings, plain_verdicts
 
         text = chapter_findings(self.name, results)
         _glue("claims_note", Markdown(text))
         if not _on_page():  # a terminal or an OUT notebook: the badges as plain words
-            print("What this chapter found:\n" + re.sub(r'<span class="[^"]*">([^<]*)</span>', r"[\1]", text))
+            print("What this chapter found:\n" + plain_verdicts(text))
         return text
 
     def publish(self, results: dict[str, Any], **glue: Any) -> dict[str, Any]:

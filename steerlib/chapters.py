@@ -168,7 +168,7 @@ CHAPTERS: dict[str, ChapterSpec] = {s.name: s for s in (
     ChapterSpec("04_logit_lens", "The last layer's vector as a first-token substitution bias", _SWEEP,
                 _analysis(lambda w: 1, lambda w: 6 + w.P.n_layers / 8), claims=("prefix_share", "kl_first_token")),
     ChapterSpec("05_attention_ablation", "The penultimate layer's vector: attention or MLP?", _SWEEPS,
-                _analysis(lambda w: 2, lambda w: 5 * (w.shape.heads + w.shape.kv_heads) // 2 + 6 * w.n_seeds),
+                _analysis(lambda w: 2, lambda w: 5 * (w.shape.heads + w.shape.kv_heads) // 2 + 6 * (w.n_seeds - 1)),
                 claims=("skip_attn", "skip_layer", "mlp_only", "v_head")),
     ChapterSpec("06_transfer", "Moving vectors between models",
                 (*_SWEEP, "organism-llama", "organism-sibling", "organism-tuned"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from steerlib.chapters import chapter as chapter_spec
 from steerlib.stats import mean_estimate
 
 __all__ = ["verdict", "settle", "one_sided_p", "holm", "VERDICTS", "Claim", "ClaimRow", "CLAIMS", "claims_table",
-           "claims_markdown", "load_results", "write_claims", "chapter_findings"]
+           "claims_markdown", "load_results", "write_claims", "chapter_findings", "plain_verdicts"]
 
 Direction = Literal["greater", "less", "near"]
 Verdict = Literal["holds by construction", "reproduced", "differs in size", "opposite", "inconclusive", "unstable",
@@ -571,6 +572,16 @@ def _cell(value: float | None, low: float | None, high: float | None) -> str:
     if value is None:
         return "not measured"
     return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None else " (no error)")
+
+
+def plain_verdicts(note: str) -> str:
+    """A note with its verdict badges (:func:`_badge`) as plain bracketed words, for a terminal.
+
+    Example:
+        >>> plain_verdicts(f"- {_badge('opposite')} **a claim**")
+        '- [opposite] **a claim**'
+    """
+    return re.sub(r'<span class="verdict [^"]*">([^<]*)</span>', r"[\1]", note)
 
 
 def _badge(v: str | None) -> str:

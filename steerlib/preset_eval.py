@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from steerlib.loaded import LoadedModel
@@ -121,8 +121,9 @@ def route_shares(org: LoadedModel, preset: Preset, vector: SteeringVector, block
     """Which route through the next block (``block``) carries a vector's gain: the share of its gain
     (in place against the base model, on the test split) kept by each of :data:`ROUTES` (Skip-Attn,
     Skip-Layer and MLP-only from :mod:`steerlib.ablation`, and the vector fed to the value projections of
-    every KV group), each a :class:`~steerlib.stats.Estimate` with its bootstrap error over problems.
-    One routed batch for the moved vectors, one patched pass for the value projections.
+    every KV group), each a :class:`~steerlib.stats.Estimate` with its bootstrap error over problems
+    (:func:`route_estimates`). One routed batch for the moved vectors, one patched pass for the value
+    projections.
 
     Example:
         >>> shares = route_shares(org, preset, vecs[4], 5)                  # doctest: +SKIP
@@ -130,10 +131,17 @@ def route_shares(org: LoadedModel, preset: Preset, vector: SteeringVector, block
         1.05
     """
     from steerlib.ablation import head_patch_specs, mlp_only, skip_attn, skip_layer
-    from steerlib.stats import share_estimate
 
     ev = evaluate_configs(org, preset, {"base": [], "in place": [vector], "Skip-Attn": [skip_attn(vector)],
                                         "Skip-Layer": [skip_layer(vector)], "MLP-only": [mlp_only(vector)]})
     ev.update(evaluate_patched(org, preset, vector.vector, block,
                                {ROUTES[3]: head_patch_specs(org.model)[ROUTES[3]]}))
-    return {name: share_estimate(ev[name], ev["base"], ev["in place"]) for name in ROUTES}
+    return route_estimates(ev)
+
+
+def route_estimates(evals: Mapping[str, EvalResult]) -> dict[str, Any]:
+    """:func:`route_shares` from evaluations already made on the same problems: ``evals`` holds
+    ``base``, ``in place`` and every one of :data:`ROUTES`."""
+    from steerlib.stats import share_estimate
+
+    return {name: share_estimate(evals[name], evals["base"], evals["in place"]) for name in ROUTES}
