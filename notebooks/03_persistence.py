@@ -27,9 +27,16 @@
 # Pairs: **normalised pair accuracy** $= (acc_{ij} - \max(acc_i, acc_j)) / (acc_{all} - \max(acc_i, acc_j))$,
 # 0 = no better than the better vector alone, 1 = as good as all-layer steering.
 #
-# The vectors studied here are chapter 02's sweep of its first training seed (the Diff-Vector cosine is
-# also measured on every training seed's sweep, below); elsewhere the spread over seeds
-# (chapter 02) is not propagated into this chapter's numbers.
+# The vectors studied here are chapter 02's sweep of its first training seed; every number that enters
+# a verdict on the claims page (the Diff-Vector and Diff-Diff means, the orthogonal vectors' shortfall,
+# the pairs' mean gap to their better vector) is measured again on every training seed's sweep, and a
+# verdict stands only where all seeds give the same.
+#
+# **The tests, fixed before the run.** Diff-Diff: reproduced if the mean cosine above the diagonal lies
+# above zero by more than two standard errors (bootstrap over prompts), refuted if below. Orthogonal:
+# reproduced if the original beats the best orthogonal vector by more than two standard errors, refuted
+# if the orthogonal vector is better. Pairs: the mean over layer pairs of pass@1 with both vectors minus
+# the better single vector's; the paper's "constructive" reads as above zero, "harmful" as below.
 
 # %% tags=["remove-cell", "colab-install"]
 # Colab: installs steerlib from this book's repository; Colab's own torch and libraries are kept.
@@ -48,7 +55,7 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 preset: str = "organism"  # organism | qwen2.5-math-1.5b | qwen2.5-math-7b | llama3.1-8b-instruct
 seed: int = 0  # seeds sampling and prompt order
-n_seeds: int = 3  # training seeds whose sweeps the persistence test is repeated on (chapter 02's)
+n_seeds: int = 3  # training seeds every verdict's number is repeated on (chapter 02's sweeps; own orthogonal runs)
 run_dir: Optional[str] = None  # shared with chapters 01-02 (sweep vectors reused) - None: runs/<preset>
 steps: Optional[int] = None  # RLOO steps per run - None: the preset's
 model: Optional[str] = None  # organism name or HF id - None: the preset's
@@ -71,8 +78,8 @@ from steerlib.chapter import setup
 from steerlib.evaluate import summary_table
 from steerlib.lens import lens_table
 from steerlib.propagation import pair_study, persistence
-from steerlib.seeds import seed_list
-from steerlib.selection import orthogonal_runs, vector_run
+from steerlib.seeds import seed_list, seeded_orthogonal_gaps, seeded_pair_gaps
+from steerlib.selection import orthogonal_gap, orthogonal_runs, vector_run
 
 ch = setup("03_persistence", globals(), positive=("persistence_prompts", "n_orthogonal", "n_seeds"))
 ORTH = ch.P.n_layers - 1 if orthogonal_layer is None else orthogonal_layer
@@ -119,17 +126,21 @@ ch.figure("fig_distance", plots.scatter(
 
 # %% [markdown]
 # ## Every training seed
-# The mean Diff-Vector cosine above the diagonal again, for the sweep of each training seed (chapter 02;
-# the shifts and the read-out layers' vectors both from that seed's sweep), on the same prompts. The
-# claims page reads the first seed's number; its verdict stands only where every seed's gives the same.
+# The mean Diff-Vector and Diff-Diff cosines above the diagonal again, for the sweep of each training
+# seed (chapter 02; the shifts and the read-out layers' vectors both from that seed's sweep), on the same
+# prompts. The claims page reads the first seed's numbers; a verdict stands only where every seed's
+# gives the same.
 
 # %% tags=["hide-input"]
 SEEDS = seed_list(ch.P.seed, n_seeds)
-per_seed = {ch.P.seed: pers.offdiag_diff_vector(),
-            **{s: persistence(ch.model, ch.tok, ch.prompts("test", persistence_prompts)[0], v,
-                              max_new_tokens=ch.P.max_new_tokens, seed=seed).offdiag_diff_vector()
-               for s, v in ch.seed_vectors(SEEDS[1:]).items()}}
-ch.table(pd.Series({f"seed {s}": str(e) for s, e in per_seed.items()}, name="mean Diff-Vector cosine (j > i)"))
+seed_vecs = ch.seed_vectors(SEEDS[1:])
+seed_pers = {ch.P.seed: pers, **{s: persistence(ch.model, ch.tok, ch.prompts("test", persistence_prompts)[0], v,
+                                                max_new_tokens=ch.P.max_new_tokens, seed=seed)
+                                 for s, v in seed_vecs.items()}}
+dv_per_seed = {s: p.offdiag_diff_vector() for s, p in seed_pers.items()}
+dd_per_seed = {s: p.offdiag_diff_diff() for s, p in seed_pers.items()}
+ch.table(pd.DataFrame({"mean Diff-Vector cosine (j > i)": {f"seed {s}": str(e) for s, e in dv_per_seed.items()},
+                       "mean Diff-Diff cosine (j > i)": {f"seed {s}": str(e) for s, e in dd_per_seed.items()}}))
 
 # %% [markdown]
 # The size of the propagated shift relative to the injected vector (mean $|\Delta_j(t)|$ / $|s_i|$,
@@ -159,6 +170,17 @@ orth_eval = ch.evaluate({"base": [], **{k: [v] for k, v in orth.items()}})
 cos_orig = {k: float(torch.cosine_similarity(v.vector, vecs[ORTH].vector, dim=0)) for k, v in orth.items()}
 ch.table(summary_table(orth_eval, first_tokens=3, extra={"|s|": {k: float(v.vector.norm()) for k, v in orth.items()},
                                                          "cos with original": cos_orig}))
+
+# %% [markdown]
+# The same test on every other training seed's vector at this layer (its own orthogonal runs, under
+# `seed<k>/` in the run folder): the original's pass@1 minus the best orthogonal vector's.
+
+# %% tags=["hide-input"]
+orth_per_seed = {ch.P.seed: orthogonal_gap({k: r.pass_at_1 for k, r in orth_eval.items()},
+                                           {k: r.stderr for k, r in orth_eval.items()}),
+                 **seeded_orthogonal_gaps(ch.org, ch.P, {s: v[ORTH] for s, v in seed_vecs.items()}, ch.layout,
+                                          n_orthogonal, val_problems=val_problems)}
+ch.table(pd.Series({f"seed {s}": str(e) for s, e in orth_per_seed.items()}, name="original − best orthogonal"))
 
 # %% tags=["hide-input"]
 ch.figure("fig_orthogonal", plots.bars({k: r.pass_at_1 for k, r in orth_eval.items()},
@@ -210,6 +232,14 @@ ch.figure("fig_pair_scatter", plots.scatter(
 # ```
 
 # %% [markdown]
+# Every other training seed's pairs (its own sweep; single vectors and sums only): the mean over pairs
+# of the sum's pass@1 minus the better single vector's.
+
+# %% tags=["hide-input"]
+pairs_per_seed = {ch.P.seed: pairs.gap(), **seeded_pair_gaps(ch.org, ch.P, seed_vecs)}
+ch.table(pd.Series({f"seed {s}": str(e) for s, e in pairs_per_seed.items()}, name="pair − better single vector"))
+
+# %% [markdown]
 # ```{glue:figure} fig_pair_scatter
 # :name: fig-03-pair-scatter
 #
@@ -225,7 +255,8 @@ results = ch.publish({
     "orthogonal_pass_at_1": {k: orth_eval[k].pass_at_1 for k in orth if k != "original"},
     "orthogonal_stderr": {k: orth_eval[k].stderr for k in orth}, "base_pass_at_1": orth_eval["base"].pass_at_1,
     **pairs.summary(), "pair_normalized_correlation": pairs.correlations(pers),
-    "diff_vector_per_seed": per_seed,  # the one number measured on every training seed (the rest: the first seed)
+    "diff_vector_per_seed": dv_per_seed, "diff_diff_per_seed": dd_per_seed, "orthogonal_per_seed": orth_per_seed,
+    "pairs_per_seed": pairs_per_seed, "seeds": SEEDS,
 }, best_orth_acc=best_orth, n_orth=n_orthogonal, n_pairs=len(pairs.rows()),
    n_beyond=len(pairs.beyond(1)), n_harmful=len(pairs.beyond(-1)),
    **{f"corr_{k}": v for k, v in pairs.correlations(pers).items()},
@@ -240,7 +271,8 @@ ch.claims(results)
 # ## What we found
 #
 # **Persistence.** Above the diagonal the Diff-Diff cosine averages
-# {glue:text}`mean_offdiag_diff_diff:.2f` (lowest {glue:text}`min_offdiag_diff_diff:.2f`): the shift a
+# {glue:text}`mean_offdiag_diff_diff:.2f` ± {glue:text}`mean_offdiag_diff_diff_se:.2f` (lowest
+# {glue:text}`min_offdiag_diff_diff:.2f`): the shift a
 # vector causes downstream stays aligned with its own sequence mean. The Diff-Vector cosine averages
 # {glue:text}`mean_offdiag_diff_vector:.2f` ± {glue:text}`mean_offdiag_diff_vector_se:.2f` (bootstrap over
 # prompts): the propagated shift {glue:text}`dv_verdict`.
@@ -263,7 +295,7 @@ ch.claims(results)
 #
 # | | paper (Qwen2.5-Math-7B / Llama-3.1-8B) | {glue:text}`this_run` |
 # | --- | --- | --- |
-# | Diff-Diff CosSim downstream | clearly above zero | mean {glue:text}`mean_offdiag_diff_diff:.2f` |
+# | Diff-Diff CosSim downstream | clearly above zero | mean {glue:text}`mean_offdiag_diff_diff:.2f` ± {glue:text}`mean_offdiag_diff_diff_se:.2f` |
 # | Diff-Vector CosSim downstream | falls quickly with distance, near orthogonal | mean {glue:text}`mean_offdiag_diff_vector:.2f` ± {glue:text}`mean_offdiag_diff_vector_se:.2f` |
 # | orthogonal vectors | none matched the original | {glue:text}`orth_verdict` |
 # | pairs of vectors | constructive in Qwen, often harmful in Llama | {glue:text}`n_beyond` better, {glue:text}`n_harmful` worse of {glue:text}`n_pairs` |

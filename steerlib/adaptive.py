@@ -17,13 +17,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from steerlib.arch import model_parts
+from steerlib.stats import Estimate, mean_estimate
 from steerlib.steering import SteeringVector
 from steerlib.traces import Forced, layer_modules, record, run
 
@@ -124,6 +125,20 @@ class MagnitudeStudy:
     segments: dict[str, float]  # segment -> mean normalised magnitude
     example_tokens: list[str]  # the first sequence's tokens
     example_magnitudes: np.ndarray  # and their magnitudes
+    per_prompt: list[dict[str, float]] = field(default_factory=list)  # each sequence's segment -> mean magnitude
+
+    def problem_excess(self) -> Estimate:
+        """Per prompt, the mean magnitude on the problem's tokens minus the mean on the template's prompt
+        tokens (before and after the problem, pooled); the mean over prompts with its standard error.
+
+        Example:
+            >>> rows = [{"problem": 0.5, "template": 0.2}, {"problem": 0.3, "template": 0.2}]
+            >>> m = MagnitudeStudy({}, [], np.zeros(0), rows)
+            >>> e = m.problem_excess(); round(e.estimate, 3), round(e.se, 3)
+            (0.2, 0.1)
+        """
+        return mean_estimate([row["problem"] - row["template"] for row in self.per_prompt
+                              if "problem" in row and "template" in row])
 
 
 def magnitude_study(
@@ -152,7 +167,12 @@ def magnitude_study(
         mags = token_magnitudes(run.train.trainable, forced, layer)
     labels = [segment_labels(tokenizer, p, pr, len(c.token_ids)) for p, pr, c in zip(prompts, problems, comps)]
     ids = forced.ids[0][forced.mask[0].bool()].tolist()
-    return MagnitudeStudy(segment_means(mags, labels), [tokenizer.decode([t]) for t in ids], mags[0])
+    template = [[_TEMPLATE.get(x, x) for x in lab] for lab in labels]
+    per_prompt = [segment_means([m], [lab]) for m, lab in zip(mags, template)]
+    return MagnitudeStudy(segment_means(mags, labels), [tokenizer.decode([t]) for t in ids], mags[0], per_prompt)
+
+
+_TEMPLATE = {"before problem": "template", "after problem": "template"}  # the prompt's tokens outside the problem
 
 
 def rescaled(vectors: dict[int, SteeringVector], factors: Sequence[float]) -> dict[str, list[SteeringVector]]:

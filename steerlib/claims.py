@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 from steerlib.chapters import CHAPTERS, ORGANISM, REAL_LM, claim_chapters
 from steerlib.chapters import chapter as chapter_spec
-from steerlib.stats import mean_estimate
+from steerlib.propagation import pair_gap
+from steerlib.selection import orthogonal_gap
 
 __all__ = ["verdict", "settle", "one_sided_p", "holm", "VERDICTS", "Claim", "ClaimRow", "CLAIMS", "claims_table",
            "claims_markdown", "load_results", "write_claims", "chapter_findings", "plain_verdicts"]
@@ -154,15 +155,6 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     return out
 
 
-def _diff_se(*ses: float | None) -> float | None:
-    """Standard error of a difference of independent estimates (an upper bound when they are paired)."""
-    return None if any(s is None for s in ses) else math.sqrt(sum(s * s for s in ses))  # type: ignore[operator]
-
-
-def _share_se(p: float, n: float) -> float:
-    return math.sqrt(max(p * (1 - p), 0.0) / n) if n else float("nan")
-
-
 Read = Callable[[Mapping[str, Any]], "tuple[float | None, float | None]"]
 
 
@@ -284,11 +276,9 @@ def _seed_gains_real(d: Mapping[str, Any]) -> list[tuple[float | None, float | N
     return [(g, (seeds.get("per_seed_se") or {}).get(s)) for s, g in (seeds.get("per_seed") or {}).items()]
 
 
-def _sae_sets(d: Mapping[str, Any]) -> list[tuple[float | None, float | None]]:
-    """DiffSAE: the share of SAEs whose top feature tracks incorrect generations, per rollout set."""
-    rows = d.get("top_feature_stability") or []
-    sets = sorted({row["rollouts"] for row in rows})
-    return [_sae({"top_feature_stability": [row for row in rows if row["rollouts"] == name]}) for name in sets]
+def _sae_units(d: Mapping[str, Any]) -> list[tuple[float | None, float | None]]:
+    """DiffSAE: each SAE's held-out difference (correct − incorrect firing rate of its top feature) and error."""
+    return [(row.get("difference"), row.get("se")) for row in d.get("top_feature_stability") or []]
 
 
 def _last_layer(key: str, se_key: str) -> Read:
@@ -323,25 +313,28 @@ def _mean_layer_gain(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
 
 
 def _orthogonal(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    orth, ses = d.get("orthogonal_pass_at_1") or {}, d.get("orthogonal_stderr") or {}
+    """:func:`steerlib.selection.orthogonal_gap` of the published pass@1 and errors."""
+    orth = d.get("orthogonal_pass_at_1") or {}
     if not orth:
         return None, None
-    best = max(orth, key=orth.get)
-    return d["original_pass_at_1"] - orth[best], _diff_se(ses.get("original"), ses.get(best))
+    gap = orthogonal_gap({**orth, "original": d["original_pass_at_1"]}, d.get("orthogonal_stderr") or {})
+    return gap.estimate, None if math.isnan(gap.se) else gap.se
 
 
 def _sae(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    """Share of SAEs (seeds x rollout sets) whose top feature fires more on incorrect generations, with
-    its binomial error; without the stability check, the one SAE's difference in firing rates."""
-    rows = d.get("top_feature_stability")
-    if rows:
-        p = sum(row["tracks"] == "incorrect" for row in rows) / len(rows)
-        return p, _share_se(p, len(rows)) if 0 < p < 1 else 1 / (2 * len(rows))
-    if "top_feature_correct_rate" not in d:
+    """DiffSAE: the mean over SAEs (training seeds x rollout sets x SAE seeds) of the top feature's held-out
+    difference in firing rate, correct minus incorrect generations; its error is the mean of the SAEs'
+    errors, what the error of the mean would be if the SAEs were perfectly correlated (they share
+    rollouts), so an upper bound.
+
+    Example:
+        >>> _sae({"top_feature_stability": [{"difference": 0.5, "se": 0.1}, {"difference": 0.3, "se": 0.2}]})
+        (0.4, 0.15000000000000002)
+    """
+    units = _sae_units(d)
+    if not units or any(e is None or u is None for e, u in units):
         return None, None
-    n1, n0 = d["correct_rollouts"], d["rollouts"] - d["correct_rollouts"]
-    p1, p0 = d["top_feature_correct_rate"], d["top_feature_incorrect_rate"]
-    return p0 - p1, _diff_se(_share_se(p1, n1), _share_se(p0, n0))
+    return sum(e for e, _ in units) / len(units), sum(u for _, u in units) / len(units)  # type: ignore[misc]
 
 
 def _real_layer_gain(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
@@ -385,21 +378,12 @@ def _kl_concentration(d: Mapping[str, Any]) -> tuple[float | None, float | None]
 
 
 def _pairs(d: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    """Mean over layer pairs of pass@1 with both vectors added minus the better single vector's (the
-    diagonal of ``pair_accuracy``), with the standard error of that mean over pairs. Pairs share layers,
-    so they are not independent: the error is a lower bound.
-
-    Example:
-        >>> mean, se = _pairs({"pair_accuracy": [[0.5, 0.2, 0.4], [0.2, 0.6, 0.3], [0.4, 0.3, 0.7]]})
-        >>> round(mean, 4), round(se, 4)  # differences -0.4, -0.3, -0.4: sd 0.0577 / sqrt(3)
-        (-0.3667, 0.0333)
-    """
+    """:func:`steerlib.propagation.pair_gap` of the published pair matrix (no error from one pair)."""
     acc = d.get("pair_accuracy")
     if not acc:
         return None, None
-    diffs = [acc[i][j] - max(acc[i][i], acc[j][j]) for i in range(len(acc)) for j in range(i + 1, len(acc))]
-    est = mean_estimate(diffs)
-    return est.estimate, est.se if len(diffs) > 1 else None
+    gap = pair_gap(acc)
+    return gap.estimate, gap.se if len(acc) > 2 else None
 
 
 _BUILT = "the organism answers right in its worked mode and wrong in its direct one, and its first generated token " \
@@ -448,12 +432,16 @@ CLAIMS: tuple[Claim, ...] = (
           "Diff-Vector cosine falls quickly", "Section 5, Figure 2", "near",
           "mean Diff-Vector cosine above the diagonal", ("mean_offdiag_diff_vector", "mean_offdiag_diff_vector_se"),
           units=_seed_estimates("diff_vector_per_seed")),
+    Claim("diff_diff", "A propagated shift stays aligned with itself across tokens",
+          "Diff-Diff cosine stays clearly above zero (no number)", "Section 5, Figure 2", "greater",
+          "mean Diff-Diff cosine above the diagonal (each token's shift against its sequence's mean shift)",
+          ("mean_offdiag_diff_diff", "mean_offdiag_diff_diff_se"), units=_seed_estimates("diff_diff_per_seed")),
     Claim("orthogonal", "Vectors retrained orthogonal to the original do not match it",
           "none matched", "early version, Appendix F", "greater",
           "original minus the best orthogonal vector, pass@1",
           ("orthogonal_pass_at_1", "orthogonal_stderr", "original_pass_at_1"), _orthogonal,
           construction=f"{_BUILT}: its one lever is the opener's logit direction, which a vector kept orthogonal "
-                       "to the original reaches less well"),
+                       "to the original reaches less well", units=_seed_estimates("orthogonal_per_seed")),
     Claim("skip_attn", "Skip-Attn keeps more than half of the penultimate vector's gain",
           "over half", "Section 7", "greater", "share of the gain Skip-Attn keeps",
           ("skip_attn_gain_share", "skip_attn_gain_share_se"), null=0.5,
@@ -480,16 +468,29 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("pairs", "Vectors trained alone at two layers combine constructively",
           "constructive in Qwen, often harmful in Llama (no numbers)", "Figure 13, Appendix D", "greater",
           "mean over layer pairs of pass@1 with both vectors minus the better single vector's (pairs share "
-          "layers: the error is a lower bound)", ("pair_accuracy",), _pairs),
+          "layers: the error is a lower bound)", ("pair_accuracy",), _pairs, units=_seed_estimates("pairs_per_seed")),
     Claim("transfer_down", "A base model's vectors work on its fine-tuned descendant", "works", "Section 9, Table 1",
           "greater", "normalised gain, parent to tuned model",
-          ("parent_to_child_mean_gain", "parent_to_child_mean_gain_se")),
+          ("parent_to_child_mean_gain", "parent_to_child_mean_gain_se"),
+          units=_seed_estimates("family_gain_per_seed", "parent_to_child")),
     Claim("transfer_up", "A fine-tuned model's vectors do not help its base model",
           "negative, Qwen2.5-7B-Instruct to Qwen2.5-Math-7B", "Section 9, Table 1", "less",
-          "normalised gain, tuned model to parent", ("child_to_parent_mean_gain", "child_to_parent_mean_gain_se")),
-    Claim("sae_incorrect", "The top DiffSAE feature marks incorrect generations", "one feature looked so",
-          "Section 8", "greater", "share of SAEs (seeds x rollout sets) whose top feature fires more on incorrect "
-          "generations", ("top_feature_stability",), _sae, null=0.5, units=_sae_sets, seed_units=False),
+          "normalised gain, tuned model to parent", ("child_to_parent_mean_gain", "child_to_parent_mean_gain_se"),
+          units=_seed_estimates("family_gain_per_seed", "child_to_parent")),
+    Claim("adaptive_magnitude", "Adaptive steering puts its magnitude on the meaningful part of the prompt",
+          "concentrates on meaningful prompt segments (no number)", "Section 10, Appendix S", "greater",
+          "the rank-1 LoRA's mean magnitude on the problem's tokens minus on the template's prompt tokens, per prompt "
+          "(last layer's adapter; the problem read as the meaningful segment)",
+          ("problem_magnitude_excess", "problem_magnitude_excess_se"),
+          units=_seed_estimates("problem_magnitude_excess_per_seed")),
+    Claim("sae_correct", "The DiffSAE isolates a feature associated with correct generations",
+          'features "associated with correct generations"; reviewers saw the analysed one fire on incorrect ones',
+          "Section 8, Figure 7; v3 abstract", "greater",
+          "firing rate on correct minus incorrect generations of the top feature by that difference, chosen on "
+          "half of the generations and measured on the other (mean over SAEs; the error bounds it from above)",
+          ("top_feature_stability",), _sae, units=_sae_units, seed_units=False,
+          construction=f"{_BUILT}: the two modes write different tokens, so a feature that reads the mode fires on "
+                       "one outcome's generations far more than on the other's"),
 )
 
 

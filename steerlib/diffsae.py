@@ -10,14 +10,16 @@ they fire on correct than on incorrect generations. Here:
   and returns the per-token differences at a read-out layer (prompt and completion tokens: the last
   prompt token's activation decides the first generated token), with each completion's correctness;
 - :func:`feature_stats` gives each feature's firing rate on correct and incorrect generations (a
-  feature fires on a generation if it is active at any of its tokens);
+  feature fires on a generation if it is active at any of its tokens), ranked by correct − incorrect;
+- :func:`held_out_top` chooses the top feature on half of the generations and measures it on the other
+  half, and :func:`seed_spread` repeats that over SAE seeds and rollout sets;
 - :func:`explained_share` measures how much of the vector's effect on next-token predictions the
   chosen features carry: the read-out layer's difference is replaced by its reconstruction from those
   features only, and the share is ``1 − KL(steered ‖ patched) / KL(steered ‖ base)``.
 
 Example:
     >>> sae, hist = train_sae(diffs, n_features=128, k=8, steps=2000)    # doctest: +SKIP
-    >>> stats = feature_stats(sae, per_seq, correct)                       # doctest: +SKIP
+    >>> stats = feature_stats(sae, diffs)                                  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ __all__ = [
     "Diffs",
     "collect_diffs",
     "feature_stats",
+    "TopFeature",
+    "held_out_top",
     "explained_share",
     "firing_frequency",
     "top_activations",
@@ -176,29 +180,92 @@ def collect_diffs(
 
 
 @torch.no_grad()
+def _fired(sae: TopKSAE, diffs: Diffs) -> torch.Tensor:
+    """``(n_sequences, n_features)``: 1 where the feature is active at any token of the sequence."""
+    m = sae.b_enc.shape[0]
+    return torch.stack([(sae.encode(x) > 0).any(0) if len(x) else torch.zeros(m, dtype=torch.bool)
+                        for x in diffs.per_seq]).float()
+
+
+def _rates(fired: torch.Tensor, correct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each feature's firing rate on the correct and on the incorrect rows (NaN where there are none)."""
+    nan = torch.full((fired.shape[1],), float("nan"))
+    return (fired[correct].mean(0) if correct.any() else nan), (fired[~correct].mean(0) if (~correct).any() else nan)
+
+
+@torch.no_grad()
 def feature_stats(sae: TopKSAE, diffs: Diffs) -> list[dict[str, float]]:
-    """Per feature: firing rate on correct / incorrect generations and mean activation, by |difference|."""
-    fired = torch.stack(
-        [
-            (sae.encode(x) > 0).any(0) if len(x) else torch.zeros(sae.b_enc.shape[0], dtype=torch.bool)
-            for x in diffs.per_seq
-        ]
-    ).float()
-    correct = torch.tensor(diffs.correct, dtype=torch.bool)
+    """Per feature: firing rate on correct / incorrect generations, their difference (correct − incorrect)
+    and mean activation; ranked as the paper ranks them, most associated with correct generations first
+    (the features most associated with incorrect ones come last)."""
+    rc, ri = _rates(_fired(sae, diffs), torch.tensor(diffs.correct, dtype=torch.bool))
     mean_act = sae.encode(diffs.stacked()).mean(0)
-    rc = fired[correct].mean(0) if correct.any() else torch.full((fired.shape[1],), float("nan"))
-    ri = fired[~correct].mean(0) if (~correct).any() else torch.full((fired.shape[1],), float("nan"))
-    rows = [
-        {
-            "feature": f,
-            "correct_rate": float(rc[f]),
-            "incorrect_rate": float(ri[f]),
-            "difference": float(rc[f] - ri[f]),
-            "mean_activation": float(mean_act[f]),
-        }
-        for f in range(fired.shape[1])
-    ]
-    return sorted(rows, key=lambda r: -abs(r["difference"]) if not np.isnan(r["difference"]) else 0.0)
+    rows = [{"feature": f, "correct_rate": float(rc[f]), "incorrect_rate": float(ri[f]),
+             "difference": float(rc[f] - ri[f]), "mean_activation": float(mean_act[f])} for f in range(len(rc))]
+    return sorted(rows, key=lambda r: -r["difference"] if not np.isnan(r["difference"]) else float("inf"))
+
+
+@dataclass(frozen=True)
+class TopFeature:
+    """The top feature of one SAE by (correct − incorrect) firing rate, chosen on one random half of the
+    generations and measured on the other, so that choosing it does not inflate its difference.
+
+    Attributes:
+        rollouts, sae_seed: which rollout set and SAE seed.
+        feature: the chosen feature.
+        correct_rate, incorrect_rate: its firing rates on the held-out half.
+        difference, se: correct − incorrect on the held-out half, and its binomial error (each rate's
+            variance from (x + 1) / (n + 2), so that a rate of 0 or 1 still carries one).
+        final_fvu: the SAE's fraction of variance unexplained at the end of training.
+    """
+
+    rollouts: str
+    sae_seed: int
+    feature: int
+    correct_rate: float
+    incorrect_rate: float
+    difference: float
+    se: float
+    final_fvu: float
+
+    @property
+    def label(self) -> str:
+        """Which SAE, in words."""
+        return f"{self.rollouts}, SAE {self.sae_seed}"
+
+    @property
+    def tracks(self) -> str:
+        """Which generations the feature fires on more in the held-out half."""
+        return "correct" if self.difference > 0 else "incorrect"
+
+
+@torch.no_grad()
+def held_out_top(sae: TopKSAE, diffs: Diffs, *, seed: int = 0, rollouts: str = "", final_fvu: float = float("nan")
+                 ) -> TopFeature:
+    """:class:`TopFeature`: rank the features by (correct − incorrect) firing rate on a random half of the
+    generations (``seed``), measure the top one on the other half. The SAE never sees the labels, so the
+    held-out half tests the choice.
+
+    Example:
+        >>> sae = TopKSAE(d=2, n_features=2, k=1)
+        >>> with torch.no_grad():
+        ...     _ = sae.w_enc.copy_(torch.eye(2))  # feature 0 reads the first axis, feature 1 the second
+        >>> tokens = [torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])] * 20  # correct, incorrect, ...
+        >>> top = held_out_top(sae, Diffs(tokens, [True, False] * 20, None, []), seed=0)
+        >>> top.feature, top.difference, top.tracks, round(top.se, 3)
+        (0, 1.0, 'correct', 0.125)
+    """
+    fired, correct = _fired(sae, diffs), torch.tensor(diffs.correct, dtype=torch.bool)
+    order = torch.randperm(len(correct), generator=torch.Generator().manual_seed(seed))
+    pick, test = order[: len(order) // 2], order[len(order) // 2:]
+    rc, ri = _rates(fired[pick], correct[pick])
+    feature = int(torch.nan_to_num(rc - ri, nan=-2.0).argmax())
+    hit, ok = fired[test, feature], correct[test]
+    nc, ni = int(ok.sum()), int((~ok).sum())
+    pc, pi = (float(hit[ok].mean()) if nc else float("nan")), (float(hit[~ok].mean()) if ni else float("nan"))
+    smooth = [(float(hit[m].sum()) + 1) / (n + 2) for m, n in ((ok, nc), (~ok, ni))]
+    se = float(np.sqrt(sum(q * (1 - q) / n for q, n in zip(smooth, (nc, ni)) if n))) if nc and ni else float("nan")
+    return TopFeature(rollouts, seed, feature, pc, pi, pc - pi, se, final_fvu)
 
 
 @torch.no_grad()
@@ -245,7 +312,7 @@ def explained_share(
 @torch.no_grad()
 def firing_frequency(sae: TopKSAE, diffs: Diffs) -> torch.Tensor:
     """Share of generations on which each feature fires at any token, ``(n_features,)``."""
-    return torch.stack([(sae.encode(x) > 0).any(0) for x in diffs.per_seq]).float().mean(0)
+    return _fired(sae, diffs).mean(0)
 
 
 @torch.no_grad()
@@ -302,23 +369,18 @@ def explained_shares(
 
 
 def seed_spread(diff_sets: dict[str, Diffs], n_features: int, k: int, *, steps: int,
-                seeds: Sequence[int]) -> list[dict[str, Any]]:
-    """Which outcome the top feature tracks, for every rollout set and SAE seed: one SAE per pair,
-    its top feature by |correct rate - incorrect rate| and that feature's rates. A finding about the
-    top feature means something only if it holds across the rows.
+                seeds: Sequence[int]) -> list[TopFeature]:
+    """One SAE per rollout set and SAE seed, each with its held-out top feature (:func:`held_out_top`,
+    split by the SAE seed). A finding about the top feature means something only if it holds across them.
 
     Example:
         >>> rows = seed_spread({"seed 0": diffs}, 64, 4, steps=3000, seeds=[0, 1, 2])  # doctest: +SKIP
-        >>> sorted({r["tracks"] for r in rows})                                     # doctest: +SKIP
+        >>> sorted({r.tracks for r in rows})                                        # doctest: +SKIP
         ['correct']
     """
     rows = []
     for name, diffs in diff_sets.items():
         for seed in seeds:
             sae, hist = train_sae(diffs.stacked(), n_features, k, steps=steps, seed=seed, progress=False)
-            top = feature_stats(sae, diffs)[0]
-            rows.append({"rollouts": name, "sae_seed": seed, "top_feature": top["feature"],
-                         "tracks": "correct" if top["difference"] > 0 else "incorrect",
-                         "correct_rate": top["correct_rate"], "incorrect_rate": top["incorrect_rate"],
-                         "final_fvu": hist["fvu"][-1]})
+            rows.append(held_out_top(sae, diffs, seed=seed, rollouts=name, final_fvu=hist["fvu"][-1]))
     return rows

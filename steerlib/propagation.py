@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from steerlib.arch import model_parts
 from steerlib.evaluate import EvalResult, evaluate_routed
-from steerlib.stats import Estimate
+from steerlib.stats import Estimate, mean_estimate
 from steerlib.steering import SteeringVector
 from steerlib.traces import paired, sample_forced
 
@@ -44,6 +44,7 @@ __all__ = [
     "evaluate_pairs",
     "PairStudy",
     "pair_study",
+    "pair_gap",
 ]
 
 
@@ -58,19 +59,26 @@ class Persistence:
     final_shift: dict[int, torch.Tensor] = field(default_factory=dict)  # i -> mean Δ at the last layer
     n_tokens: dict[int, int] = field(default_factory=dict)
     per_sequence_dv: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (i, j) -> per prompt
+    per_sequence_dd: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (i, j) -> per prompt
 
-    def offdiag_diff_vector_se(self, n_boot: int = 1000, seed: int = 0) -> float:
-        """Bootstrap standard error of the mean Diff-Vector cosine above the diagonal: the prompts are
-        resampled (the same draw for every pair of layers) and the per-pair means averaged again."""
-        pairs = [(i, j) for (i, j) in self.per_sequence_dv if j > i]
+    @staticmethod
+    def _offdiag_se(per_sequence: dict[tuple[int, int], np.ndarray], n_boot: int = 1000, seed: int = 0) -> float:
+        """Bootstrap standard error of the mean over layer pairs above the diagonal of a per-prompt cosine:
+        the prompts are resampled (the same draw for every pair of layers) and the per-pair means
+        averaged again."""
+        pairs = [(i, j) for (i, j) in per_sequence if j > i]
         if not pairs:
             return float("nan")
-        n = min(len(self.per_sequence_dv[p]) for p in pairs)
+        n = min(len(per_sequence[p]) for p in pairs)
         if n < 2:
             return float("nan")
         idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-        draws = np.mean([self.per_sequence_dv[p][:n][idx].mean(axis=1) for p in pairs], axis=0)
+        draws = np.mean([per_sequence[p][:n][idx].mean(axis=1) for p in pairs], axis=0)
         return float(draws.std(ddof=1))
+
+    def offdiag_diff_vector_se(self, n_boot: int = 1000, seed: int = 0) -> float:
+        """Bootstrap standard error of the mean Diff-Vector cosine above the diagonal (prompts resampled)."""
+        return self._offdiag_se(self.per_sequence_dv, n_boot, seed)
 
     def offdiag_diff_vector(self) -> Estimate:
         """The mean Diff-Vector cosine above the diagonal, with its bootstrap error
@@ -78,17 +86,31 @@ class Persistence:
         upper = np.triu(np.ones(self.diff_vector.shape, dtype=bool), 1)
         return Estimate(float(np.nanmean(self.diff_vector[upper])), self.offdiag_diff_vector_se())
 
+    def offdiag_diff_diff(self) -> Estimate:
+        """The mean Diff-Diff cosine above the diagonal, with its bootstrap error over prompts.
+
+        Example:
+            >>> p = Persistence(*[np.full((2, 2), np.nan)] * 4)
+            >>> p.diff_diff[0, 1] = 0.5
+            >>> p.per_sequence_dd = {(0, 1): np.array([0.4, 0.6, 0.4, 0.6])}
+            >>> p.offdiag_diff_diff().estimate
+            0.5
+        """
+        upper = np.triu(np.ones(self.diff_diff.shape, dtype=bool), 1)
+        return Estimate(float(np.nanmean(self.diff_diff[upper])), self._offdiag_se(self.per_sequence_dd))
+
     def summary(self) -> dict[str, Any]:
         """The matrices and their means (minimum for Diff-Diff) above the diagonal."""
         upper = np.triu(np.ones(self.diff_vector.shape, dtype=bool), 1)
-        dv = self.offdiag_diff_vector()
+        dv, dd = self.offdiag_diff_vector(), self.offdiag_diff_diff()
         return {
             "diff_vector": self.diff_vector,
             "diff_diff": self.diff_diff,
             "layer_cos": self.layer_cos,
             "mean_offdiag_diff_vector": dv.estimate,
             "mean_offdiag_diff_vector_se": dv.se,
-            "mean_offdiag_diff_diff": float(np.nanmean(self.diff_diff[upper])),
+            "mean_offdiag_diff_diff": dd.estimate,
+            "mean_offdiag_diff_diff_se": dd.se,
             "min_offdiag_diff_diff": float(np.nanmin(self.diff_diff[upper])),
         }
 
@@ -166,6 +188,7 @@ def persistence(
                 out.per_sequence_dv[(i, j)] = np.asarray(seq_dv[j])
                 lc[i, j] = float(_cos(total[j] / count, vectors[j].vector.detach().float().cpu()))
             dd[i, j] = float(np.mean(seq_dd[j]))
+            out.per_sequence_dd[(i, j)] = np.asarray(seq_dd[j])
             dn[i, j] = float(np.mean(norms[j]))
         out.final_shift[i] = total[n - 1] / count
         out.n_tokens[i] = count
@@ -234,6 +257,21 @@ def evaluate_pairs(
     return evaluate_routed(model, tokenizer, prompts, answers, {**pair_configs(vectors), **(extra or {})}, **kwargs)
 
 
+def pair_gap(accuracy: Sequence[Sequence[float]]) -> Estimate:
+    """The mean over layer pairs of pass@1 with both vectors added minus the better single vector's
+    (``accuracy``: :func:`pair_grid`'s matrix, single vectors on the diagonal), with the standard error
+    of that mean over pairs. Pairs share layers, so they are not independent: the error is a lower bound.
+
+    Example:
+        >>> gap = pair_gap([[0.5, 0.2, 0.4], [0.2, 0.6, 0.3], [0.4, 0.3, 0.7]])
+        >>> round(gap.estimate, 4), round(gap.se, 4)  # differences -0.4, -0.3, -0.4: sd 0.0577 / sqrt(3)
+        (-0.3667, 0.0333)
+    """
+    n = len(accuracy)
+    return mean_estimate([accuracy[i][j] - max(accuracy[i][i], accuracy[j][j])
+                          for i in range(n) for j in range(i + 1, n)])
+
+
 @dataclass
 class PairStudy:
     """Every pair of single-layer vectors applied together (sum) and at half strength (mean)."""
@@ -284,6 +322,10 @@ class PairStudy:
             k: float(np.corrcoef(norm[ok], np.array([r[k] for r in rows])[ok])[0, 1]) if ok.sum() > 2 else float("nan")
             for k in ("distance", "diff_diff", "diff_vector")
         }
+
+    def gap(self) -> Estimate:
+        """:func:`pair_gap` of the pairs' sums."""
+        return pair_gap(self.grid["accuracy"])
 
     def summary(self) -> dict[str, Any]:
         """The headline numbers (means over pairs, counts, denominators of the normalised accuracy)."""

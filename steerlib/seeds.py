@@ -28,8 +28,9 @@ from steerlib.loaded import LoadedModel
 from steerlib.presets import Preset
 from steerlib.runs import RunLayout
 
-__all__ = ["seed_list", "seeded_vector_runs", "seeded_sweeps", "spread", "SeedSummary", "seed_summary",
-           "sampling_spread"]
+__all__ = ["seed_list", "seeded_vector_runs", "seeded_sweeps", "seeded_orthogonal_gaps", "seeded_pair_gaps",
+           "seeded_adaptive_runs", "seeded_family_transfer", "spread",
+           "SeedSummary", "seed_summary", "sampling_spread"]
 
 K = TypeVar("K")
 
@@ -59,6 +60,68 @@ def seeded_sweeps(org: LoadedModel, preset: Preset, layout: RunLayout, seeds: Se
 
     return {s: layer_vectors(org, dataclasses.replace(preset, seed=s), layout.for_seed(s, base=preset.seed), **kwargs)
             for s in seeds}
+
+
+def seeded_orthogonal_gaps(org: LoadedModel, preset: Preset, vectors: Mapping[int, Any], layout: RunLayout, n: int,
+                           **kwargs: Any) -> dict[int, Any]:
+    """Per training seed (``vectors``: seed -> that seed's vector), :func:`steerlib.selection.orthogonal_runs`
+    in its seed's layout, evaluated with the original on the test split, and
+    :func:`steerlib.selection.orthogonal_gap` of the result: seed -> :class:`steerlib.stats.Estimate`."""
+    from steerlib.preset_eval import evaluate_configs
+    from steerlib.selection import orthogonal_gap, orthogonal_runs
+
+    out = {}
+    for s, vector in vectors.items():
+        runs = orthogonal_runs(org, dataclasses.replace(preset, seed=s), vector,
+                               layout.for_seed(s, base=preset.seed), n, **kwargs)
+        res = evaluate_configs(org, preset, {"original": [vector], **{k: [v] for k, v in runs.items()}})
+        out[s] = orthogonal_gap({k: r.pass_at_1 for k, r in res.items()}, {k: r.stderr for k, r in res.items()})
+    return out
+
+
+def seeded_pair_gaps(org: LoadedModel, preset: Preset, sweeps: Mapping[int, Mapping[int, Any]]) -> dict[int, Any]:
+    """Per training seed (``sweeps``: seed -> layer -> vector), every single vector and every pair of them
+    on the test split and :func:`steerlib.propagation.pair_gap` of their accuracies: seed ->
+    :class:`steerlib.stats.Estimate`."""
+    from steerlib.preset_eval import evaluate_configs
+    from steerlib.propagation import pair_configs, pair_gap, pair_grid
+
+    out = {}
+    for s, vectors in sweeps.items():
+        res = evaluate_configs(org, preset, pair_configs(dict(vectors)))
+        out[s] = pair_gap(pair_grid(res, sorted(vectors), float("nan"))["accuracy"])
+    return out
+
+
+def seeded_adaptive_runs(org: LoadedModel, preset: Preset, layer: int, layout: RunLayout, seeds: Sequence[int],
+                         **kwargs: Any) -> dict[int, Any]:
+    """:func:`steerlib.selection.adaptive_runs` at ``layer`` once per training seed, each in its seed's layout."""
+    from steerlib.selection import adaptive_runs
+
+    return {s: adaptive_runs(org, dataclasses.replace(preset, seed=s), [layer], layout.for_seed(s, base=preset.seed),
+                             **kwargs)[layer] for s in seeds}
+
+
+def seeded_family_transfer(orgs: Mapping[str, LoadedModel], presets: Mapping[str, Preset], donor: str,
+                           donor_vectors: Mapping[int, Mapping[int, Any]], layout: RunLayout, layers: Sequence[int],
+                           parent: Mapping[str, str | None], **kwargs: Any) -> dict[int, dict[str, Any]]:
+    """Per training seed (``donor_vectors``: seed -> layer -> the donor's vector), every other model in
+    ``orgs`` trains its own vectors at ``layers`` with that seed (its seed's layout,
+    :meth:`steerlib.runs.RunLayout.transfer`), all models' vectors are moved between them
+    (:func:`steerlib.transfer.transfer_study`), and the normalised gain parent -> child and back is
+    read (:meth:`steerlib.transfer.TransferStudy.family_estimates`): seed -> direction -> estimate."""
+    from steerlib.selection import layer_vectors
+    from steerlib.transfer import transfer_study
+
+    out = {}
+    base = presets[donor].seed
+    for s, vectors in donor_vectors.items():
+        own = {donor: {layer: vectors[layer] for layer in layers},
+               **{t: layer_vectors(org, dataclasses.replace(presets[t], seed=s),
+                                   layout.for_seed(s, base=base).transfer(t), layers=list(layers), **kwargs).vectors
+                  for t, org in orgs.items() if t != donor}}
+        out[s] = transfer_study(dict(orgs), dict(presets), own).family_estimates(dict(parent))
+    return out
 
 
 def spread(per_seed: Mapping[int, Mapping[K, float]]) -> tuple[dict[K, float], dict[K, float]]:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +38,7 @@ from steerlib.presets import Preset
 from steerlib.recipes import TrainResult, train_vectors, train_weights
 from steerlib.rloo import signal_share
 from steerlib.runs import RunLayout
+from steerlib.stats import Estimate
 from steerlib.steering import Site, SteeringVector
 from steerlib.vectorfile import load_vectors, save_vectors
 
@@ -54,6 +56,7 @@ __all__ = [
     "baselines",
     "evaluate_runs",
     "orthogonal_runs",
+    "orthogonal_gap",
     "post_attn_runs",
     "adaptive_runs",
 ]
@@ -403,6 +406,24 @@ def orthogonal_runs(org: LoadedModel, preset: Preset, vector: SteeringVector, la
         out[f"orthogonal {k}"] = run.vectors[0]
         basis.append(out[f"orthogonal {k}"].vector.detach())
     return out
+
+
+def orthogonal_gap(pass_at_1: Mapping[str, float], stderr: Mapping[str, float]) -> Estimate:
+    """The original vector's pass@1 minus the best orthogonal vector's (keys ``"original"`` and
+    ``"orthogonal k"``, as :func:`orthogonal_runs` names them; other keys are ignored), with the error of
+    a difference of two independent estimates (NaN where an error is missing).
+
+    Example:
+        >>> gap = orthogonal_gap({"original": 0.8, "orthogonal 1": 0.5, "orthogonal 2": 0.6, "base": 0.3},
+        ...                      {"original": 0.01, "orthogonal 1": 0.02, "orthogonal 2": 0.02})
+        >>> round(gap.estimate, 3), round(gap.se, 5)  # 0.8 - 0.6, sqrt(0.01^2 + 0.02^2)
+        (0.2, 0.02236)
+    """
+    orth = {k: v for k, v in pass_at_1.items() if k.startswith("orthogonal")}
+    best = max(orth, key=orth.__getitem__)
+    ses = [stderr.get("original"), stderr.get(best)]
+    se = math.sqrt(sum(x * x for x in ses)) if all(x is not None for x in ses) else math.nan  # type: ignore[misc]
+    return Estimate(pass_at_1["original"] - orth[best], se)
 
 
 def post_attn_runs(org: LoadedModel, preset: Preset, layer: int, layout: RunLayout, *,

@@ -23,7 +23,7 @@ import torch
 
 from steerlib.arch import model_parts
 from steerlib.evaluate import EvalResult, evaluate_routed
-from steerlib.stats import gain_share
+from steerlib.stats import Estimate, gain_share
 from steerlib.steering import SteeringVector
 
 __all__ = [
@@ -169,6 +169,16 @@ class TransferStudy:
             "n_related": len(down + up),
             "n_unrelated": len(other),
         }
+
+
+    def family_estimates(self, parent: dict[str, str | None]) -> dict[str, Estimate]:
+        """:meth:`family_summary`'s two directions as estimates: ``parent_to_child`` and ``child_to_parent``
+        (NaN where the study has no such direction)."""
+        fs = self.family_summary(parent)
+        nan = float("nan")
+        return {k: Estimate(nan if fs[f"{k}_mean_gain"] is None else fs[f"{k}_mean_gain"],
+                            nan if fs[f"{k}_mean_gain_se"] is None else fs[f"{k}_mean_gain_se"])
+                for k in ("parent_to_child", "child_to_parent")}
 
 
 def _mean_gain(m: dict[str, float], layers: Sequence[int]) -> float:

@@ -69,6 +69,7 @@ SMOKE = {
         "model": "tiny",
         "targets": "tiny-tuned",
         "layers": "all",
+        "n_seeds": 2,  # chapter 02's smoke sweeps (seeds 0 and 1); the tuned model's own vectors with seed 1
         "steps": 2,
         "eval_problems": 8,
         "val_problems": 8,
@@ -85,6 +86,7 @@ SMOKE = {
         "magnitude_layers": "0,1",
         "factors": "-1,0,1,10",
         "magnitude_prompts": 4,
+        "n_seeds": 2,  # the last layer's adapter trained with two seeds
     },
     "08_diffsae": {
         "model": "tiny",
@@ -99,6 +101,7 @@ SMOKE = {
         "top_n": 2,
         "sae_seeds": 2,
         "rollout_sets": 2,
+        "n_seeds": 2,  # chapter 02's smoke sweeps (seeds 0 and 1), read back
     },
     "09_real_lm": {  # the real Qwen2.5-Coder-0.5B (its PyPI GGUF): one step per vector, two of everything
         "steps": 1,

@@ -71,7 +71,7 @@ def test_p_values_and_holms_adjustment_by_hand():
 
 def test_no_organism_row_that_holds_by_construction_says_reproduced():
     rows = {r.key: r for r in claims_table(load_results(RESULTS))}
-    for key in ("single_layer_gain", "first_token", "prefix_share", "orthogonal"):
+    for key in ("single_layer_gain", "first_token", "prefix_share", "orthogonal", "sae_correct"):
         assert rows[key].verdict != "reproduced", key  # the organism was built so: it says so instead
     assert all(r.verdict in VERDICTS and (r.real_lm_verdict is None or r.real_lm_verdict in VERDICTS)
                for r in rows.values())
@@ -113,3 +113,45 @@ def test_the_mean_layer_gain_keeps_the_base_models_error():
                                 "base_pass_at_1": 0.25, "base_stderr": 0.01})
     assert est == 0.375 and abs(se - (0.02 ** 2 / 2 + 0.01 ** 2) ** 0.5) < 1e-15
     assert se > 0.01  # never below the base's own error
+
+
+def test_the_diffsae_row_tests_its_top_feature_on_held_out_generations_by_hand():
+    """The top feature is chosen on one random half and scored on the other; its error is that of a
+    difference of two binomial rates, each from (x + 1) / (n + 2); the row averages SAEs, error included."""
+    import math
+
+    import torch
+
+    from steerlib.claims import _sae
+    from steerlib.diffsae import Diffs, TopKSAE, held_out_top
+
+    sae = TopKSAE(d=2, n_features=2, k=1)
+    with torch.no_grad():
+        sae.w_enc.copy_(torch.eye(2))
+    # feature 0 fires on every correct generation and on every third incorrect one; feature 1 on the rest
+    correct = [i % 2 == 0 for i in range(60)]
+    fires0 = [c or i % 6 == 1 for i, c in enumerate(correct)]
+    tokens = [torch.tensor([[1.0, 0.0]]) if f else torch.tensor([[0.0, 1.0]]) for f in fires0]
+    top = held_out_top(sae, Diffs(tokens, correct, None, []), seed=3)
+    held = torch.randperm(60, generator=torch.Generator().manual_seed(3))[30:].tolist()
+    ok = [i for i in held if correct[i]]
+    bad = [i for i in held if not correct[i]]
+    x_ok, x_bad = sum(fires0[i] for i in ok), sum(fires0[i] for i in bad)
+    q_ok, q_bad = (x_ok + 1) / (len(ok) + 2), (x_bad + 1) / (len(bad) + 2)
+    assert top.feature == 0 and top.tracks == "correct"
+    assert top.difference == pytest.approx(x_ok / len(ok) - x_bad / len(bad))
+    assert top.se == pytest.approx(math.sqrt(q_ok * (1 - q_ok) / len(ok) + q_bad * (1 - q_bad) / len(bad)))
+    assert _sae({"top_feature_stability": [{"difference": 0.6, "se": 0.04}, {"difference": 0.8, "se": 0.02}]}) \
+        == pytest.approx((0.7, 0.03))
+
+
+def test_the_orthogonal_and_pair_gaps_by_hand():
+    from steerlib.propagation import pair_gap
+    from steerlib.selection import orthogonal_gap
+
+    gap = orthogonal_gap({"original": 0.9, "orthogonal 1": 0.7, "orthogonal 2": 0.4}, {"original": 0.03,
+                                                                                      "orthogonal 1": 0.04})
+    assert gap.estimate == pytest.approx(0.2) and gap.se == pytest.approx(0.05)  # sqrt(0.03^2 + 0.04^2)
+    # three layers: pair sums 0.6, 0.5, 0.9 against better singles 0.7, 0.8, 0.8 -> -0.1, -0.3, 0.1
+    g = pair_gap([[0.7, 0.6, 0.5], [0.6, 0.3, 0.9], [0.5, 0.9, 0.8]])
+    assert g.estimate == pytest.approx(-0.1) and g.se == pytest.approx(0.2 / 3 ** 0.5)
