@@ -243,7 +243,11 @@ ch.claims(results)
 # problem tokens {glue:text}`problem_mag:.3f`, generated tokens {glue:text}`gen_mag:.3f`). At layer
 # {glue:text}`seed_layer`, the claims page's test, the problem's tokens carry
 # {glue:text}`problem_magnitude_excess:.3f` ± {glue:text}`problem_magnitude_excess_se:.3f` more than the
-# template's (first training seed; every seed in the table above).
+# template's (first training seed; every seed in the table above). Reading the problem as the meaningful
+# segment is not neutral on the organism: it decides its answer mode at the last prompt token, which
+# lies in the template after the problem, and that is where a lever on the mode has to act
+# ({numref}`fig-07-segments` gives every segment at every layer). A model whose answer depends on the
+# problem's content is the fairer test of the paper's reading; the book has not run it on one.
 # Rescaling: {glue:text}`mag_summary`. Factors near 1 differ by less than their standard errors
 # (about 0.015 at 1,000 problems), so no "best" factor is read off the curve.
 #

@@ -634,7 +634,7 @@ def write_claims(results_dir: str | Path, page: str | Path) -> list[ClaimRow]:
     real = results.get(REAL_LM, {})
     model = str(real.get("model") or real.get("preset") or "a real model").split("/")[-1]
     write_json(Path(results_dir) / "claims.json", [asdict(r) for r in rows])
-    built = "\n".join(f"- **{r.claim}**: {r.construction}." for r in rows if r.construction)
+    built = "\n".join(f"- **{r.claim}**: {r.construction.removeprefix(_BUILT + ': ')}." for r in rows if r.construction)
     vocabulary = "\n".join(f"- {_badge(v)}: {why}." for v, why in VERDICTS.items())
     atomic_write_text(page, _PAGE.format(table=claims_markdown(rows, real_model=model), organism=ORGANISM,
                                          real_lm=REAL_LM, model=model, vocabulary=vocabulary, built=built or "- none",
@@ -664,9 +664,9 @@ a fixed vocabulary, applied by one rule (`steerlib.claims.verdict`):
 
 {vocabulary}
 
-The organism was built so that its first generated token decides the answer mode and the mode decides
-correctness ({{doc}}`chapters/{organism}`). Where that forces a claim's direction, the organism's
-verdict says so instead of "reproduced":
+The organism was built so that it answers right in its worked mode and wrong in its direct one, and
+its first generated token picks the mode ({{doc}}`chapters/{organism}`). Where that forces a claim's
+direction, the organism's verdict says so instead of "reproduced", for these reasons:
 
 {built}
 
@@ -679,4 +679,7 @@ chapter's own caveats.
 page makes many: {multiplicity} (one-sided p-values from each estimate and its error; `holm_p` in
 `book/results/claims.json`).
 
-{table}"""
+:::{{div}} full-width
+{table}
+:::
+"""
