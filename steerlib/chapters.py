@@ -167,8 +167,9 @@ CHAPTERS: dict[str, ChapterSpec] = {s.name: s for s in (
                 _analysis(lambda w: 2 * w.n_seeds, lambda w: w.P.n_layers ** 2 + 4
                           + (w.n_seeds - 1) * (w.P.n_layers * (w.P.n_layers + 1) // 2 + 4)),
                 claims=("diff_vector", "diff_diff", "orthogonal", "pairs")),
-    ChapterSpec("04_logit_lens", "The last layer's vector as a first-token substitution bias", _SWEEP,
-                _analysis(lambda w: 1, lambda w: 6 + w.P.n_layers / 8), claims=("prefix_share", "kl_first_token")),
+    ChapterSpec("04_logit_lens", "The last layer's vector as a first-token substitution bias", _SWEEPS,
+                _analysis(lambda w: 1, lambda w: 6 + w.P.n_layers / 8 + 5 * (w.n_seeds - 1)),
+                claims=("prefix_share", "kl_first_token")),
     ChapterSpec("05_attention_ablation", "The penultimate layer's vector: attention or MLP?", _SWEEPS,
                 _analysis(lambda w: 2, lambda w: 5 * (w.shape.heads + w.shape.kv_heads) // 2 + 6 * (w.n_seeds - 1)),
                 claims=("skip_attn", "skip_layer", "mlp_only", "v_head")),

@@ -419,6 +419,7 @@ CLAIMS: tuple[Claim, ...] = (
           ("first_token_kl_concentration", "first_token_kl_concentration_se"), null=10.0,
           construction=f"{_BUILT}: once the opener is given, steered and unsteered model continue the same mode, so "
                        "little is left to change after the first token",
+          units=_seed_estimates("token_tests_per_seed", "kl_concentration"),
           real_keys=("first_token_kl_share", "mean_length_steered"), real=_kl_concentration,
           real_measure="the first position's share of the KL times the completions' mean length (the chapter kept "
                        "no per-sequence KL: no error)"),
@@ -427,6 +428,7 @@ CLAIMS: tuple[Claim, ...] = (
           ("prefix_gain_share", "prefix_gain_share_se"), paper_value=0.75,
           construction=f"{_BUILT}: forcing the worked opener puts every answer in the mode that is nearly always "
                        "right, so it recovers the whole gain or more",
+          units=_seed_estimates("token_tests_per_seed", "prefix_gain_share"),
           real_keys=("prefix_gain_share", "prefix_gain_share_se")),
     Claim("diff_vector", "A propagated shift is nearly orthogonal to later layers' own vectors",
           "Diff-Vector cosine falls quickly", "Section 5, Figure 2", "near",

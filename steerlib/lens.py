@@ -294,6 +294,14 @@ class PrefixTest:
     prefix: str
     evals: dict[str, Any]
 
+    def gain_share(self) -> Any:
+        """The share of the vector's gain the prefix alone recovers, with its error (:meth:`summary`'s), as a
+        :class:`steerlib.stats.Estimate`."""
+        from steerlib.stats import Estimate
+
+        s = self.summary()
+        return Estimate(s["prefix_gain_share"], s["prefix_gain_share_se"])
+
     def summary(self) -> dict[str, Any]:
         """Accuracies, the share of the vector's gain the prefix alone recovers, and what a vector
         retrained with the prefix adds over the prefix alone."""

@@ -29,7 +29,7 @@ from steerlib.presets import Preset
 from steerlib.runs import RunLayout
 
 __all__ = ["seed_list", "seeded_vector_runs", "seeded_sweeps", "seeded_orthogonal_gaps", "seeded_pair_gaps",
-           "seeded_adaptive_runs", "seeded_family_transfer", "spread",
+           "seeded_adaptive_runs", "seeded_family_transfer", "seeded_token_tests", "spread",
            "SeedSummary", "seed_summary", "sampling_spread"]
 
 K = TypeVar("K")
@@ -121,6 +121,26 @@ def seeded_family_transfer(orgs: Mapping[str, LoadedModel], presets: Mapping[str
                                    layout.for_seed(s, base=base).transfer(t), layers=list(layers), **kwargs).vectors
                   for t, org in orgs.items() if t != donor}}
         out[s] = transfer_study(dict(orgs), dict(presets), own).family_estimates(dict(parent))
+    return out
+
+
+def seeded_token_tests(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str],
+                       vectors: Mapping[int, Any], *, shift_prompts: int, max_new_tokens: int,
+                       seed: int = 0) -> dict[int, dict[str, Any]]:
+    """Chapter 04's two token tests per training seed (``vectors``: seed -> that seed's last-layer vector):
+    the first token the vector boosts most (``prefix``), the share of its gain that token recovers as a
+    prefix (``prefix_gain_share``, :meth:`steerlib.lens.PrefixTest.gain_share`) and how concentrated its KL
+    is at the first generated token (``kl_concentration``, :meth:`steerlib.lens.PositionShift.concentration`,
+    on the first ``shift_prompts`` prompts)."""
+    from steerlib.lens import first_token_boost, position_shifts, prefix_test
+
+    out = {}
+    for s, v in vectors.items():
+        prefix = first_token_boost(model, tokenizer, prompts[:shift_prompts], [v], k=1)[0][0]
+        shift = position_shifts(model, tokenizer, prompts[:shift_prompts], {v.layer: v}, max_new_tokens=max_new_tokens,
+                                seed=seed)[v.layer]
+        test = prefix_test(model, tokenizer, prompts, answers, v, prefix, max_new_tokens=max_new_tokens)
+        out[s] = {"prefix": prefix, "prefix_gain_share": test.gain_share(), "kl_concentration": shift.concentration()}
     return out
 
 

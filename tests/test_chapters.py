@@ -54,6 +54,7 @@ SMOKE = {
         "prompts_per_step": 4,
         "max_new_tokens": 12,
         "shift_prompts": 4,
+        "n_seeds": 2,  # chapter 02's smoke sweeps (seeds 0 and 1), read back
     },
     "05_attention_ablation": {
         "model": "tiny",
