@@ -263,8 +263,8 @@ def held_out_top(sae: TopKSAE, diffs: Diffs, *, seed: int = 0, rollouts: str = "
     hit, ok = fired[test, feature], correct[test]
     nc, ni = int(ok.sum()), int((~ok).sum())
     pc, pi = (float(hit[ok].mean()) if nc else float("nan")), (float(hit[~ok].mean()) if ni else float("nan"))
-    smooth = [(float(hit[m].sum()) + 1) / (n + 2) for m, n in ((ok, nc), (~ok, ni))]
-    se = float(np.sqrt(sum(q * (1 - q) / n for q, n in zip(smooth, (nc, ni)) if n))) if nc and ni else float("nan")
+    qc, qi = (float(hit[ok].sum()) + 1) / (nc + 2), (float(hit[~ok].sum()) + 1) / (ni + 2)  # rates kept off 0 and 1
+    se = float(np.sqrt(qc * (1 - qc) / nc + qi * (1 - qi) / ni)) if nc and ni else float("nan")
     return TopFeature(rollouts, seed, feature, pc, pi, pc - pi, se, final_fvu)
 
 

@@ -294,11 +294,8 @@ class PrefixTest:
     prefix: str
     evals: dict[str, Any]
 
-    def gain_share(self) -> Any:
-        """The share of the vector's gain the prefix alone recovers, with its error (:meth:`summary`'s), as a
-        :class:`steerlib.stats.Estimate`."""
-        from steerlib.stats import Estimate
-
+    def gain_share(self) -> Estimate:
+        """The share of the vector's gain the prefix alone recovers, with its error (:meth:`summary`'s)."""
         s = self.summary()
         return Estimate(s["prefix_gain_share"], s["prefix_gain_share_se"])
 

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from steerlib.loaded import LoadedModel
 from steerlib.presets import Preset
 from steerlib.runs import RunLayout
+from steerlib.stats import Estimate
 
 __all__ = ["seed_list", "seeded_vector_runs", "seeded_sweeps", "seeded_orthogonal_gaps", "seeded_pair_gaps",
            "seeded_adaptive_runs", "seeded_family_transfer", "seeded_token_tests", "spread",
@@ -63,7 +64,7 @@ def seeded_sweeps(org: LoadedModel, preset: Preset, layout: RunLayout, seeds: Se
 
 
 def seeded_orthogonal_gaps(org: LoadedModel, preset: Preset, vectors: Mapping[int, Any], layout: RunLayout, n: int,
-                           **kwargs: Any) -> dict[int, Any]:
+                           **kwargs: Any) -> dict[int, Estimate]:
     """Per training seed (``vectors``: seed -> that seed's vector), :func:`steerlib.selection.orthogonal_runs`
     in its seed's layout, evaluated with the original on the test split, and
     :func:`steerlib.selection.orthogonal_gap` of the result: seed -> :class:`steerlib.stats.Estimate`."""
@@ -79,7 +80,8 @@ def seeded_orthogonal_gaps(org: LoadedModel, preset: Preset, vectors: Mapping[in
     return out
 
 
-def seeded_pair_gaps(org: LoadedModel, preset: Preset, sweeps: Mapping[int, Mapping[int, Any]]) -> dict[int, Any]:
+def seeded_pair_gaps(org: LoadedModel, preset: Preset, sweeps: Mapping[int, Mapping[int, Any]]
+                     ) -> dict[int, Estimate]:
     """Per training seed (``sweeps``: seed -> layer -> vector), every single vector and every pair of them
     on the test split and :func:`steerlib.propagation.pair_gap` of their accuracies: seed ->
     :class:`steerlib.stats.Estimate`."""
@@ -104,7 +106,7 @@ def seeded_adaptive_runs(org: LoadedModel, preset: Preset, layer: int, layout: R
 
 def seeded_family_transfer(orgs: Mapping[str, LoadedModel], presets: Mapping[str, Preset], donor: str,
                            donor_vectors: Mapping[int, Mapping[int, Any]], layout: RunLayout, layers: Sequence[int],
-                           parent: Mapping[str, str | None], **kwargs: Any) -> dict[int, dict[str, Any]]:
+                           parent: Mapping[str, str | None], **kwargs: Any) -> dict[int, dict[str, Estimate]]:
     """Per training seed (``donor_vectors``: seed -> layer -> the donor's vector), every other model in
     ``orgs`` trains its own vectors at ``layers`` with that seed (its seed's layout,
     :meth:`steerlib.runs.RunLayout.transfer`), all models' vectors are moved between them
